@@ -1,0 +1,158 @@
+//! Configuration: the reference's options with its defaults, plus the limits it lacks.
+//!
+//! | reference key | here | default |
+//! |---|---|---|
+//! | `net.server.addr.host` / `.port` | [`Config::server_addr`] | `0.0.0.0:8080` |
+//! | `net.client.addr.host` / `.port` | [`Config::client_host`], [`Config::client_port`] | `localhost`, `8080` |
+//! | `net.compress.enabled` / `.threshold` / `.level` | [`Config::compression`] | `true`, `8192`, `6` |
+//! | `net.registry.autosync` | [`RegistrySync::autosync`] | `true` |
+//! | `net.registry.missingpacketaction` | [`RegistrySync::missing_packet_action`] | `closeconnection` |
+//! | (none: the reference has no limits) | [`Config::limits`] | see [`Limits`] |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The port peng3dnet uses when none is given.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Everything a server or client can be configured with.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where a server listens by default (`net.server.addr`).
+    pub server_addr: SocketAddr,
+    /// Host a client connects to when none is given (`net.client.addr.host`).
+    pub client_host: String,
+    /// Port a client uses when the target names none (`net.client.addr.port`).
+    pub client_port: u16,
+    /// How outgoing bodies are compressed (`net.compress.*`).
+    pub compression: Compression,
+    /// How a client adopts the server's registry (`net.registry.*`).
+    pub registry_sync: RegistrySync,
+    /// Limits on what a peer may make us do.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            client_host: "localhost".into(),
+            client_port: DEFAULT_PORT,
+            compression: Compression::default(),
+            registry_sync: RegistrySync::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Compression of outgoing bodies (`net.compress.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    /// Compress at all (`net.compress.enabled`, default `true`).
+    pub enabled: bool,
+    /// Bodies strictly longer than this many bytes are compressed
+    /// (`net.compress.threshold`, default 8192).
+    pub threshold: usize,
+    /// zlib level 0 to 9 (`net.compress.level`, default 6).
+    pub level: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            enabled: true,
+            threshold: 8192,
+            level: 6,
+        }
+    }
+}
+
+/// What a client does when the server's registry differs from its own
+/// (`net.registry.missingpacketaction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingPacketAction {
+    /// Close with reason `packetregmismatch` (the default).
+    #[default]
+    CloseConnection,
+    /// Adopt the ids of the names both sides know and go on.
+    Ignore,
+}
+
+/// Registry synchronisation on the classic handshake (`net.registry.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrySync {
+    /// Adopt the server's ids name by name (`net.registry.autosync`, default `true`).
+    pub autosync: bool,
+    /// What to do when the name sets differ.
+    pub missing_packet_action: MissingPacketAction,
+}
+
+impl Default for RegistrySync {
+    fn default() -> Self {
+        RegistrySync {
+            autosync: true,
+            missing_packet_action: MissingPacketAction::CloseConnection,
+        }
+    }
+}
+
+/// Limits on what a peer can make us do. The reference has none of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest frame and inflated body a peer may send.
+    pub frame: FrameLimits,
+    /// Deepest msgpack nesting accepted (guards the decoder's stack).
+    pub max_depth: usize,
+    /// Time a peer has from connect until its handshake is complete (classic) or its
+    /// connection type is set and its first ping arrived (ping).
+    pub handshake_timeout: Duration,
+    /// Time an established connection may stay silent before it is closed.
+    pub idle_timeout: Duration,
+    /// Time a write may wait for a peer that does not read.
+    pub write_timeout: Duration,
+    /// Most connections a server holds at once; more are refused with `serverfull`.
+    pub max_connections: usize,
+    /// Most bytes queued for one peer before it is closed as too slow.
+    pub max_queued_bytes: usize,
+    /// Largest ping (encoded msgpack) that a server echoes back under `oldmsg`; a larger
+    /// one is echoed with its `time` key only, so the client can still time it.
+    pub max_echo_bytes: usize,
+    /// How long a closing connection waits for the peer to read its closeconn.
+    pub close_linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame: FrameLimits::default(),
+            max_depth: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
+            max_queued_bytes: 4 << 20,
+            max_echo_bytes: 64 << 10,
+            close_linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Limits of the framing layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Largest length prefix accepted (id + flags + body), default 8 MiB.
+    pub max_frame_length: usize,
+    /// Largest body a compressed frame may inflate to, default 8 MiB.
+    pub max_inflated_size: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits {
+            max_frame_length: 8 << 20,
+            max_inflated_size: 8 << 20,
+        }
+    }
+}
