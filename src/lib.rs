@@ -24,6 +24,7 @@
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod ping;
 pub mod protocol;
 pub mod registry;
 pub mod value;
@@ -33,3 +34,11 @@ pub use error::{ConnectionError, FrameError, RegistryError, ValueError};
 pub use protocol::{CloseReason, ConnType, Packet};
 pub use registry::Registry;
 pub use value::Value;
+pub mod client;
+pub mod conntype;
+pub mod server;
+pub mod target;
+
+pub use conntype::ping::PingResponder;
+pub use ping::{ping_server, ping_server_blocking, PingError, PingOptions, PingReply, PingSession};
+pub use server::Server;

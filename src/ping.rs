@@ -1,0 +1,549 @@
+//! Pinging a server: the client side of the ping extension.
+//!
+//! [`ping_server`] is the seed's `pingServer`: one connection, one ping, one pong, closed
+//! with `pingcomplete`. [`PingSession`] is the building block underneath (the seed's
+//! `PingableClientMixin`): it keeps the connection open for several pings, each with a
+//! sequence number, so a latency series is not dominated by connect cost.
+//!
+//! Every reply carries the server's whole map plus `recvtime` and `delay` (as the
+//! reference's does), and typed extras: the delay measured on a monotonic clock (right even
+//! when the server's write-back is off, where the reference fails), the time of each phase,
+//! and the server's own processing time when it reports one.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::codec::Framed;
+
+use crate::client::close_stream;
+use crate::config::Config;
+use crate::conntype::ping::{unix_seconds, SERVER_TIMING_KEY};
+use crate::error::{ConnectionError, FrameError};
+use crate::frame::{Frame, FrameCodec};
+use crate::protocol::{ids, ClientProtocol, CloseReason, ConnType, Event};
+use crate::registry::Registry;
+use crate::target::{Family, Target};
+use crate::value::{self, get, insert, map, Value};
+
+/// Keys the client library adds to a reply, not sent by the server.
+const LOCAL_KEYS: [&str; 2] = ["recvtime", "delay"];
+
+/// Options of a ping (the seed's `pingServer` arguments besides the address).
+#[derive(Debug, Clone)]
+pub struct PingOptions {
+    /// Configuration (limits, compression, default port).
+    pub config: Config,
+    /// Data sent in the ping (a map); `time` and `seq` are set by the library.
+    pub data: Value,
+    /// Time allowed for the whole ping: resolving, connecting, hello and pong.
+    /// Default 10 s, as the reference's.
+    pub timeout: Duration,
+    /// Address family.
+    pub family: Family,
+}
+
+impl Default for PingOptions {
+    fn default() -> Self {
+        PingOptions {
+            config: Config::default(),
+            data: map([]),
+            timeout: Duration::from_secs(10),
+            family: Family::Any,
+        }
+    }
+}
+
+/// Why a ping failed. Connection problems (refused, unreachable, not peng3dnet) are kept
+/// apart from a server that was reached but did not answer in time.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PingError {
+    /// The target is malformed or its name does not resolve.
+    #[error("cannot resolve {target}: {message}")]
+    Resolve {
+        /// What was asked for.
+        target: String,
+        /// Resolver's message.
+        message: String,
+    },
+    /// The TCP connection was refused or failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Address tried last.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server did not answer in time; `phase` says what we were waiting for.
+    #[error("timed out {phase}")]
+    Timeout {
+        /// `resolving`, `connecting`, `waiting for hello` or `waiting for pong`.
+        phase: &'static str,
+    },
+    /// The peer does not speak peng3dnet.
+    #[error("not a peng3dnet server: {0}")]
+    NotPeng3dnet(String),
+    /// The server speaks another protocol version.
+    #[error("protocol version mismatch")]
+    ProtocolMismatch,
+    /// The server closed the connection instead of answering (for example
+    /// `unknownconntype` from a server that is not pingable, or `serverfull`).
+    #[error("server closed the connection: {}", .0.as_ref().map_or("no reason given", |r| r.as_str()))]
+    Closed(Option<CloseReason>),
+    /// The server broke the protocol; we closed with this reason.
+    #[error("protocol violation by the server: {0}")]
+    Protocol(CloseReason),
+    /// The connection broke.
+    #[error("connection lost: {0}")]
+    Io(String),
+}
+
+impl PingError {
+    /// True if the server was reached and answered at the TCP level, but not with a pong in
+    /// time (a failed ping, as opposed to a refused or broken connection).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PingError::Timeout { .. })
+    }
+}
+
+impl From<ConnectionError> for PingError {
+    fn from(e: ConnectionError) -> Self {
+        match e {
+            ConnectionError::Resolve { target, source } => PingError::Resolve {
+                target,
+                message: source.to_string(),
+            },
+            ConnectionError::Connect { addr, source } => PingError::Connect { addr, source },
+            ConnectionError::Timeout(phase) => PingError::Timeout { phase },
+            ConnectionError::ClosedByPeer(reason) => PingError::Closed(reason),
+            ConnectionError::Protocol(CloseReason::ProtoVersionMismatch) => {
+                PingError::ProtocolMismatch
+            }
+            ConnectionError::Protocol(reason) => PingError::Protocol(reason),
+            ConnectionError::NotPeng3dnet(m) => PingError::NotPeng3dnet(m),
+            other => PingError::Io(other.to_string()),
+        }
+    }
+}
+
+/// How long each phase of a ping took, on a monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Timings {
+    /// Name resolution (zero for a session's later pings).
+    pub resolve: Duration,
+    /// TCP connect (zero for a session's later pings).
+    pub connect: Duration,
+    /// From connected to hello received (zero for a session's later pings).
+    pub hello: Duration,
+    /// From ping sent to pong received: the round trip.
+    pub ping: Duration,
+    /// From start to pong received.
+    pub total: Duration,
+    /// The server's own time between receiving the ping and sending the pong, when it
+    /// reports it (our servers do; the Python reference does not).
+    pub server: Option<Duration>,
+}
+
+/// A pong, as returned to the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PingReply {
+    /// Sequence number of the ping in its session (0 for the first).
+    pub seq: u64,
+    /// The server's whole map plus `recvtime` (Unix seconds) and `delay` (seconds), as
+    /// the reference's `pingServer` returns it.
+    pub data: Value,
+    /// Round trip from ping sent to pong received, on a monotonic clock.
+    pub delay: Duration,
+    /// Each phase's duration.
+    pub timings: Timings,
+    /// Address that answered.
+    pub peer: SocketAddr,
+}
+
+impl PingReply {
+    /// The server's data without what is not the server's: the echo of our ping
+    /// (`oldmsg`), the server's timestamps, and the keys the client library added.
+    pub fn server_data(&self) -> Value {
+        let entries = self.data.as_map().map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    let k = k.as_str().unwrap_or("");
+                    k != "oldmsg" && k != SERVER_TIMING_KEY && !LOCAL_KEYS.contains(&k)
+                })
+                .cloned()
+                .collect()
+        });
+        Value::Map(entries.unwrap_or_default())
+    }
+
+    /// The echo of our ping, if the server has write-back on.
+    pub fn echo(&self) -> Option<&Value> {
+        get(&self.data, "oldmsg")
+    }
+
+    /// A value of the server's data by key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        get(&self.data, key)
+    }
+
+    /// The server's data as a serde type (extra keys are ignored unless the type denies
+    /// unknown fields).
+    ///
+    /// ```
+    /// # fn f(reply: peng3dnet::ping::PingReply) -> Result<(), peng3dnet::ValueError> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Status { name: String, clients: u32 }
+    /// let status: Status = reply.deserialize()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, crate::ValueError> {
+        value::from_value(self.server_data())
+    }
+}
+
+/// An open ping connection (the seed's `PingableClientMixin` with `wait_for_pong`).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), peng3dnet::ping::PingError> {
+/// use peng3dnet::ping::{PingOptions, PingSession};
+/// let mut session = PingSession::connect("localhost:8080", &PingOptions::default()).await?;
+/// for _ in 0..3 {
+///     let reply = session.ping().await?;
+///     println!("seq={} time={:?}", reply.seq, reply.delay);
+/// }
+/// session.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PingSession {
+    framed: Framed<TcpStream, FrameCodec>,
+    protocol: ClientProtocol,
+    config: Config,
+    /// Ping data; `time` and `seq` are set per ping.
+    data: Value,
+    /// Per-ping time allowance after the first.
+    timeout: Duration,
+    /// Next sequence number.
+    next_seq: u64,
+    /// The ping awaiting its pong: sequence number, monotonic send time.
+    outstanding: Option<(u64, Instant)>,
+    /// A pong that already arrived and was not yet taken.
+    ready: Option<PingReply>,
+    /// Timings of connection set-up, charged to the first reply.
+    setup: Option<(Instant, Timings)>,
+    peer: SocketAddr,
+}
+
+impl PingSession {
+    /// Connects to a target and waits for the hello; sets the type to `ping`.
+    pub async fn connect(target: &str, options: &PingOptions) -> Result<PingSession, PingError> {
+        let start = Instant::now();
+        let deadline = start + options.timeout;
+        let target =
+            Target::parse(target, options.config.client_port).map_err(|e| PingError::Resolve {
+                target: target.to_owned(),
+                message: e.to_string(),
+            })?;
+        let addrs = timeout_at(deadline, target.resolve(options.family))
+            .await
+            .map_err(|_| PingError::Timeout { phase: "resolving" })?
+            .map_err(|e| PingError::Resolve {
+                target: target.to_string(),
+                message: e.to_string(),
+            })?;
+        let resolved = Instant::now();
+        Self::connect_resolved(&addrs, options, start, resolved - start).await
+    }
+
+    /// Connects to a socket address directly (no resolution).
+    pub async fn connect_addr(
+        addr: SocketAddr,
+        options: &PingOptions,
+    ) -> Result<PingSession, PingError> {
+        Self::connect_resolved(&[addr], options, Instant::now(), Duration::ZERO).await
+    }
+
+    async fn connect_resolved(
+        addrs: &[SocketAddr],
+        options: &PingOptions,
+        start: Instant,
+        resolve: Duration,
+    ) -> Result<PingSession, PingError> {
+        let deadline = start + options.timeout;
+        let connect_start = Instant::now();
+        let stream = crate::client::connect_any(addrs, deadline).await?;
+        let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .map_err(|e| PingError::Io(e.to_string()))?;
+        let connected = Instant::now();
+        let config = options.config.clone();
+        let mut session = PingSession {
+            framed: Framed::new(
+                stream,
+                FrameCodec::new(config.limits.frame, config.compression),
+            ),
+            protocol: ClientProtocol::new(
+                ConnType::Ping,
+                Registry::new(),
+                config.registry_sync,
+                config.limits.max_depth,
+            ),
+            config,
+            data: options.data.clone(),
+            timeout: options.timeout,
+            next_seq: 0,
+            outstanding: None,
+            ready: None,
+            setup: None,
+            peer,
+        };
+        match timeout_at(deadline, session.await_hello()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(PingError::Timeout {
+                    phase: "waiting for hello",
+                })
+            }
+        }
+        let timings = Timings {
+            resolve,
+            connect: connected - connect_start,
+            hello: Instant::now() - connected,
+            ..Timings::default()
+        };
+        session.setup = Some((start, timings));
+        Ok(session)
+    }
+
+    async fn await_hello(&mut self) -> Result<(), PingError> {
+        let frame = match self.framed.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(FrameError::Io(e))) => return Err(PingError::Io(e.to_string())),
+            Some(Err(e)) => {
+                self.abort(CloseReason::InvalidPacket).await;
+                return Err(PingError::NotPeng3dnet(e.to_string()));
+            }
+            None => return Err(PingError::Closed(None)),
+        };
+        if frame.id != ids::HELLO && frame.id != ids::CLOSECONN {
+            self.abort(CloseReason::InvalidPacket).await;
+            return Err(PingError::NotPeng3dnet(format!(
+                "first packet has id {}, not hello",
+                frame.id
+            )));
+        }
+        let step = self.protocol.handle(frame);
+        if let Some(out) = step.send {
+            self.write(out).await?;
+        }
+        match step.event {
+            Some(Event::Established(_)) => Ok(()),
+            Some(Event::PeerClosed(reason)) => Err(PingError::Closed(reason)),
+            Some(Event::Close(CloseReason::ProtoVersionMismatch)) => {
+                self.abort(CloseReason::ProtoVersionMismatch).await;
+                Err(PingError::ProtocolMismatch)
+            }
+            Some(Event::Close(reason)) => {
+                self.abort(reason.clone()).await;
+                Err(PingError::NotPeng3dnet(format!("invalid hello ({reason})")))
+            }
+            _ => Err(PingError::NotPeng3dnet("invalid hello".into())),
+        }
+    }
+
+    async fn write(&mut self, frame: Frame) -> Result<(), PingError> {
+        self.framed
+            .send(frame)
+            .await
+            .map_err(|e| PingError::Io(e.to_string()))
+    }
+
+    async fn abort(&mut self, reason: CloseReason) {
+        self.protocol.close();
+        let _ = close_stream(&mut self.framed, &reason, self.config.limits.close_linger).await;
+    }
+
+    /// The address that answered.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Replaces the data sent with later pings (the seed's `setPingData`); `time` and
+    /// `seq` are still set by the library.
+    pub fn set_data(&mut self, data: Value) {
+        self.data = data;
+    }
+
+    /// Sets the time allowed for each later ping's pong.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends a ping now and returns its sequence number; collect the pong with
+    /// [`wait_for_pong`](Self::wait_for_pong).
+    pub async fn send_ping(&mut self) -> Result<u64, PingError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut message = self.data.clone();
+        if !message.is_map() {
+            message = map([]);
+        }
+        insert(
+            &mut message,
+            "time",
+            Value::F64(unix_seconds(SystemTime::now())),
+        );
+        insert(&mut message, "seq", Value::from(seq));
+        let frame = Frame::new(ids::PING, value::encode(&message));
+        self.outstanding = Some((seq, Instant::now()));
+        self.ready = None;
+        self.write(frame).await?;
+        Ok(seq)
+    }
+
+    /// Waits up to `timeout` for the pong of the last ping; returns at once if it already
+    /// came. A pong for an earlier ping that timed out is skipped.
+    pub async fn wait_for_pong(&mut self, timeout: Duration) -> Result<PingReply, PingError> {
+        if let Some(reply) = self.ready.take() {
+            return Ok(reply);
+        }
+        let Some((seq, sent)) = self.outstanding else {
+            return Err(PingError::Protocol(CloseReason::Other(
+                "no ping outstanding".into(),
+            )));
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let frame = match timeout_at(deadline, self.framed.next()).await {
+                Err(_) => {
+                    return Err(PingError::Timeout {
+                        phase: "waiting for pong",
+                    })
+                }
+                Ok(None) => return Err(PingError::Closed(None)),
+                Ok(Some(Err(FrameError::Io(e)))) => return Err(PingError::Io(e.to_string())),
+                Ok(Some(Err(e))) => {
+                    let reason = CloseReason::from(e.close_reason().unwrap_or("invalidpacket"));
+                    self.abort(reason.clone()).await;
+                    return Err(PingError::Protocol(reason));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let received = Instant::now();
+            let recvtime = unix_seconds(SystemTime::now());
+            let step = self.protocol.handle(frame);
+            match step.event {
+                Some(Event::Pong(data)) => {
+                    let echoed = get(&data, "oldmsg")
+                        .and_then(|m| get(m, "seq"))
+                        .and_then(Value::as_u64);
+                    if echoed.is_some_and(|s| s != seq) {
+                        continue; // a late pong of an earlier ping
+                    }
+                    self.outstanding = None;
+                    return Ok(self.reply(seq, data, sent, received, recvtime));
+                }
+                Some(Event::PeerClosed(reason)) => return Err(PingError::Closed(reason)),
+                Some(Event::Close(reason)) => {
+                    self.abort(reason.clone()).await;
+                    return Err(PingError::Protocol(reason));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    fn reply(
+        &mut self,
+        seq: u64,
+        mut data: Value,
+        sent: Instant,
+        received: Instant,
+        recvtime: f64,
+    ) -> PingReply {
+        let delay = received - sent;
+        if !data.is_map() {
+            data = map([]);
+        }
+        let server = get(&data, SERVER_TIMING_KEY).and_then(|t| {
+            let recv = get(t, "recvtime")?.as_f64()?;
+            let send = get(t, "sendtime")?.as_f64()?;
+            Duration::try_from_secs_f64(send - recv).ok()
+        });
+        insert(&mut data, "recvtime", Value::F64(recvtime));
+        insert(&mut data, "delay", Value::F64(delay.as_secs_f64()));
+        let mut timings = match self.setup.take() {
+            Some((start, t)) => Timings {
+                total: received - start,
+                ..t
+            },
+            None => Timings {
+                total: delay,
+                ..Timings::default()
+            },
+        };
+        timings.ping = delay;
+        timings.server = server;
+        PingReply {
+            seq,
+            data,
+            delay,
+            timings,
+            peer: self.peer,
+        }
+    }
+
+    /// Sends a ping and waits for its pong, within the session's timeout.
+    pub async fn ping(&mut self) -> Result<PingReply, PingError> {
+        self.send_ping().await?;
+        let timeout = match self.setup {
+            // The first ping shares the connection's deadline, as the reference's does.
+            Some((start, _)) => (start + self.timeout).saturating_duration_since(Instant::now()),
+            None => self.timeout,
+        };
+        self.wait_for_pong(timeout).await
+    }
+
+    /// Closes with `pingcomplete`.
+    pub async fn close(mut self) {
+        self.abort(CloseReason::PingComplete).await;
+    }
+}
+
+/// Pings a server once (the seed's `pingServer`): connects, sends `data` with `time` set,
+/// waits for the pong and closes with `pingcomplete`, all within `options.timeout`.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), peng3dnet::ping::PingError> {
+/// use peng3dnet::ping::{ping_server, PingOptions};
+/// let reply = ping_server("localhost:8080", &PingOptions::default()).await?;
+/// println!("{} answered in {:?}: {}", reply.peer, reply.delay, reply.server_data());
+/// # Ok(()) }
+/// ```
+pub async fn ping_server(target: &str, options: &PingOptions) -> Result<PingReply, PingError> {
+    let mut session = PingSession::connect(target, options).await?;
+    let result = session.ping().await;
+    if result.is_ok() {
+        session.close().await;
+    } else {
+        session.abort(CloseReason::Timeout).await;
+    }
+    result
+}
+
+/// [`ping_server`] for code without a tokio runtime: runs it on a private current-thread
+/// runtime. Do not call it from inside a runtime.
+pub fn ping_server_blocking(target: &str, options: &PingOptions) -> Result<PingReply, PingError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PingError::Io(e.to_string()))?;
+    runtime.block_on(ping_server(target, options))
+}

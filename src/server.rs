@@ -1,0 +1,721 @@
+//! The server: an accept loop and one task per connection.
+//!
+//! Each connection task owns its socket and its [`ServerProtocol`]; the rest of the
+//! program reaches it through a [`ClientHandle`] (send, close). The server enforces the
+//! [`Limits`]: a cap on connections (the rest get closeconn `serverfull`), a handshake
+//! deadline, an idle timeout, a write timeout, and a cap on bytes queued for a peer.
+//! [`Server::shutdown`] closes every connection with `servershutdown` after flushing what
+//! was queued for it, and returns once every connection task is gone.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::{Encoder, Framed};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Limits};
+use crate::conntype::ping::{PingRequest, PingResponder};
+use crate::error::{FrameError, RegistryError};
+use crate::frame::{Frame, FrameCodec};
+use crate::protocol::{
+    closeconn_frame, hello_frame, ids, CloseReason, ConnType, Event, Packet, ServerProtocol,
+    ServerSetup,
+};
+use crate::registry::Registry;
+use crate::value::{self, Value};
+
+/// The id a server gives each connection, unique for the server's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// We sent closeconn with this reason (protocol violation, limit, shutdown, or an
+    /// application's [`ClientHandle::close`]).
+    ByUs(CloseReason),
+    /// The peer sent closeconn, with its reason if it gave one.
+    ByPeer(Option<CloseReason>),
+    /// The socket ended or failed without a closeconn (`socketclose`).
+    SocketClosed,
+}
+
+impl Closed {
+    /// The reason, as the reference reports it: the closeconn reason, or `socketclose`.
+    pub fn reason(&self) -> Option<CloseReason> {
+        match self {
+            Closed::ByUs(r) => Some(r.clone()),
+            Closed::ByPeer(r) => r.clone(),
+            Closed::SocketClosed => Some(CloseReason::SocketClose),
+        }
+    }
+}
+
+/// Application hooks of a server. Every method has a default that does nothing.
+///
+/// `State` is per-client state, created with `Default` when a client connects and handed
+/// to every hook of that client; it lives in the client's task, so it needs no lock.
+/// Hooks run on the connection's task: keep them short, or spawn.
+pub trait Handler: Send + Sync + 'static {
+    /// Per-client state.
+    type State: Default + Send + 'static;
+
+    /// A client connected (before any packet).
+    fn on_connect(&self, _client: &ClientHandle, _state: &mut Self::State) {}
+
+    /// The connection is established: handshake complete (classic), or type set (ping,
+    /// custom).
+    fn on_established(&self, _client: &ClientHandle, _state: &mut Self::State) {}
+
+    /// An application packet arrived on a classic or custom connection.
+    fn on_packet(&self, _client: &ClientHandle, _state: &mut Self::State, _packet: Packet) {}
+
+    /// The connection is closed; no hook of this client runs after this one.
+    fn on_close(&self, _client: &ClientHandle, _state: &mut Self::State, _closed: &Closed) {}
+}
+
+/// A handler that does nothing (a server that only answers pings, for example).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHandler;
+
+impl Handler for NoHandler {
+    type State = ();
+}
+
+/// Errors of [`ClientHandle`] operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The packet name is not registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The connection is closed or closing.
+    #[error("client {0} is disconnected")]
+    Disconnected(ClientId),
+    /// Too many bytes are queued for this client; it is being closed with
+    /// `sendqueuefull`.
+    #[error("send queue of client {0} is full; closing it")]
+    QueueFull(ClientId),
+    /// The client does not exist (any more).
+    #[error("no client {0}")]
+    NoSuchClient(ClientId),
+}
+
+enum Command {
+    Send(Frame),
+    Close(CloseReason),
+}
+
+/// A connected client, as seen from the rest of the program: who it is and how to talk to
+/// it. Cheap to clone.
+#[derive(Clone)]
+pub struct ClientHandle {
+    /// Unique id.
+    id: ClientId,
+    /// Peer address.
+    addr: SocketAddr,
+    /// Commands to the connection task.
+    tx: mpsc::UnboundedSender<Command>,
+    /// Bytes queued in `tx` and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Cap on `queued`.
+    max_queued: usize,
+    /// The server's registry, to name packets.
+    registry: Arc<Registry>,
+}
+
+impl fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ClientHandle {
+    /// The client's id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The client's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a registered packet for this client.
+    pub fn send(&self, name: &str, body: &Value) -> Result<(), SendError> {
+        let id = self
+            .registry
+            .id(name)
+            .ok_or_else(|| RegistryError::UnknownName(name.to_owned()))?;
+        self.send_id(id, body)
+    }
+
+    /// Queues a packet by id (custom connection types use ids without names).
+    pub fn send_id(&self, id: u32, body: &Value) -> Result<(), SendError> {
+        let frame = Frame::new(id, value::encode(body));
+        let len = frame.body.len();
+        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.max_queued {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            let _ = self.tx.send(Command::Close(CloseReason::SendQueueFull));
+            return Err(SendError::QueueFull(self.id));
+        }
+        self.tx.send(Command::Send(frame)).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            SendError::Disconnected(self.id)
+        })
+    }
+
+    /// Closes the connection with a reason, after what is already queued.
+    pub fn close(&self, reason: impl Into<CloseReason>) {
+        let _ = self.tx.send(Command::Close(reason.into()));
+    }
+}
+
+/// Builds a [`Server`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use peng3dnet::server::{ClientHandle, Handler, Server};
+/// use peng3dnet::{Packet, Registry};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     type State = u32; // packets seen from this client
+///     fn on_packet(&self, client: &ClientHandle, seen: &mut u32, packet: Packet) {
+///         *seen += 1;
+///         let _ = client.send("chat:msg.say", &packet.body);
+///     }
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register("chat:msg.say")?;
+/// let server = Server::builder().registry(registry).handler(Echo).bind("127.0.0.1:8080").await?;
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct ServerBuilder<H: Handler = NoHandler> {
+    config: Config,
+    registry: Registry,
+    handler: H,
+    ping: Option<PingResponder>,
+    conntypes: Vec<String>,
+}
+
+/// Errors starting a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen: {0}")]
+    Bind(#[from] io::Error),
+    /// A connection type was added twice (the reference's `AlreadyRegisteredError`).
+    #[error("connection type {0:?} is already registered")]
+    ConnTypeTaken(String),
+}
+
+impl Default for ServerBuilder<NoHandler> {
+    fn default() -> Self {
+        ServerBuilder {
+            config: Config::default(),
+            registry: Registry::new(),
+            handler: NoHandler,
+            ping: None,
+            conntypes: Vec::new(),
+        }
+    }
+}
+
+impl<H: Handler> ServerBuilder<H> {
+    /// Uses this configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this packet registry (sent to classic clients in the handshake).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Uses these application hooks.
+    pub fn handler<H2: Handler>(self, handler: H2) -> ServerBuilder<H2> {
+        ServerBuilder {
+            config: self.config,
+            registry: self.registry,
+            handler,
+            ping: self.ping,
+            conntypes: self.conntypes,
+        }
+    }
+
+    /// Makes the server pingable (the seed's `PingableServerMixin`): it offers the `ping`
+    /// connection type and answers with what `responder` builds.
+    pub fn pingable(mut self, responder: PingResponder) -> Self {
+        self.ping = Some(responder);
+        self
+    }
+
+    /// Offers a custom connection type (the reference's `addConnType`).
+    pub fn conntype(mut self, name: &str) -> Self {
+        self.conntypes.push(name.to_owned());
+        self
+    }
+
+    /// Binds and starts serving in the background; use the returned [`Server`] to talk to
+    /// clients and to shut down.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, ServerError> {
+        let mut types = Vec::new();
+        if self.ping.is_some() {
+            types.push(ConnType::Ping);
+        }
+        for name in &self.conntypes {
+            let t = ConnType::from_name(name);
+            if t == ConnType::Classic || types.contains(&t) {
+                return Err(ServerError::ConnTypeTaken(name.clone()));
+            }
+            types.push(t);
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let registry = Arc::new(self.registry);
+        let shared = Arc::new(Shared {
+            setup: Arc::new(ServerSetup::new(
+                registry.clone(),
+                types,
+                self.config.limits.max_depth,
+            )),
+            registry,
+            limits: self.config.limits,
+            codec: FrameCodec::new(self.config.limits.frame, self.config.compression),
+            ping: self.ping,
+            clients: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            slots: Arc::new(Semaphore::new(self.config.limits.max_connections)),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            local_addr,
+            stats: Stats::default(),
+        });
+        let handler = Arc::new(self.handler);
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), handler));
+        Ok(Server {
+            shared,
+            accept: Arc::new(Mutex::new(Some(accept))),
+        })
+    }
+}
+
+/// Counters a server keeps (for status pages and the CLI's dynamic ping data).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections refused with `serverfull`.
+    pub refused: AtomicU64,
+    /// Pings answered.
+    pub pings: AtomicU64,
+}
+
+struct Shared {
+    setup: Arc<ServerSetup>,
+    registry: Arc<Registry>,
+    limits: Limits,
+    codec: FrameCodec,
+    ping: Option<PingResponder>,
+    clients: Mutex<HashMap<ClientId, ClientHandle>>,
+    next_id: AtomicU64,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    local_addr: SocketAddr,
+    stats: Stats,
+}
+
+impl Shared {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, ClientHandle>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running server. Cheap to clone; every clone controls the same server.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+    accept: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.shared.local_addr)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder<NoHandler> {
+        ServerBuilder::default()
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The handle of a connected client.
+    pub fn client(&self, id: ClientId) -> Option<ClientHandle> {
+        self.shared.clients().get(&id).cloned()
+    }
+
+    /// Handles of all connected clients.
+    pub fn clients(&self) -> Vec<ClientHandle> {
+        self.shared.clients().values().cloned().collect()
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.shared.clients().len()
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The ping responder, if the server is pingable (to change its data while running).
+    pub fn ping_responder(&self) -> Option<&PingResponder> {
+        self.shared.ping.as_ref()
+    }
+
+    /// Sends a registered packet to one client.
+    pub fn send(&self, id: ClientId, name: &str, body: &Value) -> Result<(), SendError> {
+        self.client(id)
+            .ok_or(SendError::NoSuchClient(id))?
+            .send(name, body)
+    }
+
+    /// Closes one client with a reason.
+    pub fn close_client(
+        &self,
+        id: ClientId,
+        reason: impl Into<CloseReason>,
+    ) -> Result<(), SendError> {
+        self.client(id)
+            .ok_or(SendError::NoSuchClient(id))?
+            .close(reason);
+        Ok(())
+    }
+
+    /// Stops accepting, closes every client with `servershutdown` after flushing what was
+    /// queued for it, and waits until every connection is gone (each bounded by the write
+    /// timeout and close linger).
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let accept = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(accept) = accept {
+            let _ = accept.await;
+        }
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+}
+
+async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, handler: Arc<H>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(ok) => {
+                backoff = Duration::from_millis(5);
+                ok
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning,
+                // and keep serving the connections we have.
+                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match shared.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let shared2 = shared.clone();
+                let handler = handler.clone();
+                shared.tracker.spawn(async move {
+                    connection(stream, addr, shared2, handler).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %addr, "refused: server full");
+                let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
+                shared.tracker.spawn(refuse(stream, linger));
+            }
+        }
+    }
+}
+
+/// Tells a connection over the limit why it is refused, then closes it.
+async fn refuse(mut stream: TcpStream, within: Duration) {
+    let mut wire = bytes::BytesMut::new();
+    let frame = closeconn_frame(Some(&CloseReason::ServerFull));
+    if FrameCodec::default().encode(frame, &mut wire).is_ok() {
+        let _ = timeout(within, async {
+            stream.write_all(&wire).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Per-connection state the task needs besides the protocol.
+struct Conn<H: Handler> {
+    framed: Framed<TcpStream, FrameCodec>,
+    protocol: ServerProtocol,
+    handle: ClientHandle,
+    state: H::State,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    /// Handshake (or first ping) done: the idle timeout applies instead of the handshake
+    /// deadline.
+    settled: bool,
+}
+
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+) {
+    let id = ClientId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = ClientHandle {
+        id,
+        addr,
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        max_queued: shared.limits.max_queued_bytes,
+        registry: shared.registry.clone(),
+    };
+    shared.clients().insert(id, handle.clone());
+    let mut conn = Conn {
+        framed: Framed::new(stream, shared.codec.clone()),
+        protocol: ServerProtocol::new(shared.setup.clone()),
+        handle,
+        state: H::State::default(),
+        shared: shared.clone(),
+        handler,
+        settled: false,
+    };
+    conn.handler.on_connect(&conn.handle, &mut conn.state);
+    let closed = conn.run(&mut rx).await;
+    match &closed {
+        Closed::ByUs(reason) => {
+            match reason {
+                CloseReason::ServerShutdown | CloseReason::PingComplete => {
+                    tracing::debug!(peer = %addr, client = %id, "closing: {reason}")
+                }
+                _ => tracing::info!(peer = %addr, client = %id, "closing: {reason}"),
+            }
+            conn.close_gracefully(&mut rx, reason).await;
+        }
+        Closed::ByPeer(reason) => {
+            tracing::debug!(peer = %addr, client = %id, "peer closed: {reason:?}");
+            let _ = conn.framed.get_mut().shutdown().await;
+        }
+        Closed::SocketClosed => tracing::debug!(peer = %addr, client = %id, "socket closed"),
+    }
+    shared.clients().remove(&id);
+    conn.handler
+        .on_close(&conn.handle, &mut conn.state, &closed);
+}
+
+impl<H: Handler> Conn<H> {
+    async fn run(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) -> Closed {
+        let limits = self.shared.limits;
+        let handshake_deadline = Instant::now() + limits.handshake_timeout;
+        if let Err(closed) = self.write(hello_frame()).await {
+            return closed;
+        }
+        let mut idle_deadline = Instant::now() + limits.idle_timeout;
+        loop {
+            let deadline = if self.settled {
+                idle_deadline
+            } else {
+                handshake_deadline
+            };
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => {
+                    return Closed::ByUs(CloseReason::ServerShutdown);
+                }
+                command = rx.recv() => match command {
+                    Some(Command::Send(frame)) => {
+                        self.handle.queued.fetch_sub(frame.body.len(), Ordering::AcqRel);
+                        if let Err(closed) = self.write(frame).await {
+                            return closed;
+                        }
+                    }
+                    Some(Command::Close(reason)) => return Closed::ByUs(reason),
+                    None => return Closed::ByUs(CloseReason::ServerShutdown),
+                },
+                incoming = self.framed.next() => {
+                    idle_deadline = Instant::now() + limits.idle_timeout;
+                    match incoming {
+                        None => return Closed::SocketClosed,
+                        Some(Err(e)) => return self.frame_error(e),
+                        Some(Ok(frame)) => {
+                            if let Some(closed) = self.on_frame(frame).await {
+                                return closed;
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Closed::ByUs(CloseReason::Timeout);
+                }
+            }
+        }
+    }
+
+    fn frame_error(&self, e: FrameError) -> Closed {
+        match e.close_reason() {
+            Some(reason) => {
+                tracing::warn!(peer = %self.handle.addr, client = %self.handle.id, "refused frame: {e}");
+                Closed::ByUs(CloseReason::from(reason))
+            }
+            None => Closed::SocketClosed,
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
+        let received_at = SystemTime::now();
+        let ping_len = frame.body.len();
+        let step = self.protocol.handle(frame);
+        if let Some(out) = step.send {
+            if let Err(closed) = self.write(out).await {
+                return Some(closed);
+            }
+        }
+        match step.event? {
+            Event::Established(conntype) => {
+                if conntype != ConnType::Ping {
+                    self.settled = true;
+                }
+                self.handler.on_established(&self.handle, &mut self.state);
+            }
+            Event::Packet(packet) => self
+                .handler
+                .on_packet(&self.handle, &mut self.state, packet),
+            Event::Ping(message) => {
+                self.settled = true;
+                let responder = self.shared.ping.as_ref()?;
+                let request = PingRequest {
+                    message: &message,
+                    client_id: self.handle.id,
+                    peer_addr: self.handle.addr,
+                };
+                self.shared.stats.pings.fetch_add(1, Ordering::Relaxed);
+                let pong = responder.respond(
+                    &request,
+                    ping_len,
+                    self.shared.limits.max_echo_bytes,
+                    received_at,
+                );
+                if let Err(closed) = self
+                    .write(Frame::new(ids::PONG, value::encode(&pong)))
+                    .await
+                {
+                    return Some(closed);
+                }
+            }
+            Event::Pong(_) => {}
+            Event::Close(reason) => {
+                tracing::warn!(peer = %self.handle.addr, client = %self.handle.id, "protocol violation: {reason}");
+                return Some(Closed::ByUs(reason));
+            }
+            Event::PeerClosed(reason) => return Some(Closed::ByPeer(reason)),
+        }
+        None
+    }
+
+    /// Writes and flushes one frame, bounded by the write timeout: a peer that does not
+    /// read cannot hold the task (or our memory) forever.
+    async fn write(&mut self, frame: Frame) -> Result<(), Closed> {
+        match timeout(self.shared.limits.write_timeout, self.framed.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(FrameError::Io(_))) => Err(Closed::SocketClosed),
+            Ok(Err(e)) => {
+                tracing::error!(client = %self.handle.id, "cannot send: {e}");
+                Err(Closed::SocketClosed)
+            }
+            Err(_) => {
+                tracing::warn!(peer = %self.handle.addr, client = %self.handle.id, "write timed out; dropping connection");
+                Err(Closed::SocketClosed)
+            }
+        }
+    }
+
+    /// Flushes what is queued, sends closeconn, half-closes, and lingers for the peer's
+    /// end of stream so that our last bytes are not destroyed by a reset.
+    async fn close_gracefully(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+        reason: &CloseReason,
+    ) {
+        self.protocol.close();
+        rx.close();
+        while let Ok(command) = rx.try_recv() {
+            if let Command::Send(frame) = command {
+                if self.write(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if self.write(closeconn_frame(Some(reason))).await.is_err() {
+            return;
+        }
+        let linger = self.shared.limits.close_linger;
+        let stream = self.framed.get_mut();
+        let _ = timeout(linger, async {
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), io::Error>(())
+        })
+        .await;
+    }
+}
