@@ -42,3 +42,8 @@ pub mod target;
 pub use conntype::ping::PingResponder;
 pub use ping::{ping_server, ping_server_blocking, PingError, PingOptions, PingReply, PingSession};
 pub use server::Server;
+
+/// The README's examples, compiled as doc tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
