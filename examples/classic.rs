@@ -44,7 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connect(&server.local_addr().to_string())
         .await?;
     for text in ["hello", "world"] {
-        client.send("chat:msg.say", &map([("text", text.into())])).await?;
+        client
+            .send("chat:msg.say", &map([("text", text.into())]))
+            .await?;
         let reply = client.recv().await?;
         println!("{:?}: {}", reply.name, reply.body);
     }

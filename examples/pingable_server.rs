@@ -45,7 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             reply.timings.server,
             reply.server_data()
         );
-        assert_eq!(reply.get("name").and_then(Value::as_str), Some("example server"));
+        assert_eq!(
+            reply.get("name").and_then(Value::as_str),
+            Some("example server")
+        );
     }
     server.shutdown().await;
     Ok(())

@@ -21,6 +21,8 @@ use crate::protocol::{
 };
 use crate::registry::Registry;
 use crate::target::{Family, Target};
+use crate::tls::{describe_handshake_error, ClientTls, SecurityLevel};
+use crate::transport::Stream;
 use crate::value::{self, Value};
 
 /// Builds and connects a [`Client`].
@@ -31,6 +33,7 @@ pub struct ClientBuilder {
     conntype: ConnType,
     timeout: Duration,
     family: Family,
+    tls: Option<ClientTls>,
 }
 
 impl Default for ClientBuilder {
@@ -41,6 +44,7 @@ impl Default for ClientBuilder {
             conntype: ConnType::Classic,
             timeout: Duration::from_secs(10),
             family: Family::Any,
+            tls: None,
         }
     }
 }
@@ -72,6 +76,12 @@ impl ClientBuilder {
     }
 
     /// Address family to use.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Address family to use.
     pub fn family(mut self, family: Family) -> Self {
         self.family = family;
         self
@@ -94,24 +104,21 @@ impl ClientBuilder {
                 target: target.to_string(),
                 source,
             })?;
-        let stream = connect_any(&addrs, deadline).await?;
+        let (stream, _) = open(&addrs, &target.host, self.tls.as_ref(), deadline).await?;
         self.handshake(stream, deadline).await
     }
 
     /// Connects to a socket address and completes the handshake.
     pub async fn connect_addr(self, addr: SocketAddr) -> Result<Client, ConnectionError> {
         let deadline = Instant::now() + self.timeout;
-        let stream = connect_any(&[addr], deadline).await?;
+        let host = addr.ip().to_string();
+        let (stream, _) = open(&[addr], &host, self.tls.as_ref(), deadline).await?;
         self.handshake(stream, deadline).await
     }
 
-    async fn handshake(
-        self,
-        stream: TcpStream,
-        deadline: Instant,
-    ) -> Result<Client, ConnectionError> {
-        let _ = stream.set_nodelay(true);
+    async fn handshake(self, stream: Stream, deadline: Instant) -> Result<Client, ConnectionError> {
         let peer = stream.peer_addr()?;
+        let security = stream.security(self.tls.as_ref().is_some_and(ClientTls::verifies));
         let codec = FrameCodec::new(self.config.limits.frame, self.config.compression);
         let protocol = ClientProtocol::new(
             self.conntype,
@@ -125,6 +132,7 @@ impl ClientBuilder {
             config: self.config,
             peer,
             pending: Vec::new(),
+            security,
         };
         match timeout_at(deadline, client.until_established()).await {
             Ok(Ok(())) => Ok(client),
@@ -134,6 +142,28 @@ impl ClientBuilder {
                 Err(ConnectionError::Timeout("waiting for the handshake"))
             }
         }
+    }
+}
+
+/// Connects to the first address that accepts, then runs the TLS handshake if asked (checking
+/// the certificate against `host`), all before `deadline`. Returns the stream and the time
+/// the TLS handshake took.
+pub(crate) async fn open(
+    addrs: &[SocketAddr],
+    host: &str,
+    tls: Option<&ClientTls>,
+    deadline: Instant,
+) -> Result<(Stream, Duration), ConnectionError> {
+    let tcp = connect_any(addrs, deadline).await?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok((Stream::Plain(tcp), Duration::ZERO));
+    };
+    let started = Instant::now();
+    match timeout_at(deadline, tls.connect(host, tcp)).await {
+        Ok(Ok(stream)) => Ok((stream, started.elapsed())),
+        Ok(Err(e)) => Err(ConnectionError::Tls(describe_handshake_error(&e))),
+        Err(_) => Err(ConnectionError::Timeout("in the TLS handshake")),
     }
 }
 
@@ -176,7 +206,7 @@ pub(crate) async fn connect_any(
 #[derive(Debug)]
 pub struct Client {
     /// The socket with its frame codec.
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Stream, FrameCodec>,
     /// Handshake state and registry.
     protocol: ClientProtocol,
     /// Limits and options.
@@ -186,6 +216,8 @@ pub struct Client {
     /// Packets that arrived while waiting for the handshake (a server may send right
     /// after accepting), handed out first by `recv`.
     pending: Vec<Packet>,
+    /// How secure the connection is.
+    security: SecurityLevel,
 }
 
 impl Client {
@@ -197,6 +229,11 @@ impl Client {
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// How secure the connection is.
+    pub fn security(&self) -> SecurityLevel {
+        self.security
     }
 
     /// The registry, with the server's ids after the handshake.
@@ -254,6 +291,14 @@ impl Client {
             .registry()
             .id(name)
             .ok_or_else(|| crate::RegistryError::UnknownName(name.to_owned()))?;
+        let required = self.protocol.registry().min_security(name);
+        if required > self.security {
+            return Err(ConnectionError::InsufficientSecurity {
+                name: name.to_owned(),
+                required,
+                actual: self.security,
+            });
+        }
         self.send_id(id, body).await
     }
 
@@ -328,7 +373,7 @@ impl Client {
 
 /// Sends closeconn, half-closes, and drains until the peer's end of stream or `linger`.
 pub(crate) async fn close_stream(
-    framed: &mut Framed<TcpStream, FrameCodec>,
+    framed: &mut Framed<Stream, FrameCodec>,
     reason: &CloseReason,
     linger: Duration,
 ) -> Result<(), ConnectionError> {

@@ -160,6 +160,20 @@ pub enum ConnectionError {
     /// Registry problem (unknown packet name and the like).
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The TLS handshake failed (wrong CA, wrong name, expired certificate, a peer that
+    /// does not speak TLS...).
+    #[error("{0}")]
+    Tls(String),
+    /// The packet requires a more secure connection (the reference's `min_sslsec_level`).
+    #[error("packet {name} needs security level {required:?}, connection has {actual:?}")]
+    InsufficientSecurity {
+        /// Packet name.
+        name: String,
+        /// Level required.
+        required: crate::tls::SecurityLevel,
+        /// Level of this connection.
+        actual: crate::tls::SecurityLevel,
+    },
     /// The connection is not in a state where this operation is allowed.
     #[error("not allowed in this connection state: {0}")]
     State(&'static str),

@@ -38,6 +38,8 @@ pub mod client;
 pub mod conntype;
 pub mod server;
 pub mod target;
+pub mod tls;
+pub mod transport;
 
 pub use conntype::ping::PingResponder;
 pub use ping::{ping_server, ping_server_blocking, PingError, PingOptions, PingReply, PingSession};

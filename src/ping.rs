@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::codec::Framed;
 
@@ -28,6 +27,8 @@ use crate::frame::{Frame, FrameCodec};
 use crate::protocol::{ids, ClientProtocol, CloseReason, ConnType, Event};
 use crate::registry::Registry;
 use crate::target::{Family, Target};
+use crate::tls::{ClientTls, SecurityLevel};
+use crate::transport::Stream;
 use crate::value::{self, get, insert, map, Value};
 
 /// Keys the client library adds to a reply, not sent by the server.
@@ -45,6 +46,8 @@ pub struct PingOptions {
     pub timeout: Duration,
     /// Address family.
     pub family: Family,
+    /// TLS, if the server speaks it (`None`: plain TCP, as the reference).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for PingOptions {
@@ -54,6 +57,7 @@ impl Default for PingOptions {
             data: map([]),
             timeout: Duration::from_secs(10),
             family: Family::Any,
+            tls: None,
         }
     }
 }
@@ -98,6 +102,9 @@ pub enum PingError {
     /// The server broke the protocol; we closed with this reason.
     #[error("protocol violation by the server: {0}")]
     Protocol(CloseReason),
+    /// The TLS handshake failed (wrong CA, wrong name, expired, a server without TLS...).
+    #[error("{0}")]
+    Tls(String),
     /// The connection broke.
     #[error("connection lost: {0}")]
     Io(String),
@@ -126,6 +133,7 @@ impl From<ConnectionError> for PingError {
             }
             ConnectionError::Protocol(reason) => PingError::Protocol(reason),
             ConnectionError::NotPeng3dnet(m) => PingError::NotPeng3dnet(m),
+            ConnectionError::Tls(m) => PingError::Tls(m),
             other => PingError::Io(other.to_string()),
         }
     }
@@ -138,6 +146,8 @@ pub struct Timings {
     pub resolve: Duration,
     /// TCP connect (zero for a session's later pings).
     pub connect: Duration,
+    /// TLS handshake (zero without TLS and for a session's later pings).
+    pub tls: Duration,
     /// From connected to hello received (zero for a session's later pings).
     pub hello: Duration,
     /// From ping sent to pong received: the round trip.
@@ -163,6 +173,8 @@ pub struct PingReply {
     pub timings: Timings,
     /// Address that answered.
     pub peer: SocketAddr,
+    /// How secure the connection was.
+    pub security: SecurityLevel,
 }
 
 impl PingReply {
@@ -221,7 +233,7 @@ impl PingReply {
 /// ```
 #[derive(Debug)]
 pub struct PingSession {
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Stream, FrameCodec>,
     protocol: ClientProtocol,
     config: Config,
     /// Ping data; `time` and `seq` are set per ping.
@@ -236,7 +248,10 @@ pub struct PingSession {
     ready: Option<PingReply>,
     /// Timings of connection set-up, charged to the first reply.
     setup: Option<(Instant, Timings)>,
+    /// Server address.
     peer: SocketAddr,
+    /// How secure the connection is.
+    security: SecurityLevel,
 }
 
 impl PingSession {
@@ -257,7 +272,7 @@ impl PingSession {
                 message: e.to_string(),
             })?;
         let resolved = Instant::now();
-        Self::connect_resolved(&addrs, options, start, resolved - start).await
+        Self::connect_resolved(&addrs, &target.host, options, start, resolved - start).await
     }
 
     /// Connects to a socket address directly (no resolution).
@@ -265,19 +280,22 @@ impl PingSession {
         addr: SocketAddr,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
-        Self::connect_resolved(&[addr], options, Instant::now(), Duration::ZERO).await
+        let host = addr.ip().to_string();
+        Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO).await
     }
 
     async fn connect_resolved(
         addrs: &[SocketAddr],
+        host: &str,
         options: &PingOptions,
         start: Instant,
         resolve: Duration,
     ) -> Result<PingSession, PingError> {
         let deadline = start + options.timeout;
         let connect_start = Instant::now();
-        let stream = crate::client::connect_any(addrs, deadline).await?;
-        let _ = stream.set_nodelay(true);
+        let (stream, tls) =
+            crate::client::open(addrs, host, options.tls.as_ref(), deadline).await?;
+        let security = stream.security(options.tls.as_ref().is_some_and(ClientTls::verifies));
         let peer = stream
             .peer_addr()
             .map_err(|e| PingError::Io(e.to_string()))?;
@@ -302,6 +320,7 @@ impl PingSession {
             ready: None,
             setup: None,
             peer,
+            security,
         };
         match timeout_at(deadline, session.await_hello()).await {
             Ok(Ok(())) => {}
@@ -314,7 +333,8 @@ impl PingSession {
         }
         let timings = Timings {
             resolve,
-            connect: connected - connect_start,
+            connect: connected - connect_start - tls,
+            tls,
             hello: Instant::now() - connected,
             ..Timings::default()
         };
@@ -497,6 +517,7 @@ impl PingSession {
             delay,
             timings,
             peer: self.peer,
+            security: self.security,
         }
     }
 

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::{MissingPacketAction, RegistrySync};
 use crate::error::RegistryError;
 use crate::protocol::ids;
+use crate::tls::SecurityLevel;
 use crate::value::Value;
 
 /// First id handed out automatically.
@@ -42,6 +43,9 @@ pub struct Registry {
     by_id: BTreeMap<u32, String>,
     /// Next automatic id.
     next_id: u32,
+    /// Minimum connection security a packet needs to be sent (by name, so it survives
+    /// a registry sync); absent means [`SecurityLevel::None`].
+    min_security: HashMap<String, SecurityLevel>,
 }
 
 impl Default for Registry {
@@ -57,6 +61,7 @@ impl Registry {
             by_name: HashMap::new(),
             by_id: BTreeMap::new(),
             next_id: FIRST_APP_ID,
+            min_security: HashMap::new(),
         };
         for (name, id) in INTERNAL_PACKETS {
             reg.insert(name, id);
@@ -108,6 +113,25 @@ impl Registry {
     fn insert(&mut self, name: &str, id: u32) {
         self.by_name.insert(name.to_owned(), id);
         self.by_id.insert(id, name.to_owned());
+    }
+
+    /// Requires a minimum connection security for sending a packet (the reference's
+    /// `min_sslsec_level`): sending it on a less secure connection is refused.
+    pub fn set_min_security(
+        &mut self,
+        name: &str,
+        level: SecurityLevel,
+    ) -> Result<(), RegistryError> {
+        if !self.by_name.contains_key(name) {
+            return Err(RegistryError::UnknownName(name.to_owned()));
+        }
+        self.min_security.insert(name.to_owned(), level);
+        Ok(())
+    }
+
+    /// The minimum connection security a packet needs.
+    pub fn min_security(&self, name: &str) -> SecurityLevel {
+        self.min_security.get(name).copied().unwrap_or_default()
     }
 
     /// The id of a name.
@@ -173,6 +197,7 @@ impl Registry {
             by_name: HashMap::new(),
             by_id: BTreeMap::new(),
             next_id: self.next_id,
+            min_security: std::mem::take(&mut self.min_security),
         };
         for (name, _) in self.by_name.iter() {
             if let Some(&id) = theirs.get(name.as_str()) {

@@ -33,6 +33,8 @@ use crate::protocol::{
     ServerSetup,
 };
 use crate::registry::Registry;
+use crate::tls::{SecurityLevel, ServerTls};
+use crate::transport::Stream;
 use crate::value::{self, Value};
 
 /// The id a server gives each connection, unique for the server's lifetime.
@@ -116,6 +118,17 @@ pub enum SendError {
     /// The client does not exist (any more).
     #[error("no client {0}")]
     NoSuchClient(ClientId),
+    /// The packet requires a more secure connection than this client's (the reference's
+    /// `min_sslsec_level`).
+    #[error("packet {name} needs security level {required:?}, connection has {actual:?}")]
+    InsufficientSecurity {
+        /// Packet name.
+        name: String,
+        /// Level the packet requires.
+        required: SecurityLevel,
+        /// Level of this connection.
+        actual: SecurityLevel,
+    },
 }
 
 enum Command {
@@ -139,6 +152,8 @@ pub struct ClientHandle {
     max_queued: usize,
     /// The server's registry, to name packets.
     registry: Arc<Registry>,
+    /// How secure the connection is (TLS, client certificate).
+    security: SecurityLevel,
 }
 
 impl fmt::Debug for ClientHandle {
@@ -161,12 +176,25 @@ impl ClientHandle {
         self.addr
     }
 
+    /// How secure the connection is.
+    pub fn security(&self) -> SecurityLevel {
+        self.security
+    }
+
     /// Queues a registered packet for this client.
     pub fn send(&self, name: &str, body: &Value) -> Result<(), SendError> {
         let id = self
             .registry
             .id(name)
             .ok_or_else(|| RegistryError::UnknownName(name.to_owned()))?;
+        let required = self.registry.min_security(name);
+        if required > self.security {
+            return Err(SendError::InsufficientSecurity {
+                name: name.to_owned(),
+                required,
+                actual: self.security,
+            });
+        }
         self.send_id(id, body)
     }
 
@@ -220,6 +248,7 @@ pub struct ServerBuilder<H: Handler = NoHandler> {
     handler: H,
     ping: Option<PingResponder>,
     conntypes: Vec<String>,
+    tls: Option<ServerTls>,
 }
 
 /// Errors starting a server.
@@ -242,6 +271,7 @@ impl Default for ServerBuilder<NoHandler> {
             handler: NoHandler,
             ping: None,
             conntypes: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -267,7 +297,15 @@ impl<H: Handler> ServerBuilder<H> {
             handler,
             ping: self.ping,
             conntypes: self.conntypes,
+            tls: self.tls,
         }
+    }
+
+    /// Serves over TLS: every connection starts with a TLS handshake, bounded by the
+    /// handshake timeout.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Makes the server pingable (the seed's `PingableServerMixin`): it offers the `ping`
@@ -310,6 +348,7 @@ impl<H: Handler> ServerBuilder<H> {
             limits: self.config.limits,
             codec: FrameCodec::new(self.config.limits.frame, self.config.compression),
             ping: self.ping,
+            tls: self.tls,
             clients: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             slots: Arc::new(Semaphore::new(self.config.limits.max_connections)),
@@ -344,6 +383,7 @@ struct Shared {
     limits: Limits,
     codec: FrameCodec,
     ping: Option<PingResponder>,
+    tls: Option<ServerTls>,
     clients: Mutex<HashMap<ClientId, ClientHandle>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
@@ -482,7 +522,10 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %addr, "refused: server full");
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
-                shared.tracker.spawn(refuse(stream, linger));
+                // A TLS client could not read a plain closeconn: it is simply closed.
+                if shared.tls.is_none() {
+                    shared.tracker.spawn(refuse(stream, linger));
+                }
             }
         }
     }
@@ -503,7 +546,7 @@ async fn refuse(mut stream: TcpStream, within: Duration) {
 
 /// Per-connection state the task needs besides the protocol.
 struct Conn<H: Handler> {
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Stream, FrameCodec>,
     protocol: ServerProtocol,
     handle: ClientHandle,
     state: H::State,
@@ -515,11 +558,26 @@ struct Conn<H: Handler> {
 }
 
 async fn connection<H: Handler>(
-    stream: TcpStream,
+    tcp: TcpStream,
     addr: SocketAddr,
     shared: Arc<Shared>,
     handler: Arc<H>,
 ) {
+    let stream = match &shared.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match timeout(shared.limits.handshake_timeout, tls.accept(tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %addr, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(peer = %addr, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let security = stream.security(false);
     let id = ClientId(shared.next_id.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let handle = ClientHandle {
@@ -529,6 +587,7 @@ async fn connection<H: Handler>(
         queued: Arc::new(AtomicUsize::new(0)),
         max_queued: shared.limits.max_queued_bytes,
         registry: shared.registry.clone(),
+        security,
     };
     shared.clients().insert(id, handle.clone());
     let mut conn = Conn {

@@ -1,0 +1,351 @@
+//! TLS: certificates generated at test time with rcgen, for every case of issue 7.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use peng3dnet::client::Client;
+use peng3dnet::config::Config;
+use peng3dnet::ping::{ping_server, PingError, PingOptions};
+use peng3dnet::server::{ClientHandle, Handler, Server};
+use peng3dnet::tls::{ClientCertPolicy, ClientTls, SecurityLevel, ServerTls};
+use peng3dnet::{ConnectionError, PingResponder, Registry};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+/// A directory of PEM files for one test.
+struct Pki {
+    dir: PathBuf,
+}
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "peng3dnet-tls-{}-{name}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Pki { dir }
+    }
+
+    fn write(&self, name: &str, pem: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+
+    fn ca(&self, name: &str) -> (Ca, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        let path = self.write(&format!("{name}.pem"), &cert.pem());
+        (Ca { cert, key }, path)
+    }
+
+    /// A leaf certificate for `names`, signed by `ca`; returns (cert file, key file).
+    fn leaf(&self, file: &str, ca: &Ca, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+        (
+            self.write(&format!("{file}.crt"), &cert.pem()),
+            self.write(&format!("{file}.key"), &key.serialize_pem()),
+        )
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.limits.handshake_timeout = Duration::from_millis(500);
+    config
+}
+
+async fn tls_server(tls: ServerTls) -> Server {
+    Server::builder()
+        .config(config())
+        .pingable(PingResponder::new())
+        .tls(tls)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
+fn options(tls: ClientTls) -> PingOptions {
+    PingOptions {
+        tls: Some(tls),
+        timeout: Duration::from_secs(5),
+        ..PingOptions::default()
+    }
+}
+
+fn localhost(server: &Server) -> String {
+    format!("localhost:{}", server.local_addr().port())
+}
+
+#[tokio::test]
+async fn ping_over_tls_verified_against_a_ca_file() {
+    let pki = Pki::new("ok");
+    let (ca, ca_file) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let server =
+        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
+    let reply = ping_server(
+        &localhost(&server),
+        &options(ClientTls::with_ca_file(&ca_file).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.security, SecurityLevel::ServerAuthenticated);
+    assert!(reply.timings.tls > Duration::ZERO);
+    assert!(reply.get("peng3dnet").is_some());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_rejected() {
+    let pki = Pki::new("wrongca");
+    let (ca, _) = pki.ca("ca");
+    let (_, other_ca_file) = pki.ca("other");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let server =
+        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
+    let err = ping_server(
+        &localhost(&server),
+        &options(ClientTls::with_ca_file(&other_ca_file).unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, PingError::Tls(m) if m.contains("UnknownIssuer")),
+        "{err}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_rejected() {
+    let pki = Pki::new("wrongname");
+    let (ca, ca_file) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["other.example"], false);
+    let server =
+        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
+    let err = ping_server(
+        &localhost(&server),
+        &options(ClientTls::with_ca_file(&ca_file).unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, PingError::Tls(m) if m.contains("NotValidForName")),
+        "{err}"
+    );
+    // ... unless the client is told which name to expect.
+    let named = ClientTls::with_ca_file(&ca_file)
+        .unwrap()
+        .with_server_name("other.example");
+    assert!(ping_server(&localhost(&server), &options(named))
+        .await
+        .is_ok());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_rejected() {
+    let pki = Pki::new("expired");
+    let (ca, ca_file) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], true);
+    let server =
+        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
+    let err = ping_server(
+        &localhost(&server),
+        &options(ClientTls::with_ca_file(&ca_file).unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, PingError::Tls(m) if m.contains("Expired")),
+        "{err}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn self_signed_servers_need_the_explicit_insecure_opt_out() {
+    let pki = Pki::new("insecure");
+    let (ca, _) = pki.ca("selfsigned");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let server =
+        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
+    let reply = ping_server(
+        &localhost(&server),
+        &options(ClientTls::dangerous_no_verification()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.security, SecurityLevel::Encrypted);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plain_client_at_a_tls_server_is_bounded_by_the_handshake_timeout() {
+    let pki = Pki::new("plainclient");
+    let (ca, _) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let server =
+        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
+    let started = std::time::Instant::now();
+    let err = ping_server(
+        &localhost(&server),
+        &PingOptions {
+            timeout: Duration::from_secs(5),
+            ..PingOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    // The server waits for a ClientHello, the client for a hello: the server's handshake
+    // timeout (500 ms here) ends it, long before the client's 5 s.
+    assert!(
+        matches!(err, PingError::Closed(None) | PingError::Io(_)),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // A peer that opens TCP and says nothing is closed at the deadline too.
+    let mut raw = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(4), raw.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tls_client_at_a_plain_server_says_so() {
+    let server = Server::builder()
+        .pingable(PingResponder::new())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let err = ping_server(
+        &localhost(&server),
+        &options(ClientTls::dangerous_no_verification()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, PingError::Tls(m) if m.contains("does not seem to speak TLS")),
+        "{err}"
+    );
+    server.shutdown().await;
+}
+
+/// Reports each client's security level when established.
+struct Levels(mpsc::UnboundedSender<SecurityLevel>);
+
+impl Handler for Levels {
+    type State = ();
+    fn on_established(&self, client: &ClientHandle, _: &mut ()) {
+        let _ = self.0.send(client.security());
+    }
+}
+
+fn secret_registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("app:data.secret").unwrap();
+    r.set_min_security("app:data.secret", SecurityLevel::ServerAuthenticated)
+        .unwrap();
+    r
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_and_reach_both_authenticated() {
+    let pki = Pki::new("clientcert");
+    let (ca, ca_file) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let (client_cert, client_key) = pki.leaf("client", &ca, &["client"], false);
+    let (tx, mut levels) = mpsc::unbounded_channel();
+    let tls = ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::Required(ca_file.clone()))
+        .unwrap();
+    let server = Server::builder()
+        .config(config())
+        .registry(secret_registry())
+        .handler(Levels(tx))
+        .tls(tls)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+
+    let without = Client::builder()
+        .registry(secret_registry())
+        .tls(ClientTls::with_ca_file(&ca_file).unwrap())
+        .timeout(Duration::from_secs(5))
+        .connect(&localhost(&server))
+        .await;
+    assert!(
+        without.is_err(),
+        "a client without certificate must be refused"
+    );
+
+    let mut with = Client::builder()
+        .registry(secret_registry())
+        .tls(ClientTls::with_ca_file_and_client_cert(&ca_file, &client_cert, &client_key).unwrap())
+        .connect(&localhost(&server))
+        .await
+        .unwrap();
+    assert_eq!(with.security(), SecurityLevel::ServerAuthenticated);
+    assert_eq!(levels.recv().await, Some(SecurityLevel::BothAuthenticated));
+    with.send("app:data.secret", &"ok".into()).await.unwrap();
+    with.close("done").await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn packets_with_a_minimum_security_level_are_refused_on_plain_connections() {
+    let server = Server::builder()
+        .registry(secret_registry())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut client = Client::builder()
+        .registry(secret_registry())
+        .connect(&localhost(&server))
+        .await
+        .unwrap();
+    assert_eq!(client.security(), SecurityLevel::None);
+    let err = client
+        .send("app:data.secret", &"no".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectionError::InsufficientSecurity { .. }),
+        "{err}"
+    );
+    let handle = server.clients().pop().unwrap();
+    assert!(handle.send("app:data.secret", &"no".into()).is_err());
+    client.close("done").await.unwrap();
+    server.shutdown().await;
+}
