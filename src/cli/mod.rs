@@ -12,6 +12,7 @@
 //!
 //! When several apply, the highest wins.
 
+use peng3dnet::tls::{ClientTls, TlsError};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use clap::{Args, Parser, Subcommand};
 use peng3dnet::target::Family;
 use peng3dnet::Value;
 
+mod bench;
 mod demo;
+mod floor;
 pub mod output;
 mod ping;
 mod serve;
@@ -139,6 +142,15 @@ pub enum Command {
     /// Start a local server, ping it a few times, and stop it (a quick start).
     #[command(after_help = DEMO_AFTER)]
     Demo(DemoArgs),
+    /// Load-test a server: concurrent ping transactions, ping sessions or classic packets;
+    /// throughput, latency percentiles and errors.
+    Bench(bench::BenchArgs),
+    /// The benchmark's floor: a minimal server answering with pre-encoded bytes.
+    #[command(hide = true)]
+    Floor(floor::BenchServerArgs),
+    /// `serve` plus an echo of the classic packet `interop:msg`, for `bench --mode classic`.
+    #[command(hide = true)]
+    EchoServe(floor::BenchServerArgs),
 }
 
 /// Options shared by `ping` and `status`.
@@ -163,9 +175,41 @@ pub struct ClientArgs {
     /// More detail: phase timings per reply, percentiles in the summary.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Connect with TLS, verifying the server against the system's root certificates
+    /// (or --ca) and its name.
+    #[arg(long)]
+    pub tls: bool,
+    /// Verify the server against the CA certificates in this PEM file (implies --tls).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// TLS without verifying the server's certificate or name, for self-signed test
+    /// servers only (implies --tls). Encrypted, but open to a man in the middle.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Client certificate (PEM) for servers that require one (needs --ca and --key).
+    #[arg(long, value_name = "FILE", requires_all = ["key", "ca"])]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 impl ClientArgs {
+    /// The TLS set-up asked for, if any.
+    pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
+        if self.insecure {
+            return Ok(Some(ClientTls::dangerous_no_verification()));
+        }
+        match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                ClientTls::with_ca_file_and_client_cert(ca, cert, key).map(Some)
+            }
+            (Some(ca), _, _) => ClientTls::with_ca_file(ca).map(Some),
+            _ if self.tls => ClientTls::with_system_roots().map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// The address family chosen.
     pub fn family(&self) -> Family {
         if self.ipv4 {
@@ -243,6 +287,15 @@ pub struct ServeArgs {
     /// Do not echo the ping back under `oldmsg`.
     #[arg(long = "no-writeback")]
     pub no_writeback: bool,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by the CA in this PEM file.
+    #[arg(long = "tls-client-ca", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Debug logging (RUST_LOG overrides).
     #[arg(short, long)]
     pub verbose: bool,
@@ -358,6 +411,9 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Status(args) => ping::run_status(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Floor(args) => floor::run_floor(args).await,
+        Command::EchoServe(args) => floor::run_echo(args).await,
     }
 }
 

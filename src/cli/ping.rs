@@ -1,5 +1,6 @@
 //! `ping` and `status`: pinging servers and reporting what they answer.
 
+use peng3dnet::tls::ClientTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,18 +40,31 @@ pub(crate) struct Settings {
     pub data: Value,
     /// Address family.
     pub family: Family,
+    /// TLS, if asked for.
+    pub tls: Option<ClientTls>,
 }
 
 impl Settings {
-    fn options(&self) -> PingOptions {
+    /// Options for pinging `target`'s resolved address: a TLS certificate is still checked
+    /// against the name the user gave.
+    fn options(&self, target: &Target) -> PingOptions {
         PingOptions {
             data: self.data.clone(),
             timeout: self.timeout,
             // Targets are resolved once, with the family, before pinging.
             family: Family::Any,
+            tls: self.tls.clone().map(|t| t.with_server_name(&target.host)),
             ..PingOptions::default()
         }
     }
+}
+
+/// The TLS set-up of the arguments; prints the problem on error.
+fn client_tls(args: &super::ClientArgs) -> Result<Option<ClientTls>, Exit> {
+    args.tls().map_err(|e| {
+        error(format!("TLS: {e}"));
+        Exit::Usage
+    })
 }
 
 /// Checks the syntax of targets; prints the problem and returns `false` on a bad one.
@@ -69,6 +83,10 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
     if !targets_valid(&args.targets) {
         return Exit::Usage;
     }
+    let tls = match client_tls(&args.client) {
+        Ok(tls) => tls,
+        Err(exit) => return exit,
+    };
     let settings = Settings {
         count: args.count,
         interval: args.interval,
@@ -80,6 +98,7 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
         verbose: args.client.verbose,
         data: args.client.data_map(),
         family: args.client.family(),
+        tls,
     };
     run_targets(args.targets, settings).await
 }
@@ -208,7 +227,7 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
                 let seq = sent;
                 sent += 1;
                 tally.transmitted += 1;
-                let options = s.options();
+                let options = s.options(&target);
                 if s.session {
                     let session = idle_session.take();
                     inflight.spawn(ping_in_session(seq, addr, session, options));
@@ -408,6 +427,7 @@ pub(crate) fn describe(e: &PingError, allowed: Duration) -> (&'static str, Strin
             format!("protocol violation by the server ({reason})"),
         ),
         PingError::Io(m) => ("io", format!("connection lost: {m}")),
+        PingError::Tls(m) => ("tls", m.clone()),
         other => ("other", other.to_string()),
     }
 }
@@ -436,6 +456,10 @@ pub(crate) async fn run_status(args: StatusArgs) -> Exit {
         return Exit::Usage;
     }
     let c = &args.client;
+    let tls = match client_tls(c) {
+        Ok(tls) => tls,
+        Err(exit) => return exit,
+    };
     let settings = Settings {
         count: Some(1),
         interval: Duration::from_secs(1),
@@ -447,6 +471,7 @@ pub(crate) async fn run_status(args: StatusArgs) -> Exit {
         verbose: c.verbose,
         data: c.data_map(),
         family: c.family(),
+        tls,
     };
     status(&args.target, &settings).await
 }
@@ -460,7 +485,7 @@ pub(crate) async fn status(target: &str, s: &Settings) -> Exit {
     let reply = tokio::select! {
         r = async {
             let addr = resolve(&parsed, target, s).await.map_err(|m| ("resolve", m))?;
-            ping_server(&addr.to_string(), &s.options()).await.map_err(|e| {
+            ping_server(&addr.to_string(), &s.options(&parsed)).await.map_err(|e| {
                 let (kind, message) = describe(&e, s.timeout);
                 (kind, format!("{target}: {message}"))
             })

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use peng3dnet::server::{Server, ServerError};
+use peng3dnet::tls::{ClientCertPolicy, ServerTls};
 use peng3dnet::value::{map, update};
 use peng3dnet::{PingResponder, Value};
 
@@ -28,6 +29,7 @@ impl Pingable {
         static_data: Value,
         writeback: bool,
         bind: &str,
+        tls: Option<ServerTls>,
     ) -> Result<Pingable, ServerError> {
         let slot: Arc<Mutex<Option<Server>>> = Arc::default();
         let started = Instant::now();
@@ -53,7 +55,12 @@ impl Pingable {
                     ("pings", pings.into()),
                 ])
             });
-        let server = Server::builder().pingable(responder).bind(bind).await?;
+        let builder = Server::builder().pingable(responder);
+        let builder = match tls {
+            Some(tls) => builder.tls(tls),
+            None => builder,
+        };
+        let server = builder.bind(bind).await?;
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.clone());
         Ok(Pingable { server, slot })
     }
@@ -133,7 +140,23 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
     );
     update(&mut data, &extra);
 
-    let pingable = match Pingable::start(data, !args.no_writeback, &args.bind).await {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let clients = match &args.tls_client_ca {
+                Some(ca) => ClientCertPolicy::Required(ca.clone()),
+                None => ClientCertPolicy::None,
+            };
+            match ServerTls::from_pem_files(cert, key, clients) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    error(format!("TLS: {e}"));
+                    return Exit::Usage;
+                }
+            }
+        }
+        _ => None,
+    };
+    let pingable = match Pingable::start(data, !args.no_writeback, &args.bind, tls).await {
         Ok(p) => p,
         Err(ServerError::Bind(e)) => {
             error(format!("cannot listen on {}: {e}", args.bind));
