@@ -17,6 +17,7 @@
 //! | [`server`] | listener, per-connection tasks, limits, graceful shutdown |
 //! | [`client`] | a classic (or custom-type) client connection |
 //! | [`ping`] | pinging a server: [`ping_server`], [`PingReply`], sessions |
+//! | [`tls`], [`transport`] | TLS set-up and security levels; the plain-or-TLS stream |
 //! | [`config`] | every option and limit with its default |
 //! | [`error`] | one error enum per layer |
 #![warn(missing_docs, unreachable_pub)]

@@ -3,8 +3,8 @@
 //! The pong is a map merged from these sources, each later one overwriting the keys of the
 //! earlier ones (PROTOCOL.md, "Ping connection", step 3):
 //! 1. `{"oldmsg": <the ping as received>}` when write-back is on;
-//! 2. the dynamic data ([`PingResponder::dynamic`]);
-//! 3. the static data ([`PingResponder::static_data`]);
+//! 2. the dynamic data ([`PingResponder::with_dynamic`]);
+//! 3. the static data ([`PingResponder::with_static_data`]);
 //! 4. `{"peng3dnet": {"version", "release", "protoversion"}}`;
 //! 5. ours: `{"servertiming": {"recvtime", "sendtime"}}`, the server's clock when the ping
 //!    arrived and when the pong left, so a client can subtract the server's processing
