@@ -92,6 +92,23 @@ async fn tls_server(tls: ServerTls) -> Server {
         .unwrap()
 }
 
+/// A pingable TLS server whose certificate for `names` is signed by a fresh CA; returns the
+/// server and the CA file.
+async fn server_signed_for(pki: &Pki, names: &[&str], expired: bool) -> (Server, PathBuf) {
+    let (ca, ca_file) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, names, expired);
+    let tls = ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap();
+    (tls_server(tls).await, ca_file)
+}
+
+/// Pings `server` as `localhost` and returns the TLS error's message.
+async fn tls_failure(server: &Server, tls: ClientTls) -> String {
+    match ping_server(&localhost(server), &options(tls)).await {
+        Err(PingError::Tls(message)) => message,
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+}
+
 fn options(tls: ClientTls) -> PingOptions {
     PingOptions {
         tls: Some(tls),
@@ -126,41 +143,19 @@ async fn ping_over_tls_verified_against_a_ca_file() {
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_rejected() {
     let pki = Pki::new("wrongca");
-    let (ca, _) = pki.ca("ca");
+    let (server, _) = server_signed_for(&pki, &["localhost"], false).await;
     let (_, other_ca_file) = pki.ca("other");
-    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
-    let server =
-        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
-    let err = ping_server(
-        &localhost(&server),
-        &options(ClientTls::with_ca_file(&other_ca_file).unwrap()),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, PingError::Tls(m) if m.contains("UnknownIssuer")),
-        "{err}"
-    );
+    let message = tls_failure(&server, ClientTls::with_ca_file(&other_ca_file).unwrap()).await;
+    assert!(message.contains("UnknownIssuer"), "{message}");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_rejected() {
     let pki = Pki::new("wrongname");
-    let (ca, ca_file) = pki.ca("ca");
-    let (cert, key) = pki.leaf("server", &ca, &["other.example"], false);
-    let server =
-        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
-    let err = ping_server(
-        &localhost(&server),
-        &options(ClientTls::with_ca_file(&ca_file).unwrap()),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, PingError::Tls(m) if m.contains("NotValidForName")),
-        "{err}"
-    );
+    let (server, ca_file) = server_signed_for(&pki, &["other.example"], false).await;
+    let message = tls_failure(&server, ClientTls::with_ca_file(&ca_file).unwrap()).await;
+    assert!(message.contains("NotValidForName"), "{message}");
     // ... unless the client is told which name to expect.
     let named = ClientTls::with_ca_file(&ca_file)
         .unwrap()
@@ -174,20 +169,9 @@ async fn a_certificate_for_another_name_is_rejected() {
 #[tokio::test]
 async fn an_expired_certificate_is_rejected() {
     let pki = Pki::new("expired");
-    let (ca, ca_file) = pki.ca("ca");
-    let (cert, key) = pki.leaf("server", &ca, &["localhost"], true);
-    let server =
-        tls_server(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap()).await;
-    let err = ping_server(
-        &localhost(&server),
-        &options(ClientTls::with_ca_file(&ca_file).unwrap()),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, PingError::Tls(m) if m.contains("Expired")),
-        "{err}"
-    );
+    let (server, ca_file) = server_signed_for(&pki, &["localhost"], true).await;
+    let message = tls_failure(&server, ClientTls::with_ca_file(&ca_file).unwrap()).await;
+    assert!(message.contains("Expired"), "{message}");
     server.shutdown().await;
 }
 
