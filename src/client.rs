@@ -125,7 +125,8 @@ impl ClientBuilder {
             self.registry,
             self.config.registry_sync,
             self.config.limits.max_depth,
-        );
+        )
+        .with_max_items(self.config.limits.max_items);
         let mut client = Client {
             framed: Framed::new(stream, codec),
             protocol,
@@ -138,7 +139,11 @@ impl ClientBuilder {
             Ok(Ok(())) => Ok(client),
             Ok(Err(e)) => Err(e),
             Err(_) => {
-                let _ = client.close(CloseReason::Timeout).await;
+                // The deadline is the caller's: send closeconn if the socket takes it at
+                // once, but do not linger past it.
+                client.protocol.close();
+                let _ =
+                    close_stream(&mut client.framed, &CloseReason::Timeout, Duration::ZERO).await;
                 Err(ConnectionError::Timeout("waiting for the handshake"))
             }
         }
@@ -307,10 +312,14 @@ impl Client {
         if *self.protocol.state() != ClientState::Established {
             return Err(ConnectionError::State("the connection is closed"));
         }
-        self.framed
-            .send(Frame::new(id, value::encode(body)))
-            .await?;
-        Ok(())
+        let frame = Frame::new(id, value::encode(body));
+        // Bounded: a server that does not read cannot block us forever.
+        match timeout(self.config.limits.write_timeout, self.framed.send(frame)).await {
+            Ok(sent) => Ok(sent?),
+            Err(_) => Err(ConnectionError::Timeout(
+                "sending (the server does not read)",
+            )),
+        }
     }
 
     /// Waits for the next application packet. A closeconn from the server ends the wait

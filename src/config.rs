@@ -103,8 +103,16 @@ impl Default for RegistrySync {
 pub struct Limits {
     /// Largest frame and inflated body a peer may send.
     pub frame: FrameLimits,
-    /// Deepest msgpack nesting accepted (guards the decoder's stack).
+    /// Deepest msgpack nesting accepted (guards the decoder's stack). The decoder counts
+    /// a container and its contents as a level each, so 64 allows about 30 nested arrays
+    /// or maps.
     pub max_depth: usize,
+    /// Most msgpack values (scalars and containers, each counted) one body may hold. A
+    /// decoded value costs 40 bytes however small its encoding, so without this cap a body
+    /// of one-byte items, or a small compressed body that inflates to one, would cost 40
+    /// times its inflated size; with it, one body costs at most about
+    /// `40 * max_items` bytes plus its own size. Refused with `packettoolarge`.
+    pub max_items: usize,
     /// Time a peer has from connect until its handshake is complete (classic) or its
     /// connection type is set and its first ping arrived (ping).
     pub handshake_timeout: Duration,
@@ -128,6 +136,7 @@ impl Default for Limits {
         Limits {
             frame: FrameLimits::default(),
             max_depth: 64,
+            max_items: 1 << 18,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(10),

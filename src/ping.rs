@@ -311,7 +311,8 @@ impl PingSession {
                 Registry::new(),
                 config.registry_sync,
                 config.limits.max_depth,
-            ),
+            )
+            .with_max_items(config.limits.max_items),
             config,
             data: options.data.clone(),
             timeout: options.timeout,
@@ -378,16 +379,32 @@ impl PingSession {
         }
     }
 
+    /// Sends a frame, bounded by the write timeout: a server that does not read cannot
+    /// hold us.
     async fn write(&mut self, frame: Frame) -> Result<(), PingError> {
-        self.framed
-            .send(frame)
-            .await
-            .map_err(|e| PingError::Io(e.to_string()))
+        match tokio::time::timeout(self.config.limits.write_timeout, self.framed.send(frame)).await
+        {
+            Ok(result) => result.map_err(|e| PingError::Io(e.to_string())),
+            Err(_) => Err(PingError::Timeout {
+                phase: "sending ping",
+            }),
+        }
     }
 
     async fn abort(&mut self, reason: CloseReason) {
         self.protocol.close();
         let _ = close_stream(&mut self.framed, &reason, self.config.limits.close_linger).await;
+    }
+
+    /// [`abort`](Self::abort), but waiting for the server's end of stream no later than
+    /// `deadline`: the closeconn is still sent (if the socket takes it at once), and a
+    /// server that never closes cannot make us overrun the caller's timeout.
+    async fn abort_by(&mut self, reason: CloseReason, deadline: Instant) {
+        let linger = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.config.limits.close_linger);
+        self.protocol.close();
+        let _ = close_stream(&mut self.framed, &reason, linger).await;
     }
 
     /// The address that answered.
@@ -451,7 +468,7 @@ impl PingSession {
                 Ok(Some(Err(FrameError::Io(e)))) => return Err(PingError::Io(e.to_string())),
                 Ok(Some(Err(e))) => {
                     let reason = CloseReason::from(e.close_reason().unwrap_or("invalidpacket"));
-                    self.abort(reason.clone()).await;
+                    self.abort_by(reason.clone(), deadline).await;
                     return Err(PingError::Protocol(reason));
                 }
                 Ok(Some(Ok(frame))) => frame,
@@ -472,7 +489,7 @@ impl PingSession {
                 }
                 Some(Event::PeerClosed(reason)) => return Err(PingError::Closed(reason)),
                 Some(Event::Close(reason)) => {
-                    self.abort(reason.clone()).await;
+                    self.abort_by(reason.clone(), deadline).await;
                     return Err(PingError::Protocol(reason));
                 }
                 _ => continue,
@@ -523,13 +540,21 @@ impl PingSession {
 
     /// Sends a ping and waits for its pong, within the session's timeout.
     pub async fn ping(&mut self) -> Result<PingReply, PingError> {
-        self.send_ping().await?;
-        let timeout = match self.setup {
+        let deadline = match self.setup {
             // The first ping shares the connection's deadline, as the reference's does.
-            Some((start, _)) => (start + self.timeout).saturating_duration_since(Instant::now()),
-            None => self.timeout,
+            Some((start, _)) => start + self.timeout,
+            None => Instant::now() + self.timeout,
         };
-        self.wait_for_pong(timeout).await
+        match timeout_at(deadline, self.send_ping()).await {
+            Ok(sent) => sent?,
+            Err(_) => {
+                return Err(PingError::Timeout {
+                    phase: "sending ping",
+                })
+            }
+        };
+        self.wait_for_pong(deadline.saturating_duration_since(Instant::now()))
+            .await
     }
 
     /// Closes with `pingcomplete`.
@@ -548,13 +573,18 @@ impl PingSession {
 /// println!("{} answered in {:?}: {}", reply.peer, reply.delay, reply.server_data());
 /// # Ok(()) }
 /// ```
+///
+/// A server cannot make it take longer than `options.timeout`: the closing handshake
+/// (closeconn, then waiting for the server's end of stream) is cut short at that deadline.
 pub async fn ping_server(target: &str, options: &PingOptions) -> Result<PingReply, PingError> {
+    let deadline = Instant::now() + options.timeout;
     let mut session = PingSession::connect(target, options).await?;
     let result = session.ping().await;
-    if result.is_ok() {
-        session.close().await;
-    } else {
-        session.abort(CloseReason::Timeout).await;
+    match &result {
+        Ok(_) => session.abort_by(CloseReason::PingComplete, deadline).await,
+        // The server closed, or we already closed with the reason it earned.
+        Err(PingError::Closed(_) | PingError::Protocol(_)) => {}
+        Err(_) => session.abort_by(CloseReason::Timeout, deadline).await,
     }
     result
 }

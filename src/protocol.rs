@@ -25,7 +25,7 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 
-use crate::config::RegistrySync;
+use crate::config::{Limits, RegistrySync};
 use crate::frame::Frame;
 use crate::registry::Registry;
 use crate::value::{self, get, map, Value};
@@ -269,8 +269,104 @@ pub fn settype_frame(conntype: &ConnType) -> Frame {
     )
 }
 
-fn decode(frame: &Frame, max_depth: usize) -> Result<Value, Step> {
+fn decode(frame: &Frame, max_depth: usize, max_items: usize) -> Result<Value, Step> {
+    check_items(&frame.body, max_depth, max_items).map_err(Step::close)?;
     value::decode(&frame.body, max_depth).map_err(|_| Step::close(CloseReason::InvalidPacket))
+}
+
+/// Walks a msgpack document without building it and refuses one holding more than
+/// `max_items` values (`packettoolarge`), or nesting containers deeper than the decoder
+/// will accept, or claiming more values or bytes than it has (`invalidpacket`).
+///
+/// Depth: the decoder spends two levels of `max_depth` per container, so more than
+/// `max_depth / 2` nested containers are refused here (the decoder refuses the rest), and a
+/// deeply nested body is `invalidpacket`, not `packettoolarge` (unless the item budget is
+/// below `max_depth / 2`).
+///
+/// Decoding builds a 40-byte [`Value`] per item however short its encoding (an empty array
+/// is one byte), so this bounds the memory a body can make the decoder allocate to about
+/// `40 * max_items` plus the body itself, before any of it is allocated. It costs one pass
+/// over the bytes, without recursion or allocation; depth is left to the decoder.
+fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<(), CloseReason> {
+    fn length(body: &[u8], pos: &mut usize, width: usize) -> Result<usize, CloseReason> {
+        let end = pos
+            .checked_add(width)
+            .filter(|&end| end <= body.len())
+            .ok_or(CloseReason::InvalidPacket)?;
+        let n = body[*pos..end]
+            .iter()
+            .fold(0usize, |n, &b| (n << 8) | usize::from(b));
+        *pos = end;
+        Ok(n)
+    }
+    let mut pos = 0usize;
+    // Values announced (by the root or by containers) and not yet walked.
+    let mut pending = 1usize;
+    // Values still to walk in each open container, outermost first; at most
+    // `max_depth / 2` entries.
+    let mut open: Vec<usize> = Vec::new();
+    let mut items = 0usize;
+    while pending > 0 {
+        while open.last() == Some(&0) {
+            open.pop();
+        }
+        if let Some(left) = open.last_mut() {
+            *left -= 1;
+        }
+        pending -= 1;
+        items += 1;
+        if items > max_items {
+            return Err(CloseReason::PacketTooLarge);
+        }
+        let marker = *body.get(pos).ok_or(CloseReason::InvalidPacket)?;
+        pos += 1;
+        // (payload bytes to skip, values this one contains)
+        let (skip, children) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (length(body, &mut pos, 1)?, 0),
+            0xc5 | 0xda => (length(body, &mut pos, 2)?, 0),
+            0xc6 | 0xdb => (length(body, &mut pos, 4)?, 0),
+            // ext 8/16/32: length, then a type byte, then the data
+            0xc7 => (length(body, &mut pos, 1)? + 1, 0),
+            0xc8 => (length(body, &mut pos, 2)? + 1, 0),
+            0xc9 => (length(body, &mut pos, 4)?.saturating_add(1), 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            // fixext 1/2/4/8/16: a type byte, then the data
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, length(body, &mut pos, 2)?),
+            0xdd => (0, length(body, &mut pos, 4)?),
+            0xde => (0, 2 * length(body, &mut pos, 2)?),
+            0xdf => (0, length(body, &mut pos, 4)?.saturating_mul(2)),
+            // 0xc1 is never used
+            _ => return Err(CloseReason::InvalidPacket),
+        };
+        pos = pos
+            .checked_add(skip)
+            .filter(|&end| end <= body.len())
+            .ok_or(CloseReason::InvalidPacket)?;
+        if children > 0 {
+            if open.len() >= max_depth / 2 {
+                return Err(CloseReason::InvalidPacket);
+            }
+            open.push(children);
+        }
+        // Every announced value takes at least one more byte.
+        pending = pending.saturating_add(children);
+        if pending > body.len() - pos {
+            return Err(CloseReason::InvalidPacket);
+        }
+    }
+    Ok(())
 }
 
 fn peer_closed(body: &Value) -> Step {
@@ -296,6 +392,8 @@ pub struct ServerSetup {
     conntypes: HashSet<ConnType>,
     /// Deepest msgpack nesting accepted.
     max_depth: usize,
+    /// Most msgpack values one body may hold.
+    max_items: usize,
 }
 
 impl ServerSetup {
@@ -317,7 +415,15 @@ impl ServerSetup {
             handshake_body,
             conntypes,
             max_depth,
+            max_items: Limits::default().max_items,
         }
+    }
+
+    /// Refuses bodies holding more than `max_items` msgpack values with `packettoolarge`
+    /// (default: [`Limits::max_items`]).
+    pub fn with_max_items(mut self, max_items: usize) -> Self {
+        self.max_items = max_items;
+        self
     }
 
     /// The registry.
@@ -385,7 +491,7 @@ impl ServerProtocol {
         if self.state == ServerState::Closed {
             return Step::nothing();
         }
-        let body = match decode(&frame, self.setup.max_depth) {
+        let body = match decode(&frame, self.setup.max_depth, self.setup.max_items) {
             Ok(body) => body,
             Err(step) => return self.closing(step),
         };
@@ -490,6 +596,8 @@ pub struct ClientProtocol {
     sync: RegistrySync,
     /// Deepest msgpack nesting accepted.
     max_depth: usize,
+    /// Most msgpack values one body may hold.
+    max_items: usize,
     /// Where the connection is.
     state: ClientState,
 }
@@ -507,8 +615,16 @@ impl ClientProtocol {
             registry,
             sync,
             max_depth,
+            max_items: Limits::default().max_items,
             state: ClientState::AwaitHello,
         }
+    }
+
+    /// Refuses bodies holding more than `max_items` msgpack values with `packettoolarge`
+    /// (default: [`Limits::max_items`]).
+    pub fn with_max_items(mut self, max_items: usize) -> Self {
+        self.max_items = max_items;
+        self
     }
 
     /// The current state.
@@ -536,7 +652,7 @@ impl ClientProtocol {
         if self.state == ClientState::Closed {
             return Step::nothing();
         }
-        let body = match decode(&frame, self.max_depth) {
+        let body = match decode(&frame, self.max_depth, self.max_items) {
             Ok(body) => body,
             Err(step) => return self.closing(step),
         };
@@ -983,6 +1099,85 @@ mod tests {
         assert_eq!(
             c.handle(hello_frame()).event,
             Some(Event::Established(custom))
+        );
+    }
+
+    #[test]
+    fn item_budget_refuses_cheap_bodies_that_decode_to_huge_trees() {
+        // array32 of a million empty arrays: 1 MB encoded, 40 MB decoded.
+        let mut wide = vec![0xdd];
+        wide.extend_from_slice(&1_000_000u32.to_be_bytes());
+        wide.resize(5 + 1_000_000, 0x90);
+        assert_eq!(
+            check_items(&wide, 64, 1 << 18),
+            Err(CloseReason::PacketTooLarge)
+        );
+        assert_eq!(check_items(&wide, 64, 1_000_001), Ok(()));
+        let mut s = ServerProtocol::new(Arc::new(
+            ServerSetup::new(Arc::new(Registry::new()), [], 64).with_max_items(100),
+        ));
+        assert_eq!(
+            close_reason(&s.handle(Frame::new(2, wide))),
+            Some(&CloseReason::PacketTooLarge)
+        );
+        // Claims more values or bytes than the body holds: refused before any allocation.
+        for body in [
+            &b"\xdd\xff\xff\xff\xff"[..],
+            b"\xdf\xff\xff\xff\xff\x80",
+            b"\xc6\xff\xff\xff\xff",
+            b"\xdb\x00\x00\x00\x05abc",
+            b"\xc9\xff\xff\xff\xff\x01",
+            b"\xc1",
+            b"",
+        ] {
+            assert_eq!(
+                check_items(body, 64, 1000),
+                Err(CloseReason::InvalidPacket),
+                "{body:?}"
+            );
+        }
+        // Nesting: refused as invalid whatever the item budget; within the limit, fine.
+        let mut deep = vec![0x91u8; 10_000];
+        deep.push(0xc0);
+        assert_eq!(check_items(&deep, 64, 40), Err(CloseReason::InvalidPacket));
+        for k in 0..40usize {
+            // k nested maps, each with a key before and after: {"a": {...}, "b": 1}
+            let mut v = Value::Nil;
+            for _ in 0..k {
+                v = map([("a", v), ("b", 1.into())]);
+            }
+            let body = value::encode(&v);
+            let decodes = value::decode(&body, 64).is_ok();
+            let walked = check_items(&body, 64, 1 << 20);
+            assert!(
+                walked.is_ok() || !decodes,
+                "depth {k}: walker refuses what decodes"
+            );
+            assert_eq!(walked.is_ok(), k <= 32, "depth {k}");
+        }
+        // Every msgpack type is walked correctly: a document using all of them passes with
+        // exactly its item count, and one item fewer is too many.
+        let all = map([
+            ("nil", Value::Nil),
+            ("b", true.into()),
+            ("i", Value::from(-70000)),
+            ("u", Value::from(u64::MAX)),
+            ("f32", Value::F32(1.5)),
+            ("f", Value::F64(1.5)),
+            ("s", "x".repeat(300).into()),
+            ("bin", Value::Binary(vec![1; 70000])),
+            ("a", Value::Array(vec![1.into(); 20])),
+            ("e1", Value::Ext(1, vec![1])),
+            ("e16", Value::Ext(2, vec![1; 16])),
+            ("e3", Value::Ext(3, vec![1; 3])),
+            ("e300", Value::Ext(4, vec![1; 300])),
+        ]);
+        let body = value::encode(&all);
+        let items = 1 + 13 * 2 + 20;
+        assert_eq!(check_items(&body, 64, items), Ok(()));
+        assert_eq!(
+            check_items(&body, 64, items - 1),
+            Err(CloseReason::PacketTooLarge)
         );
     }
 
