@@ -1,1 +1,167 @@
-fn main() {}
+//! Ping handling micro-benchmarks: msgpack encode and decode of a typical pong, and what a
+//! server does for one ping frame (`ServerProtocol::handle` decoding it, then
+//! `PingResponder::respond` building the pong, then encoding the pong), with and without
+//! compression of a large ping's echo.
+//!
+//! Run with `cargo bench --bench ping`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, Criterion};
+use peng3dnet::conntype::ping::PingRequest;
+use peng3dnet::frame::{Frame, FrameCodec};
+use peng3dnet::protocol::{ids, settype_frame, ConnType, Event, ServerProtocol, ServerSetup};
+use peng3dnet::server::ClientId;
+use peng3dnet::value::{self, map, Value};
+use peng3dnet::{PingResponder, Registry};
+use tokio_util::codec::Encoder;
+
+fn responder() -> PingResponder {
+    PingResponder::new()
+        .with_static_data(map([
+            ("name", "bench server".into()),
+            ("motd", "hello".into()),
+        ]))
+        .with_dynamic(|_| {
+            map([
+                ("clients", Value::from(16)),
+                ("uptime", Value::F64(12.345)),
+                ("pings", Value::from(123_456)),
+            ])
+        })
+}
+
+fn established() -> ServerProtocol {
+    let setup = Arc::new(ServerSetup::new(
+        Arc::new(Registry::new()),
+        [ConnType::Ping],
+        64,
+    ));
+    let mut protocol = ServerProtocol::new(setup);
+    protocol.handle(settype_frame(&ConnType::Ping));
+    protocol
+}
+
+fn ping_frame(extra: Option<Value>) -> Frame {
+    let mut entries = vec![("time", Value::F64(1.7e9)), ("x", Value::from(1))];
+    if let Some(extra) = extra {
+        entries.push(("blob", extra));
+    }
+    Frame::new(ids::PING, value::encode(&map(entries)))
+}
+
+/// What the server does for one ping frame: decode, build the pong, encode it into the
+/// write buffer.
+fn handle(
+    protocol: &mut ServerProtocol,
+    responder: &PingResponder,
+    codec: &mut FrameCodec,
+    frame: Frame,
+    out: &mut BytesMut,
+) -> usize {
+    let len = frame.body.len();
+    let step = protocol.handle(frame);
+    let Some(Event::Ping(message)) = step.event else {
+        panic!("not a ping");
+    };
+    let request = PingRequest {
+        message: &message,
+        client_id: ClientId(1),
+        peer_addr: "127.0.0.1:1".parse().unwrap(),
+    };
+    let pong = responder.respond(&request, len, 64 << 10, SystemTime::now());
+    out.clear();
+    codec
+        .encode(Frame::new(ids::PONG, value::encode(&pong)), out)
+        .unwrap();
+    out.len()
+}
+
+fn ping(c: &mut Criterion) {
+    let responder = responder();
+    let small = ping_frame(None);
+    let message = value::decode(&small.body, 64).unwrap();
+    let request = PingRequest {
+        message: &message,
+        client_id: ClientId(1),
+        peer_addr: "127.0.0.1:1".parse().unwrap(),
+    };
+    let pong = responder.respond(&request, small.body.len(), 64 << 10, SystemTime::now());
+    let pong_bytes = value::encode(&pong);
+
+    let mut group = c.benchmark_group("msgpack");
+    group.bench_function(format!("encode pong ({} B)", pong_bytes.len()), |b| {
+        b.iter(|| black_box(value::encode(black_box(&pong))))
+    });
+    group.bench_function(format!("decode pong ({} B)", pong_bytes.len()), |b| {
+        b.iter(|| black_box(value::decode(black_box(&pong_bytes), 64).unwrap()))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("ping");
+    let mut protocol = established();
+    let mut codec = FrameCodec::default();
+    let mut out = BytesMut::with_capacity(64 << 10);
+    group.bench_function("handle + respond (small ping)", |b| {
+        b.iter(|| {
+            let step = protocol.handle(black_box(small.clone()));
+            let Some(Event::Ping(message)) = step.event else {
+                panic!("not a ping");
+            };
+            let request = PingRequest {
+                message: &message,
+                client_id: ClientId(1),
+                peer_addr: "127.0.0.1:1".parse().unwrap(),
+            };
+            black_box(responder.respond(&request, small.body.len(), 64 << 10, SystemTime::now()))
+        })
+    });
+    group.bench_function("handle + respond + encode (small ping)", |b| {
+        b.iter(|| {
+            handle(
+                &mut protocol,
+                &responder,
+                &mut codec,
+                small.clone(),
+                &mut out,
+            )
+        })
+    });
+    // A 12 KiB ping: its echo makes the pong cross the 8 KiB threshold, so the pong is
+    // compressed (and with the ping sent compressed, inflated first).
+    let big = ping_frame(Some(Value::Binary(
+        (0..12 * 1024).map(|i| (i % 251) as u8).collect(),
+    )));
+    group.bench_function("handle + respond + encode (12 KiB ping, zlib pong)", |b| {
+        b.iter(|| handle(&mut protocol, &responder, &mut codec, big.clone(), &mut out))
+    });
+    let plain = FrameCodec::new(
+        Default::default(),
+        peng3dnet::config::Compression {
+            enabled: false,
+            ..Default::default()
+        },
+    );
+    let mut plain_codec = plain;
+    group.bench_function(
+        "handle + respond + encode (12 KiB ping, no compression)",
+        |b| {
+            b.iter(|| {
+                handle(
+                    &mut protocol,
+                    &responder,
+                    &mut plain_codec,
+                    big.clone(),
+                    &mut out,
+                )
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, ping);
+criterion_main!(benches);

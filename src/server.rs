@@ -685,11 +685,12 @@ async fn connection<H: Handler>(
 /// that capacity afterwards.
 const READ_BUFFER: usize = 512;
 
-/// A [`Framed`] with small buffers. tokio-util gives every `Framed` (even one made with
-/// `with_capacity` or `from_parts`) 8 KiB for reading and 8 KiB for writing, which made
-/// half of what an idle connection costs: 15.9 KiB resident per idle connection with
-/// them, 8.5 KiB with these (BENCHMARKS.md). The write buffer starts empty: the encoder
-/// reserves what each frame needs, and the buffer keeps that capacity.
+/// A [`Framed`] with small buffers. `Framed::new` gives every connection 8 KiB for
+/// reading and 8 KiB for writing (and `from_parts` raises smaller buffers to that), which
+/// made half of what an idle connection costs: 15.9 KiB resident per idle connection with
+/// them, 8.5 KiB with these (BENCHMARKS.md). `Framed::with_capacity` would also lower the
+/// write back-pressure boundary; here it stays at 8 KiB. The write buffer starts empty:
+/// the encoder reserves what each frame needs, and the buffer keeps that capacity.
 fn small_framed(stream: Stream, codec: FrameCodec) -> Framed<Stream, FrameCodec> {
     let mut framed = Framed::new(stream, codec);
     *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);

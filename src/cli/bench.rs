@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// Most connections being set up at once (idle, session and classic modes).
     #[arg(long, value_name = "N", default_value = "256", value_parser = clap::value_parser!(u64).range(1..))]
     pub ramp: u64,
+    /// Also report the CPU time of this process id (the server's, on this machine) over
+    /// the measured window, per operation.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
     /// One JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -514,7 +518,7 @@ impl Fail {
 /// One thread's tallies (merged at the end).
 struct Tally {
     hist: Histogram,
-    errors: BTreeMap<String, u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
     samples: Vec<String>,
 }
 
@@ -741,16 +745,17 @@ async fn establish<'a>(
     }
 }
 
-async fn run_transactions(plan: &Plan, tally: &RefCell<Tally>) {
+async fn run_transactions(plan: &Plan, tally: &RefCell<Tally>, current: &Current) {
     let mut buf = ReadBuf::new(READ_BUF);
     let mut out = plan.wire.settype_and_ping.clone();
-    let phase = Cell::new(Phase::Connect);
+    let phase = &current.phase;
     loop {
         let started = Instant::now();
         if !plan.claim(started) {
             return;
         }
-        match timeout(plan.timeout, transaction(plan, &mut buf, &mut out, &phase)).await {
+        current.started.set(Some(started));
+        match timeout(plan.timeout, transaction(plan, &mut buf, &mut out, phase)).await {
             Ok(Ok(())) => plan.record(tally, started, Instant::now()),
             Ok(Err(fail)) => {
                 plan.fail(tally, &fail);
@@ -769,17 +774,19 @@ async fn backoff(fail: &Fail) {
 }
 
 /// Session and classic modes: operations over one connection, reconnecting after errors.
-async fn run_sessions(plan: &Plan, tally: &RefCell<Tally>) {
+async fn run_sessions(plan: &Plan, tally: &RefCell<Tally>, current: &Current) {
     let mut buf = ReadBuf::new(READ_BUF);
-    let phase = Cell::new(Phase::Connect);
+    let phase = &current.phase;
     let want = if plan.mode == Mode::Classic {
         u32::MAX
     } else {
         ids::PONG
     };
     while plan.running() {
+        current.started.set(None);
         let permit = plan.ramp.acquire().await;
-        let set_up = timeout(plan.timeout, establish(plan, &mut buf, &phase)).await;
+        current.started.set(Some(Instant::now()));
+        let set_up = timeout(plan.timeout, establish(plan, &mut buf, phase)).await;
         drop(permit);
         let (mut conn, mut out, time_at) = match set_up {
             Ok(Ok(ok)) => ok,
@@ -797,9 +804,11 @@ async fn run_sessions(plan: &Plan, tally: &RefCell<Tally>) {
         loop {
             let started = Instant::now();
             if !plan.claim(started) {
-                let _ = timeout(plan.timeout, conn.finish(plan, &phase)).await;
+                current.started.set(None);
+                let _ = timeout(plan.timeout, conn.finish(plan, phase)).await;
                 return;
             }
+            current.started.set(Some(started));
             if time_at != usize::MAX {
                 patch_time(&mut out, time_at);
             }
@@ -872,24 +881,52 @@ async fn run_idle(plan: &Plan, tally: &RefCell<Tally>) {
     }
 }
 
+/// An operation still waiting this long when a timed run ends is counted as an error
+/// (`stalled_<phase>`): on loopback, nothing sane takes that long.
+const STALLED: Duration = Duration::from_secs(1);
+
 async fn connection_task(plan: Arc<Plan>, tally: Rc<RefCell<Tally>>) {
+    let current = Current {
+        started: Cell::new(None),
+        phase: Cell::new(Phase::Connect),
+    };
     let work = async {
         match plan.mode {
-            Mode::Transaction => run_transactions(&plan, &tally).await,
-            Mode::Session | Mode::Classic => run_sessions(&plan, &tally).await,
+            Mode::Transaction => run_transactions(&plan, &tally, &current).await,
+            Mode::Session | Mode::Classic => run_sessions(&plan, &tally, &current).await,
             Mode::Idle => run_idle(&plan, &tally).await,
         }
     };
     match plan.end {
-        // A timed run stops every connection at the deadline, whatever it is waiting for.
+        // A timed run stops every connection at the deadline, whatever it is waiting for;
+        // an operation stuck since long before the deadline is a failure all the same.
         Some(end) if plan.mode != Mode::Idle => {
             tokio::select! {
                 _ = work => {}
-                _ = sleep_until(end) => {}
+                _ = sleep_until(end) => {
+                    if let Some(started) = current.started.get() {
+                        let waited = end.saturating_duration_since(started);
+                        if waited >= STALLED.min(plan.timeout) {
+                            *tally
+                                .borrow_mut()
+                                .errors
+                                .entry(format!("stalled_{}", current.phase.get().name()))
+                                .or_default() += 1;
+                        }
+                    }
+                }
             }
         }
         _ => work.await,
     }
+}
+
+/// What a connection is doing, for the end of a timed run.
+struct Current {
+    /// When the operation in progress (or the connection's set-up) started.
+    started: Cell<Option<Instant>>,
+    /// Where it is.
+    phase: Cell<Phase>,
 }
 
 /// One load thread: a current-thread runtime running `connections` connection tasks.
@@ -924,6 +961,53 @@ fn load_thread(plan: Arc<Plan>, connections: u64) -> io::Result<Tally> {
 }
 
 // ---------------------------------------------------------------------------------------
+// CPU time
+
+/// User plus system CPU time of a process so far, from `/proc/PID/stat` (Linux; `None`
+/// elsewhere). Clock ticks are assumed to be 100 per second, as on every Linux port.
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// CPU time of us and of the server over the measured window.
+#[derive(Default)]
+struct CpuWindow {
+    ours: Option<Duration>,
+    server: Option<Duration>,
+}
+
+async fn measure_cpu(
+    from: Instant,
+    to: Option<Instant>,
+    server: Option<u32>,
+    done: tokio::sync::oneshot::Receiver<()>,
+) -> CpuWindow {
+    sleep_until(from).await;
+    let (ours0, server0) = (cpu_time(None), server.and_then(|p| cpu_time(Some(p))));
+    match to {
+        Some(to) => sleep_until(to).await,
+        None => {
+            let _ = done.await;
+        }
+    }
+    let (ours1, server1) = (cpu_time(None), server.and_then(|p| cpu_time(Some(p))));
+    CpuWindow {
+        ours: ours0.zip(ours1).map(|(a, b)| b.saturating_sub(a)),
+        server: server0.zip(server1).map(|(a, b)| b.saturating_sub(a)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Report
 
 #[derive(Debug, Serialize)]
@@ -936,7 +1020,7 @@ struct LatencyMs {
 }
 
 #[derive(Debug, Serialize)]
-struct Report {
+pub(crate) struct Report {
     schema_version: u32,
     #[serde(rename = "type")]
     kind: &'static str,
@@ -947,13 +1031,21 @@ struct Report {
     threads: u64,
     warmup_s: f64,
     duration_s: f64,
-    ops: u64,
+    pub(crate) ops: u64,
     ops_per_s: f64,
     latency_ms: Option<LatencyMs>,
-    errors_total: u64,
-    errors: BTreeMap<String, u64>,
+    pub(crate) errors_total: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
     error_samples: Vec<String>,
-    established: Option<usize>,
+    pub(crate) established: Option<usize>,
+    /// CPU seconds this load generator used in the measured window.
+    client_cpu_s: Option<f64>,
+    /// ... per operation, in microseconds.
+    client_cpu_us_per_op: Option<f64>,
+    /// CPU seconds the server (`--server-pid`) used in the measured window.
+    server_cpu_s: Option<f64>,
+    /// ... per operation, in microseconds.
+    server_cpu_us_per_op: Option<f64>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -993,6 +1085,13 @@ fn text_report(r: &Report) -> String {
     if let Some(n) = r.established {
         s += &format!("  established: {n}\n");
     }
+    let cpu = |who: &str, total: Option<f64>, per_op: Option<f64>| match (total, per_op) {
+        (Some(t), Some(p)) => format!("  {who} cpu: {t:.2} s ({p:.1} us per op)\n"),
+        (Some(t), None) => format!("  {who} cpu: {t:.2} s\n"),
+        _ => String::new(),
+    };
+    s += &cpu("client", r.client_cpu_s, r.client_cpu_us_per_op);
+    s += &cpu("server", r.server_cpu_s, r.server_cpu_us_per_op);
     if r.errors.is_empty() {
         s += "  errors: none\n";
     } else {
@@ -1005,19 +1104,19 @@ fn text_report(r: &Report) -> String {
     s
 }
 
-/// `peng3dnet bench`.
-pub(crate) async fn run(args: BenchArgs) -> Exit {
+/// Runs the load and returns the report (errors are printed; `Err` has the exit status).
+pub(crate) async fn execute(args: &BenchArgs) -> Result<Report, Exit> {
     let addr = match tokio::net::lookup_host(&args.target).await {
         Ok(mut addrs) => match addrs.next() {
             Some(a) => a,
             None => {
                 error(format!("{}: no address", args.target));
-                return Exit::Unresolved;
+                return Err(Exit::Unresolved);
             }
         },
         Err(e) => {
             error(format!("cannot resolve {}: {e}", args.target));
-            return Exit::Unresolved;
+            return Err(Exit::Unresolved);
         }
     };
     let duration = match (args.duration, args.count) {
@@ -1052,6 +1151,13 @@ pub(crate) async fn run(args: BenchArgs) -> Exit {
         established: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
     });
+    let (cpu_done, cpu_done_rx) = tokio::sync::oneshot::channel();
+    let cpu = tokio::spawn(measure_cpu(
+        measure_from,
+        plan.end,
+        args.server_pid,
+        cpu_done_rx,
+    ));
     let threads = args.threads.min(args.connections);
     let mut handles = Vec::new();
     for t in 0..threads {
@@ -1064,7 +1170,7 @@ pub(crate) async fn run(args: BenchArgs) -> Exit {
             Ok(h) => handles.push(h),
             Err(e) => {
                 error(format!("cannot start a load thread: {e}"));
-                return Exit::System;
+                return Err(Exit::System);
             }
         }
     }
@@ -1085,13 +1191,15 @@ pub(crate) async fn run(args: BenchArgs) -> Exit {
         Ok(x) => x,
         Err(e) => {
             error(format!("load threads failed: {e}"));
-            return Exit::System;
+            return Err(Exit::System);
         }
     };
     if let Some(f) = failure {
         error(format!("load thread failed: {f}"));
-        return Exit::System;
+        return Err(Exit::System);
     }
+    let _ = cpu_done.send(());
+    let cpu = cpu.await.unwrap_or_default();
     let elapsed = match duration {
         Some(d) => d,
         None => start.elapsed(),
@@ -1122,6 +1230,25 @@ pub(crate) async fn run(args: BenchArgs) -> Exit {
         errors: tally.errors,
         error_samples: tally.samples,
         established: (args.mode == Mode::Idle).then(|| plan.established.load(Ordering::Relaxed)),
+        client_cpu_s: cpu.ours.map(|d| d.as_secs_f64()),
+        client_cpu_us_per_op: cpu
+            .ours
+            .filter(|_| hist.total > 0)
+            .map(|d| (d.as_secs_f64() * 1e7 / hist.total as f64).round() / 10.0),
+        server_cpu_s: cpu.server.map(|d| d.as_secs_f64()),
+        server_cpu_us_per_op: cpu
+            .server
+            .filter(|_| hist.total > 0)
+            .map(|d| (d.as_secs_f64() * 1e7 / hist.total as f64).round() / 10.0),
+    };
+    Ok(report)
+}
+
+/// `peng3dnet bench`.
+pub(crate) async fn run(args: BenchArgs) -> Exit {
+    let report = match execute(&args).await {
+        Ok(report) => report,
+        Err(exit) => return exit,
     };
     let printed = if args.json {
         Out.json(&report)
@@ -1131,7 +1258,7 @@ pub(crate) async fn run(args: BenchArgs) -> Exit {
     if printed.is_err() {
         return Exit::System;
     }
-    if errors_total == 0 && report.ops > 0 {
+    if report.errors_total == 0 && report.ops > 0 {
         Exit::Ok
     } else {
         Exit::NoAnswer

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use peng3dnet::frame::Frame;
@@ -149,9 +149,30 @@ async fn floor_connection(mut stream: TcpStream, wire: Arc<FloorWire>) {
     }
 }
 
+/// Binds with the accept queue our server uses (16,384, as its default `max_connections`,
+/// capped by the kernel's `somaxconn`): with tokio's default of 1,024 a burst of 1,000
+/// connections overflows the queue and waits for SYN-ACK retransmissions, which would
+/// make the floor slower than our server for a reason that has nothing to do with it.
+async fn listen(bind: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(bind).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(16_384)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
+}
+
 /// `peng3dnet floor` (hidden).
 pub(crate) async fn run_floor(args: BenchServerArgs) -> Exit {
-    let listener = match TcpListener::bind(&args.bind).await {
+    let listener = match listen(&args.bind).await {
         Ok(l) => l,
         Err(e) => {
             error(format!("cannot listen on {}: {e}", args.bind));
@@ -169,20 +190,20 @@ pub(crate) async fn run_floor(args: BenchServerArgs) -> Exit {
         return Exit::System;
     }
     let wire = Arc::new(FloorWire::new());
-    let accept = async {
+    // The accept loop runs on a worker thread, as our server's does, so that connection
+    // tasks are spawned onto the local run queue and not injected from outside.
+    let accept = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
                     tokio::spawn(floor_connection(stream, wire.clone()));
                 }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
-    };
-    tokio::select! {
-        _ = accept => {}
-        _ = super::interrupted() => {}
-    }
+    });
+    super::interrupted().await;
+    accept.abort();
     Exit::Ok
 }
 
@@ -250,4 +271,98 @@ pub(crate) async fn run_echo(args: BenchServerArgs) -> Exit {
     server.shutdown().await;
     slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     Exit::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::bench::{execute, BenchArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    async fn bench(args: &[&str]) -> crate::cli::bench::Report {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("valid arguments");
+        execute(&cli.bench).await.expect("the load ran")
+    }
+
+    /// The floor on a free port, with our accept loop's structure.
+    async fn floor() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let wire = Arc::new(FloorWire::new());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(floor_connection(stream, wire.clone()));
+            }
+        });
+        addr
+    }
+
+    /// Our server as `echo-serve` runs it.
+    async fn ours() -> Server {
+        let mut registry = Registry::new();
+        registry.register(ECHO_PACKET).unwrap();
+        Server::builder()
+            .registry(registry)
+            .handler(Echo)
+            .pingable(PingResponder::new())
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_mode_runs_without_errors_against_our_server_and_the_floor() {
+        let server = ours().await;
+        let targets = [server.local_addr().to_string(), floor().await];
+        for target in &targets {
+            for mode in ["transaction", "session", "classic"] {
+                for threads in ["1", "2"] {
+                    let report = bench(&[
+                        target, "--mode", mode, "-c", "4", "-t", threads, "-n", "200",
+                    ])
+                    .await;
+                    assert_eq!(report.ops, 200, "{mode} against {target}");
+                    assert_eq!(report.errors_total, 0, "{mode}: {:?}", report.errors);
+                }
+            }
+            let report = bench(&[target, "--mode", "idle", "-c", "20", "-d", "0.3"]).await;
+            assert_eq!(report.established, Some(20), "idle against {target}");
+            assert_eq!(report.errors_total, 0, "{:?}", report.errors);
+            let report = bench(&[target, "-c", "3", "-d", "0.3", "--warmup", "0.1"]).await;
+            assert!(report.ops > 0);
+            assert_eq!(report.errors_total, 0, "{:?}", report.errors);
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_costs_errors_not_a_hang() {
+        // Accepts and then says nothing: every transaction waits for a hello that never
+        // comes, and is counted as stalled when the run ends.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let started = std::time::Instant::now();
+        let report = bench(&[&addr, "-c", "2", "-d", "1.2", "-W", "5"]).await;
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert_eq!(report.ops, 0);
+        assert_eq!(
+            report.errors.get("stalled_hello"),
+            Some(&2),
+            "{:?}",
+            report.errors
+        );
+    }
 }

@@ -60,7 +60,7 @@ JSON output (--json), schema version 1: one object per line on stdout, each with
 time_ms of a reply is the round trip of the ping message in ms; connect_ms is TCP
 connect plus the server's hello; total_ms the whole ping; server_ms the server's own
 processing time or null. kind is one of resolve, refused, connect, timeout,
-not_peng3dnet, protocol_mismatch, closed, protocol, io, other. loss_percent and the
+not_peng3dnet, protocol_mismatch, closed, protocol, io, tls, other. loss_percent and the
 summary's time_ms are integers as ping prints them; percentiles are nearest-rank.
 Server data: msgpack binary strings become lowercase hex strings, non-string map keys
 are stringified, non-finite floats become null.";
