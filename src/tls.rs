@@ -273,9 +273,11 @@ impl ClientTls {
         self.verifies
     }
 
-    /// Runs the client side of the TLS handshake, checking the certificate against `host`
-    /// (or the name set with [`with_server_name`](Self::with_server_name)).
-    pub(crate) async fn connect(&self, host: &str, tcp: TcpStream) -> Result<Stream, io::Error> {
+    /// Runs the client side of the TLS handshake over a connected socket, checking the
+    /// certificate against `host` (or the name set with
+    /// [`with_server_name`](Self::with_server_name)). The library's clients call it for
+    /// you; it is public for tools that drive the wire themselves (the load generator).
+    pub async fn connect(&self, host: &str, tcp: TcpStream) -> Result<Stream, io::Error> {
         let name = self.server_name.as_deref().unwrap_or(host);
         let name = ServerName::try_from(name.to_owned()).map_err(|_| {
             io::Error::new(

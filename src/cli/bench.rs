@@ -21,6 +21,8 @@
 //!   `ESTABLISHED n FAILED m` on stderr once all are set up, then hold them idle until the
 //!   duration ends (to measure a server's memory per connection).
 
+use peng3dnet::tls::ClientTls;
+use peng3dnet::transport::Stream;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
@@ -30,6 +32,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::io::AsyncRead;
 
 use bytes::BytesMut;
 use clap::{Args, ValueEnum};
@@ -109,6 +112,10 @@ pub struct BenchArgs {
     /// One JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
+    /// Connect with TLS, without verifying the server's certificate (benchmarking a
+    /// server with a self-signed certificate).
+    #[arg(long)]
+    pub tls_insecure: bool,
 }
 
 fn parse_warmup(s: &str) -> Result<Duration, String> {
@@ -394,7 +401,7 @@ impl ReadBuf {
     }
 
     /// Reads from `stream` until one more chunk arrived; `Ok(false)` at end of stream.
-    pub(crate) async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+    pub(crate) async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> io::Result<bool> {
         if self.end == self.data.len() {
             if self.start > 0 {
                 self.data.copy_within(self.start..self.end, 0);
@@ -411,9 +418,9 @@ impl ReadBuf {
     }
 
     /// The next frame, reading as needed.
-    pub(crate) async fn frame(
+    pub(crate) async fn frame<S: AsyncRead + Unpin>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
     ) -> Result<BufferedFrame, ReadError> {
         loop {
             if let Some(f) = self.next_buffered()? {
@@ -556,6 +563,8 @@ impl Tally {
 
 struct Plan {
     addr: SocketAddr,
+    /// TLS (without verification), if asked for.
+    tls: Option<ClientTls>,
     mode: Mode,
     connections: u64,
     timeout: Duration,
@@ -626,15 +635,22 @@ impl Plan {
 
 /// One connection of the load generator.
 struct Conn<'a> {
-    stream: TcpStream,
+    stream: Stream,
     buf: &'a mut ReadBuf,
 }
 
 impl<'a> Conn<'a> {
     async fn open(plan: &Plan, buf: &'a mut ReadBuf, phase: &Cell<Phase>) -> Result<Self, Fail> {
         phase.set(Phase::Connect);
-        let stream = TcpStream::connect(plan.addr).await.map_err(Fail::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let tcp = TcpStream::connect(plan.addr).await.map_err(Fail::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match &plan.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => tls
+                .connect(&plan.addr.ip().to_string(), tcp)
+                .await
+                .map_err(|e| Fail::Protocol(format!("TLS: {e}")))?,
+        };
         buf.clear();
         let mut conn = Conn { stream, buf };
         phase.set(Phase::Hello);
@@ -1133,6 +1149,9 @@ pub(crate) async fn execute(args: &BenchArgs) -> Result<Report, Exit> {
     let measure_from = start + warmup;
     let plan = Arc::new(Plan {
         addr,
+        tls: args
+            .tls_insecure
+            .then(peng3dnet::tls::ClientTls::dangerous_no_verification),
         mode: args.mode,
         connections: args.connections,
         timeout: args.timeout,
