@@ -789,7 +789,8 @@ impl<H: Handler> Conn<H> {
 
     async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
         let received_at = SystemTime::now();
-        let ping_len = frame.body.len();
+        // Kept (a reference count, no copy) to echo the ping's own bytes in the pong.
+        let ping_body = frame.body.clone();
         let frame_id = frame.id;
         let step = self.protocol.handle(frame);
         if let Some(out) = step.send {
@@ -816,16 +817,13 @@ impl<H: Handler> Conn<H> {
                     peer_addr: self.handle.addr,
                 };
                 self.shared.stats.pings.fetch_add(1, Ordering::Relaxed);
-                let pong = responder.respond(
+                let pong = responder.encode_pong(
                     &request,
-                    ping_len,
+                    &ping_body,
                     self.shared.limits.max_echo_bytes,
                     received_at,
                 );
-                if let Err(closed) = self
-                    .write(Frame::new(ids::PONG, value::encode(&pong)))
-                    .await
-                {
+                if let Err(closed) = self.write(Frame::new(ids::PONG, pong)).await {
                     return Some(closed);
                 }
             }

@@ -10,8 +10,11 @@
 //!    arrived and when the pong left, so a client can subtract the server's processing
 //!    time. Python clients ignore keys they do not know.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
 use std::time::SystemTime;
 
 use crate::protocol::{PROTOVERSION, RELEASE, VERSION};
@@ -57,7 +60,7 @@ pub struct PingResponder {
 
 struct Inner {
     /// Static data (the seed's `pingdata`), replaceable at run time.
-    static_data: RwLock<Value>,
+    static_data: RwLock<Arc<StaticPart>>,
     /// Dynamic data (the seed's `getPingData`).
     dynamic: Option<Box<DynamicData>>,
     /// Echo the ping under `oldmsg` (the seed's `WRITEBACK`).
@@ -85,7 +88,7 @@ impl PingResponder {
     pub fn new() -> Self {
         PingResponder {
             inner: Arc::new(Inner {
-                static_data: RwLock::new(map([])),
+                static_data: RwLock::new(Arc::new(StaticPart::new(map([])))),
                 dynamic: None,
                 writeback: true,
             }),
@@ -96,7 +99,7 @@ impl PingResponder {
         let mut inner = match Arc::try_unwrap(self.inner) {
             Ok(inner) => inner,
             Err(shared) => Inner {
-                static_data: RwLock::new(read(&shared.static_data)),
+                static_data: RwLock::new(shared.static_part()),
                 dynamic: None,
                 writeback: shared.writeback,
             },
@@ -109,7 +112,7 @@ impl PingResponder {
 
     /// Sets the static data (a map: name, message of the day and the like).
     pub fn with_static_data(self, data: Value) -> Self {
-        self.rebuild(|i| i.static_data = RwLock::new(data))
+        self.rebuild(|i| i.static_data = RwLock::new(Arc::new(StaticPart::new(data))))
     }
 
     /// Sets the dynamic data provider, called for every ping with the ping message, the
@@ -129,16 +132,17 @@ impl PingResponder {
 
     /// Replaces the static data; later pongs carry the new data.
     pub fn set_static_data(&self, data: Value) {
+        let part = Arc::new(StaticPart::new(data));
         *self
             .inner
             .static_data
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = data;
+            .unwrap_or_else(|e| e.into_inner()) = part;
     }
 
     /// A copy of the current static data.
     pub fn static_data(&self) -> Value {
-        read(&self.inner.static_data)
+        self.inner.static_part().value.clone()
     }
 
     /// Whether write-back is on.
@@ -158,41 +162,200 @@ impl PingResponder {
         max_echo_bytes: usize,
         received_at: SystemTime,
     ) -> Value {
+        let dynamic = self.inner.dynamic.as_ref().map(|d| d(request));
+        let static_part = self.inner.static_part();
+        self.merge(
+            request,
+            dynamic.as_ref(),
+            &static_part.value,
+            ping_len,
+            max_echo_bytes,
+            received_at,
+        )
+    }
+
+    /// The pong for one ping, encoded: the same map as [`respond`](Self::respond), byte for
+    /// byte what encoding it would give (but for the echo, which is the ping's own bytes).
+    ///
+    /// This is the server's path. When no key of the dynamic data collides with another
+    /// source's (the usual case), it writes the map straight from the ping's bytes and the
+    /// static data's encoding, made once when it is set, instead of building the map as a
+    /// tree of values: the pong is most of a ping's cost on the server (BENCHMARKS.md).
+    /// Otherwise it merges as [`respond`](Self::respond) does and encodes the result.
+    pub fn encode_pong(
+        &self,
+        request: &PingRequest<'_>,
+        ping_body: &[u8],
+        max_echo_bytes: usize,
+        received_at: SystemTime,
+    ) -> Bytes {
+        let dynamic = self.inner.dynamic.as_ref().map(|d| d(request));
+        let static_part = self.inner.static_part();
+        let dynamic_entries: &[(Value, Value)] = match &dynamic {
+            Some(Value::Map(entries)) => entries,
+            _ => &[],
+        };
+        let distinct = dynamic_entries.iter().enumerate().all(|(i, (k, _))| {
+            k.as_str().is_some_and(|k| {
+                !RESERVED_KEYS.contains(&k)
+                    && !static_part.keys.contains(k)
+                    && !dynamic_entries[..i]
+                        .iter()
+                        .any(|(p, _)| p.as_str() == Some(k))
+            })
+        });
+        if !(static_part.distinct && distinct) {
+            let pong = self.merge(
+                request,
+                dynamic.as_ref(),
+                &static_part.value,
+                ping_body.len(),
+                max_echo_bytes,
+                received_at,
+            );
+            return value::encode(&pong);
+        }
+        let writeback = self.inner.writeback;
+        let entries = u32::from(writeback) + dynamic_entries.len() as u32 + static_part.count + 2;
+        let mut out = Vec::with_capacity(
+            64 + ping_body.len() + static_part.entries.len() + VERSION_ENTRY.len(),
+        );
+        write_map_len(&mut out, entries);
+        if writeback {
+            value::encode_into(&mut out, &Value::from("oldmsg"));
+            if ping_body.len() <= max_echo_bytes {
+                out.extend_from_slice(ping_body);
+            } else {
+                value::encode_into(&mut out, &time_only(request.message));
+            }
+        }
+        for (k, v) in dynamic_entries {
+            value::encode_into(&mut out, k);
+            value::encode_into(&mut out, v);
+        }
+        out.extend_from_slice(&static_part.entries);
+        out.extend_from_slice(&VERSION_ENTRY);
+        value::encode_into(&mut out, &Value::from(SERVER_TIMING_KEY));
+        value::encode_into(&mut out, &timing(received_at));
+        Bytes::from(out)
+    }
+
+    /// Merges the pong's sources in the protocol's order.
+    fn merge(
+        &self,
+        request: &PingRequest<'_>,
+        dynamic: Option<&Value>,
+        static_data: &Value,
+        ping_len: usize,
+        max_echo_bytes: usize,
+        received_at: SystemTime,
+    ) -> Value {
         let mut pong = map([]);
         if self.inner.writeback {
             let echo = if ping_len <= max_echo_bytes {
                 request.message.clone()
             } else {
-                map(get(request.message, "time").map(|t| ("time", t.clone())))
+                time_only(request.message)
             };
             insert(&mut pong, "oldmsg", echo);
         }
-        if let Some(dynamic) = &self.inner.dynamic {
-            update(&mut pong, &dynamic(request));
+        if let Some(dynamic) = dynamic {
+            update(&mut pong, dynamic);
         }
-        update(
-            &mut pong,
-            &self
-                .inner
-                .static_data
-                .read()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        update(&mut pong, static_data);
         insert(&mut pong, "peng3dnet", version_block());
-        insert(
-            &mut pong,
-            SERVER_TIMING_KEY,
-            map([
-                ("recvtime", unix_seconds(received_at).into()),
-                ("sendtime", unix_seconds(SystemTime::now()).into()),
-            ]),
-        );
+        insert(&mut pong, SERVER_TIMING_KEY, timing(received_at));
         pong
     }
 }
 
-fn read(lock: &RwLock<Value>) -> Value {
-    lock.read().unwrap_or_else(|e| e.into_inner()).clone()
+impl Inner {
+    fn static_part(&self) -> Arc<StaticPart> {
+        self.static_data
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Keys of the pong that come from the extension itself.
+const RESERVED_KEYS: [&str; 3] = ["oldmsg", "peng3dnet", SERVER_TIMING_KEY];
+
+/// The `"peng3dnet": {...}` entry of every pong, encoded once.
+static VERSION_ENTRY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut out = Vec::new();
+    value::encode_into(&mut out, &Value::from("peng3dnet"));
+    value::encode_into(&mut out, &version_block());
+    out
+});
+
+/// Static data with its encoding, made once per [`PingResponder::set_static_data`].
+struct StaticPart {
+    /// The data as given.
+    value: Value,
+    /// Its entries, encoded back to back (key, value, key, value...).
+    entries: Vec<u8>,
+    /// Number of entries.
+    count: u32,
+    /// Its string keys.
+    keys: HashSet<String>,
+    /// Every key is a string, none repeats and none is one of [`RESERVED_KEYS`]: the
+    /// encoded entries can be spliced into a pong as they are.
+    distinct: bool,
+}
+
+impl StaticPart {
+    fn new(value: Value) -> StaticPart {
+        let pairs: &[(Value, Value)] = value.as_map().map_or(&[], Vec::as_slice);
+        let mut entries = Vec::new();
+        let mut keys = HashSet::new();
+        let mut distinct = true;
+        for (k, v) in pairs {
+            value::encode_into(&mut entries, k);
+            value::encode_into(&mut entries, v);
+            match k.as_str() {
+                Some(key) if !RESERVED_KEYS.contains(&key) => {
+                    distinct &= keys.insert(key.to_owned());
+                }
+                _ => distinct = false,
+            }
+        }
+        StaticPart {
+            count: pairs.len() as u32,
+            value,
+            entries,
+            keys,
+            distinct,
+        }
+    }
+}
+
+/// A msgpack map header for `len` entries.
+fn write_map_len(out: &mut Vec<u8>, len: u32) {
+    match len {
+        0..=15 => out.push(0x80 | len as u8),
+        16..=0xffff => {
+            out.push(0xde);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdf);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+}
+
+/// The echo of a ping too large to echo whole: its `time` only.
+fn time_only(message: &Value) -> Value {
+    map(get(message, "time").map(|t| ("time", t.clone())))
+}
+
+/// The server's timestamps: ping received, pong sent (now).
+fn timing(received_at: SystemTime) -> Value {
+    map([
+        ("recvtime", unix_seconds(received_at).into()),
+        ("sendtime", unix_seconds(SystemTime::now()).into()),
+    ])
 }
 
 /// The `peng3dnet` block every pong carries.
@@ -313,5 +476,67 @@ mod tests {
         clone.set_static_data(map([("name", "b".into())]));
         let pong = r.respond(&request(&map([])), 1, 1000, SystemTime::now());
         assert_eq!(get(&pong, "name"), Some(&Value::from("b")));
+    }
+
+    /// The map without the server's timestamps (which differ between two calls).
+    fn untimed(mut pong: Value) -> Value {
+        insert(&mut pong, SERVER_TIMING_KEY, Value::Nil);
+        pong
+    }
+
+    #[test]
+    fn encoded_pongs_equal_the_merged_map_in_every_case() {
+        let ping = map([
+            ("time", Value::F64(1.5)),
+            ("x", 1.into()),
+            ("seq", 3.into()),
+        ]);
+        let body = value::encode(&ping);
+        let big = map([
+            ("time", Value::F64(2.5)),
+            ("blob", Value::Binary(vec![7; 3000])),
+        ]);
+        let big_body = value::encode(&big);
+        let statics = [
+            map([]),
+            map([("name", "n".into()), ("motd", "m".into())]),
+            map([("name", "n".into()), ("oldmsg", "static wins".into())]),
+            map([("peng3dnet", "overwritten".into()), ("name", "n".into())]),
+            Value::Map(vec![(Value::from(1), "int key".into())]),
+        ];
+        type Provider = fn(&PingRequest<'_>) -> Value;
+        let dynamics: [Option<Provider>; 5] = [
+            None,
+            Some(|r| map([("clients", r.client_id.0.into())])),
+            Some(|_| map([("name", "dynamic".into())])),
+            Some(|_| map([("oldmsg", "dynamic".into()), ("a", 1.into())])),
+            Some(|_| Value::from("not a map")),
+        ];
+        for writeback in [true, false] {
+            for data in &statics {
+                for dynamic in &dynamics {
+                    let mut r = PingResponder::new()
+                        .with_writeback(writeback)
+                        .with_static_data(data.clone());
+                    if let Some(d) = dynamic {
+                        r = r.with_dynamic(*d);
+                    }
+                    for (message, bytes) in [(&ping, &body), (&big, &big_body)] {
+                        let req = request(message);
+                        let now = SystemTime::now();
+                        let merged = r.respond(&req, bytes.len(), 1000, now);
+                        let encoded = r.encode_pong(&req, bytes, 1000, now);
+                        let decoded = value::decode(&encoded, 64).unwrap();
+                        assert_eq!(
+                            untimed(decoded.clone()),
+                            untimed(merged),
+                            "writeback {writeback}, static {data}, message {message}"
+                        );
+                        let timing = get(&decoded, SERVER_TIMING_KEY).unwrap();
+                        assert!(get(timing, "sendtime").unwrap().as_f64().unwrap() > 1.7e9);
+                    }
+                }
+            }
+        }
     }
 }
