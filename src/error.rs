@@ -78,6 +78,13 @@ pub enum ValueError {
     /// The body is not valid msgpack (or nests deeper than allowed).
     #[error("invalid msgpack body: {0}")]
     Decode(String),
+    /// The body holds more msgpack values than allowed (decoding it would cost about 40
+    /// bytes per value).
+    #[error("more than {max} msgpack values in one body")]
+    TooManyItems {
+        /// Configured maximum (`Limits::max_items`).
+        max: usize,
+    },
     /// The body holds more bytes after one complete msgpack document.
     #[error("{0} trailing bytes after the msgpack body")]
     TrailingBytes(usize),
@@ -89,7 +96,10 @@ pub enum ValueError {
 impl ValueError {
     /// The closeconn reason for a peer that sent such a body.
     pub fn close_reason(&self) -> &'static str {
-        "invalidpacket"
+        match self {
+            ValueError::TooManyItems { .. } => "packettoolarge",
+            _ => "invalidpacket",
+        }
     }
 }
 

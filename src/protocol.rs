@@ -270,103 +270,8 @@ pub fn settype_frame(conntype: &ConnType) -> Frame {
 }
 
 fn decode(frame: &Frame, max_depth: usize, max_items: usize) -> Result<Value, Step> {
-    check_items(&frame.body, max_depth, max_items).map_err(Step::close)?;
-    value::decode(&frame.body, max_depth).map_err(|_| Step::close(CloseReason::InvalidPacket))
-}
-
-/// Walks a msgpack document without building it and refuses one holding more than
-/// `max_items` values (`packettoolarge`), or nesting containers deeper than the decoder
-/// will accept, or claiming more values or bytes than it has (`invalidpacket`).
-///
-/// Depth: the decoder spends two levels of `max_depth` per container, so more than
-/// `max_depth / 2` nested containers are refused here (the decoder refuses the rest), and a
-/// deeply nested body is `invalidpacket`, not `packettoolarge` (unless the item budget is
-/// below `max_depth / 2`).
-///
-/// Decoding builds a 40-byte [`Value`] per item however short its encoding (an empty array
-/// is one byte), so this bounds the memory a body can make the decoder allocate to about
-/// `40 * max_items` plus the body itself, before any of it is allocated. It costs one pass
-/// over the bytes, without recursion or allocation; depth is left to the decoder.
-fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<(), CloseReason> {
-    fn length(body: &[u8], pos: &mut usize, width: usize) -> Result<usize, CloseReason> {
-        let end = pos
-            .checked_add(width)
-            .filter(|&end| end <= body.len())
-            .ok_or(CloseReason::InvalidPacket)?;
-        let n = body[*pos..end]
-            .iter()
-            .fold(0usize, |n, &b| (n << 8) | usize::from(b));
-        *pos = end;
-        Ok(n)
-    }
-    let mut pos = 0usize;
-    // Values announced (by the root or by containers) and not yet walked.
-    let mut pending = 1usize;
-    // Values still to walk in each open container, outermost first; at most
-    // `max_depth / 2` entries.
-    let mut open: Vec<usize> = Vec::new();
-    let mut items = 0usize;
-    while pending > 0 {
-        while open.last() == Some(&0) {
-            open.pop();
-        }
-        if let Some(left) = open.last_mut() {
-            *left -= 1;
-        }
-        pending -= 1;
-        items += 1;
-        if items > max_items {
-            return Err(CloseReason::PacketTooLarge);
-        }
-        let marker = *body.get(pos).ok_or(CloseReason::InvalidPacket)?;
-        pos += 1;
-        // (payload bytes to skip, values this one contains)
-        let (skip, children) = match marker {
-            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
-            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
-            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
-            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
-            0xc4 | 0xd9 => (length(body, &mut pos, 1)?, 0),
-            0xc5 | 0xda => (length(body, &mut pos, 2)?, 0),
-            0xc6 | 0xdb => (length(body, &mut pos, 4)?, 0),
-            // ext 8/16/32: length, then a type byte, then the data
-            0xc7 => (length(body, &mut pos, 1)? + 1, 0),
-            0xc8 => (length(body, &mut pos, 2)? + 1, 0),
-            0xc9 => (length(body, &mut pos, 4)?.saturating_add(1), 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xca | 0xce | 0xd2 => (4, 0),
-            0xcb | 0xcf | 0xd3 => (8, 0),
-            // fixext 1/2/4/8/16: a type byte, then the data
-            0xd4 => (2, 0),
-            0xd5 => (3, 0),
-            0xd6 => (5, 0),
-            0xd7 => (9, 0),
-            0xd8 => (17, 0),
-            0xdc => (0, length(body, &mut pos, 2)?),
-            0xdd => (0, length(body, &mut pos, 4)?),
-            0xde => (0, 2 * length(body, &mut pos, 2)?),
-            0xdf => (0, length(body, &mut pos, 4)?.saturating_mul(2)),
-            // 0xc1 is never used
-            _ => return Err(CloseReason::InvalidPacket),
-        };
-        pos = pos
-            .checked_add(skip)
-            .filter(|&end| end <= body.len())
-            .ok_or(CloseReason::InvalidPacket)?;
-        if children > 0 {
-            if open.len() >= max_depth / 2 {
-                return Err(CloseReason::InvalidPacket);
-            }
-            open.push(children);
-        }
-        // Every announced value takes at least one more byte.
-        pending = pending.saturating_add(children);
-        if pending > body.len() - pos {
-            return Err(CloseReason::InvalidPacket);
-        }
-    }
-    Ok(())
+    value::decode_bounded(&frame.body, max_depth, max_items)
+        .map_err(|e| Step::close(CloseReason::from(e.close_reason())))
 }
 
 fn peer_closed(body: &Value) -> Step {
@@ -1102,17 +1007,20 @@ mod tests {
         );
     }
 
+    /// The item walk, with its verdict as the close reason a peer would get.
+    fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<(), CloseReason> {
+        value::check_items(body, max_depth, max_items)
+            .map_err(|e| CloseReason::from(e.close_reason()))
+    }
+
     #[test]
     fn item_budget_refuses_cheap_bodies_that_decode_to_huge_trees() {
         // array32 of a million empty arrays: 1 MB encoded, 40 MB decoded.
         let mut wide = vec![0xdd];
         wide.extend_from_slice(&1_000_000u32.to_be_bytes());
         wide.resize(5 + 1_000_000, 0x90);
-        assert_eq!(
-            check_items(&wide, 64, 1 << 18),
-            Err(CloseReason::PacketTooLarge)
-        );
-        assert_eq!(check_items(&wide, 64, 1_000_001), Ok(()));
+        assert_eq!(walk(&wide, 64, 1 << 18), Err(CloseReason::PacketTooLarge));
+        assert_eq!(walk(&wide, 64, 1_000_001), Ok(()));
         let mut s = ServerProtocol::new(Arc::new(
             ServerSetup::new(Arc::new(Registry::new()), [], 64).with_max_items(100),
         ));
@@ -1131,7 +1039,7 @@ mod tests {
             b"",
         ] {
             assert_eq!(
-                check_items(body, 64, 1000),
+                walk(body, 64, 1000),
                 Err(CloseReason::InvalidPacket),
                 "{body:?}"
             );
@@ -1139,7 +1047,7 @@ mod tests {
         // Nesting: refused as invalid whatever the item budget; within the limit, fine.
         let mut deep = vec![0x91u8; 10_000];
         deep.push(0xc0);
-        assert_eq!(check_items(&deep, 64, 40), Err(CloseReason::InvalidPacket));
+        assert_eq!(walk(&deep, 64, 40), Err(CloseReason::InvalidPacket));
         for k in 0..40usize {
             // k nested maps, each with a key before and after: {"a": {...}, "b": 1}
             let mut v = Value::Nil;
@@ -1148,7 +1056,7 @@ mod tests {
             }
             let body = value::encode(&v);
             let decodes = value::decode(&body, 64).is_ok();
-            let walked = check_items(&body, 64, 1 << 20);
+            let walked = walk(&body, 64, 1 << 20);
             assert!(
                 walked.is_ok() || !decodes,
                 "depth {k}: walker refuses what decodes"
@@ -1174,11 +1082,8 @@ mod tests {
         ]);
         let body = value::encode(&all);
         let items = 1 + 13 * 2 + 20;
-        assert_eq!(check_items(&body, 64, items), Ok(()));
-        assert_eq!(
-            check_items(&body, 64, items - 1),
-            Err(CloseReason::PacketTooLarge)
-        );
+        assert_eq!(walk(&body, 64, items), Ok(()));
+        assert_eq!(walk(&body, 64, items - 1), Err(CloseReason::PacketTooLarge));
     }
 
     #[test]

@@ -474,6 +474,117 @@ pub fn update(target: &mut Value, source: &Value) {
     }
 }
 
+/// Decodes like [`decode`], after refusing, without allocating, a body of more than
+/// `max_items` values ([`check_items`]): what every received packet goes through.
+pub fn decode_bounded(
+    body: &[u8],
+    max_depth: usize,
+    max_items: usize,
+) -> Result<Value, ValueError> {
+    check_items(body, max_depth, max_items)?;
+    decode(body, max_depth)
+}
+
+fn truncated() -> ValueError {
+    ValueError::Decode("the body claims more bytes or values than it holds".into())
+}
+
+/// Walks a msgpack document without building it and refuses one holding more than
+/// `max_items` values ([`ValueError::TooManyItems`], closed with `packettoolarge`), or
+/// nesting containers deeper than the decoder will accept, or claiming more values or bytes
+/// than it has ([`ValueError::Decode`], `invalidpacket`).
+///
+/// Depth: the decoder spends two levels of `max_depth` per container, so more than
+/// `max_depth / 2` nested containers are refused here (the decoder refuses the rest), and a
+/// deeply nested body is `invalidpacket`, not `packettoolarge` (unless the item budget is
+/// below `max_depth / 2`).
+///
+/// Decoding builds a 40-byte [`Value`] per item however short its encoding (an empty array
+/// is one byte), so this bounds the memory a body can make the decoder allocate to about
+/// `40 * max_items` plus the body itself, before any of it is allocated. It costs one pass
+/// over the bytes, without recursion or allocation; depth is left to the decoder.
+pub fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<(), ValueError> {
+    fn length(body: &[u8], pos: &mut usize, width: usize) -> Result<usize, ValueError> {
+        let end = pos
+            .checked_add(width)
+            .filter(|&end| end <= body.len())
+            .ok_or_else(truncated)?;
+        let n = body[*pos..end]
+            .iter()
+            .fold(0usize, |n, &b| (n << 8) | usize::from(b));
+        *pos = end;
+        Ok(n)
+    }
+    let mut pos = 0usize;
+    // Values announced (by the root or by containers) and not yet walked.
+    let mut pending = 1usize;
+    // Values still to walk in each open container, outermost first; at most
+    // `max_depth / 2` entries.
+    let mut open: Vec<usize> = Vec::new();
+    let mut items = 0usize;
+    while pending > 0 {
+        while open.last() == Some(&0) {
+            open.pop();
+        }
+        if let Some(left) = open.last_mut() {
+            *left -= 1;
+        }
+        pending -= 1;
+        items += 1;
+        if items > max_items {
+            return Err(ValueError::TooManyItems { max: max_items });
+        }
+        let marker = *body.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        // (payload bytes to skip, values this one contains)
+        let (skip, children) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (length(body, &mut pos, 1)?, 0),
+            0xc5 | 0xda => (length(body, &mut pos, 2)?, 0),
+            0xc6 | 0xdb => (length(body, &mut pos, 4)?, 0),
+            // ext 8/16/32: length, then a type byte, then the data
+            0xc7 => (length(body, &mut pos, 1)? + 1, 0),
+            0xc8 => (length(body, &mut pos, 2)? + 1, 0),
+            0xc9 => (length(body, &mut pos, 4)?.saturating_add(1), 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            // fixext 1/2/4/8/16: a type byte, then the data
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, length(body, &mut pos, 2)?),
+            0xdd => (0, length(body, &mut pos, 4)?),
+            0xde => (0, 2 * length(body, &mut pos, 2)?),
+            0xdf => (0, length(body, &mut pos, 4)?.saturating_mul(2)),
+            // 0xc1 is never used
+            _ => return Err(ValueError::Decode("invalid marker 0xc1".into())),
+        };
+        pos = pos
+            .checked_add(skip)
+            .filter(|&end| end <= body.len())
+            .ok_or_else(truncated)?;
+        if children > 0 {
+            if open.len() >= max_depth / 2 {
+                return Err(ValueError::Decode("nested deeper than allowed".into()));
+            }
+            open.push(children);
+        }
+        // Every announced value takes at least one more byte.
+        pending = pending.saturating_add(children);
+        if pending > body.len() - pos {
+            return Err(truncated());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
