@@ -374,6 +374,9 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Pings answered.
     pub pings: AtomicU64,
+    /// Connections open now (what [`Server::client_count`] returns, without taking the
+    /// clients lock: ping data providers read it on every ping).
+    pub connected: AtomicU64,
 }
 
 struct Shared {
@@ -436,7 +439,7 @@ impl Server {
 
     /// Number of connected clients.
     pub fn client_count(&self) -> usize {
-        self.shared.clients().len()
+        self.shared.stats.connected.load(Ordering::Relaxed) as usize
     }
 
     /// The server's counters.
@@ -640,6 +643,7 @@ async fn connection<H: Handler>(
         security,
     };
     shared.clients().insert(id, handle.clone());
+    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         framed: small_framed(stream, shared.codec.clone()),
         protocol: ServerProtocol::new(shared.setup.clone()),
@@ -676,6 +680,7 @@ async fn connection<H: Handler>(
         Closed::SocketClosed => tracing::debug!(peer = %addr, client = %id, "socket closed"),
     }
     shared.clients().remove(&id);
+    shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
     conn.handler
         .on_close(&conn.handle, &mut conn.state, &closed);
 }
@@ -815,6 +820,7 @@ impl<H: Handler> Conn<H> {
                     message: &message,
                     client_id: self.handle.id,
                     peer_addr: self.handle.addr,
+                    stats: &self.shared.stats,
                 };
                 self.shared.stats.pings.fetch_add(1, Ordering::Relaxed);
                 let pong = responder.encode_pong(

@@ -12,8 +12,7 @@
 //! dynamic data), plus a handler that answers every classic packet `interop:msg` with its
 //! own body, for the `classic` mode of `bench`.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -27,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::bench::ReadBuf;
 use super::output::Out;
-use super::serve::init_logging;
+use super::serve::{builtin_dynamic_data, init_logging};
 use super::{error, Exit};
 
 /// Name of the packet the benchmark servers echo (as `tests/interop/ref_server.py` does).
@@ -223,28 +222,7 @@ impl Handler for Echo {
 /// `peng3dnet echo-serve` (hidden): `serve`'s server plus an `interop:msg` echo.
 pub(crate) async fn run_echo(args: BenchServerArgs) -> Exit {
     init_logging("warn");
-    let slot: Arc<Mutex<Option<Server>>> = Arc::default();
-    let started = Instant::now();
-    let provider_slot = slot.clone();
-    // The same dynamic data as `serve`'s.
-    let responder = PingResponder::new().with_dynamic(move |_request| {
-        let server = provider_slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (clients, pings) = server.map_or((0, 0), |s| {
-            (
-                s.client_count() as u64,
-                s.stats().pings.load(Ordering::Relaxed),
-            )
-        });
-        let uptime = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-        map([
-            ("clients", clients.into()),
-            ("uptime", Value::F64(uptime)),
-            ("pings", pings.into()),
-        ])
-    });
+    let responder = PingResponder::new().with_dynamic(builtin_dynamic_data(Instant::now()));
     let mut registry = Registry::new();
     registry.register(ECHO_PACKET).expect("one name registers");
     let server = match Server::builder()
@@ -260,7 +238,6 @@ pub(crate) async fn run_echo(args: BenchServerArgs) -> Exit {
             return Exit::System;
         }
     };
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.clone());
     if Out
         .line(&format!("listening on {}", server.local_addr()))
         .is_err()
@@ -269,7 +246,6 @@ pub(crate) async fn run_echo(args: BenchServerArgs) -> Exit {
     }
     super::interrupted().await;
     server.shutdown().await;
-    slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     Exit::Ok
 }
 

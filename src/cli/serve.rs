@@ -2,9 +2,9 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use peng3dnet::conntype::ping::PingRequest;
 use peng3dnet::server::{Server, ServerError};
 use peng3dnet::tls::{ClientCertPolicy, ServerTls};
 use peng3dnet::value::{map, update};
@@ -13,14 +13,27 @@ use peng3dnet::{PingResponder, Value};
 use super::output::Out;
 use super::{error, from_json, from_toml, Exit, ServeArgs};
 
-/// A running pingable server whose pongs carry `clients`, `uptime` and `pings`.
-///
-/// The dynamic data provider needs the [`Server`], which exists only after binding: it
-/// reads it from a shared slot filled after bind and emptied at shutdown (which also
-/// breaks the reference cycle server → responder → provider → server).
+/// The dynamic ping data every server of the CLI reports: `clients` (connections open),
+/// `uptime` (seconds since `started`) and `pings` (pings answered, this one included).
+pub(crate) fn builtin_dynamic_data(
+    started: Instant,
+) -> impl Fn(&PingRequest<'_>) -> Value + Send + Sync + 'static {
+    move |request| {
+        let uptime = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        map([
+            (
+                "clients",
+                request.stats.connected.load(Ordering::Relaxed).into(),
+            ),
+            ("uptime", Value::F64(uptime)),
+            ("pings", request.stats.pings.load(Ordering::Relaxed).into()),
+        ])
+    }
+}
+
+/// A running pingable server whose pongs carry the [`builtin_dynamic_data`].
 pub(crate) struct Pingable {
     server: Server,
-    slot: Arc<Mutex<Option<Server>>>,
 }
 
 impl Pingable {
@@ -31,38 +44,18 @@ impl Pingable {
         bind: &str,
         tls: Option<ServerTls>,
     ) -> Result<Pingable, ServerError> {
-        let slot: Arc<Mutex<Option<Server>>> = Arc::default();
-        let started = Instant::now();
-        let provider_slot = slot.clone();
         let responder = PingResponder::new()
             .with_writeback(writeback)
             .with_static_data(static_data)
-            .with_dynamic(move |_request| {
-                let server = provider_slot
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let (clients, pings) = server.map_or((0, 0), |s| {
-                    (
-                        s.client_count() as u64,
-                        s.stats().pings.load(Ordering::Relaxed),
-                    )
-                });
-                let uptime = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-                map([
-                    ("clients", clients.into()),
-                    ("uptime", Value::F64(uptime)),
-                    ("pings", pings.into()),
-                ])
-            });
+            .with_dynamic(builtin_dynamic_data(Instant::now()));
         let builder = Server::builder().pingable(responder);
         let builder = match tls {
             Some(tls) => builder.tls(tls),
             None => builder,
         };
-        let server = builder.bind(bind).await?;
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.clone());
-        Ok(Pingable { server, slot })
+        Ok(Pingable {
+            server: builder.bind(bind).await?,
+        })
     }
 
     /// The server.
@@ -73,7 +66,6 @@ impl Pingable {
     /// Graceful shutdown: every client gets closeconn `servershutdown`.
     pub(crate) async fn shutdown(self) {
         self.server.shutdown().await;
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use std::time::SystemTime;
 
 use crate::protocol::{PROTOVERSION, RELEASE, VERSION};
-use crate::server::ClientId;
+use crate::server::{ClientId, Stats};
 use crate::value::{self, get, insert, map, update, Value};
 
 /// Key of the server's timestamps in a pong.
@@ -33,6 +33,9 @@ pub struct PingRequest<'a> {
     pub client_id: ClientId,
     /// The client's address.
     pub peer_addr: SocketAddr,
+    /// The server's counters (connections open, pings answered, this one included): what
+    /// a status page's dynamic data usually reports.
+    pub stats: &'a Stats,
 }
 
 type DynamicData = dyn Fn(&PingRequest<'_>) -> Value + Send + Sync;
@@ -384,11 +387,14 @@ pub fn encoded_len(v: &Value) -> usize {
 mod tests {
     use super::*;
 
+    static STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(Stats::default);
+
     fn request(msg: &Value) -> PingRequest<'_> {
         PingRequest {
             message: msg,
             client_id: ClientId(7),
             peer_addr: "127.0.0.1:1".parse().unwrap(),
+            stats: &STATS,
         }
     }
 
