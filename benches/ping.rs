@@ -1,7 +1,8 @@
 //! Ping handling micro-benchmarks: msgpack encode and decode of a typical pong, and what a
 //! server does for one ping frame (`ServerProtocol::handle` decoding it, then
-//! `PingResponder::respond` building the pong, then encoding the pong), with and without
-//! compression of a large ping's echo.
+//! `PingResponder::encode_pong` writing the pong, then framing it), with and without
+//! compression of a large ping's echo; and the general merge (`PingResponder::respond`
+//! plus encoding) that `encode_pong` avoids when keys do not collide.
 //!
 //! Run with `cargo bench --bench ping`.
 
@@ -14,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use peng3dnet::conntype::ping::PingRequest;
 use peng3dnet::frame::{Frame, FrameCodec};
 use peng3dnet::protocol::{ids, settype_frame, ConnType, Event, ServerProtocol, ServerSetup};
-use peng3dnet::server::ClientId;
+use peng3dnet::server::{ClientId, Stats};
 use peng3dnet::value::{self, map, Value};
 use peng3dnet::{PingResponder, Registry};
 use tokio_util::codec::Encoder;
@@ -32,6 +33,16 @@ fn responder() -> PingResponder {
                 ("pings", Value::from(123_456)),
             ])
         })
+}
+
+/// A ping request from client 1, as the server builds it.
+fn request<'a>(message: &'a Value, stats: &'a Stats) -> PingRequest<'a> {
+    PingRequest {
+        message,
+        client_id: ClientId(1),
+        peer_addr: "127.0.0.1:1".parse().unwrap(),
+        stats,
+    }
 }
 
 fn established() -> ServerProtocol {
@@ -53,7 +64,7 @@ fn ping_frame(extra: Option<Value>) -> Frame {
     Frame::new(ids::PING, value::encode(&map(entries)))
 }
 
-/// What the server does for one ping frame: decode, build the pong, encode it into the
+/// What the server does for one ping frame: decode, write the pong, frame it into the
 /// write buffer.
 fn handle(
     protocol: &mut ServerProtocol,
@@ -62,21 +73,20 @@ fn handle(
     frame: Frame,
     out: &mut BytesMut,
 ) -> usize {
-    let len = frame.body.len();
+    let body = frame.body.clone();
     let step = protocol.handle(frame);
     let Some(Event::Ping(message)) = step.event else {
         panic!("not a ping");
     };
-    let request = PingRequest {
-        message: &message,
-        client_id: ClientId(1),
-        peer_addr: "127.0.0.1:1".parse().unwrap(),
-    };
-    let pong = responder.respond(&request, len, 64 << 10, SystemTime::now());
+    let stats = Stats::default();
+    let pong = responder.encode_pong(
+        &request(&message, &stats),
+        &body,
+        64 << 10,
+        SystemTime::now(),
+    );
     out.clear();
-    codec
-        .encode(Frame::new(ids::PONG, value::encode(&pong)), out)
-        .unwrap();
+    codec.encode(Frame::new(ids::PONG, pong), out).unwrap();
     out.len()
 }
 
@@ -84,12 +94,13 @@ fn ping(c: &mut Criterion) {
     let responder = responder();
     let small = ping_frame(None);
     let message = value::decode(&small.body, 64).unwrap();
-    let request = PingRequest {
-        message: &message,
-        client_id: ClientId(1),
-        peer_addr: "127.0.0.1:1".parse().unwrap(),
-    };
-    let pong = responder.respond(&request, small.body.len(), 64 << 10, SystemTime::now());
+    let stats = Stats::default();
+    let pong = responder.respond(
+        &request(&message, &stats),
+        small.body.len(),
+        64 << 10,
+        SystemTime::now(),
+    );
     let pong_bytes = value::encode(&pong);
 
     let mut group = c.benchmark_group("msgpack");
@@ -105,21 +116,28 @@ fn ping(c: &mut Criterion) {
     let mut protocol = established();
     let mut codec = FrameCodec::default();
     let mut out = BytesMut::with_capacity(64 << 10);
-    group.bench_function("handle + respond (small ping)", |b| {
+    group.bench_function("merge + encode (small ping, the general path)", |b| {
         b.iter(|| {
-            let step = protocol.handle(black_box(small.clone()));
-            let Some(Event::Ping(message)) = step.event else {
-                panic!("not a ping");
-            };
-            let request = PingRequest {
-                message: &message,
-                client_id: ClientId(1),
-                peer_addr: "127.0.0.1:1".parse().unwrap(),
-            };
-            black_box(responder.respond(&request, small.body.len(), 64 << 10, SystemTime::now()))
+            let pong = responder.respond(
+                &request(black_box(&message), &stats),
+                small.body.len(),
+                64 << 10,
+                SystemTime::now(),
+            );
+            black_box(value::encode(&pong))
         })
     });
-    group.bench_function("handle + respond + encode (small ping)", |b| {
+    group.bench_function("encode_pong (small ping, the server's path)", |b| {
+        b.iter(|| {
+            black_box(responder.encode_pong(
+                &request(black_box(&message), &stats),
+                &small.body,
+                64 << 10,
+                SystemTime::now(),
+            ))
+        })
+    });
+    group.bench_function("handle + encode_pong + frame (small ping)", |b| {
         b.iter(|| {
             handle(
                 &mut protocol,
@@ -135,9 +153,10 @@ fn ping(c: &mut Criterion) {
     let big = ping_frame(Some(Value::Binary(
         (0..12 * 1024).map(|i| (i % 251) as u8).collect(),
     )));
-    group.bench_function("handle + respond + encode (12 KiB ping, zlib pong)", |b| {
-        b.iter(|| handle(&mut protocol, &responder, &mut codec, big.clone(), &mut out))
-    });
+    group.bench_function(
+        "handle + encode_pong + frame (12 KiB ping, zlib pong)",
+        |b| b.iter(|| handle(&mut protocol, &responder, &mut codec, big.clone(), &mut out)),
+    );
     let plain = FrameCodec::new(
         Default::default(),
         peng3dnet::config::Compression {
@@ -147,7 +166,7 @@ fn ping(c: &mut Criterion) {
     );
     let mut plain_codec = plain;
     group.bench_function(
-        "handle + respond + encode (12 KiB ping, no compression)",
+        "handle + encode_pong + frame (12 KiB ping, no compression)",
         |b| {
             b.iter(|| {
                 handle(
