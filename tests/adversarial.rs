@@ -1093,15 +1093,22 @@ async fn client_times_out_on_a_server_that_never_says_hello() {
         while s.read(&mut sink).await.unwrap_or(0) > 0 {}
     })
     .await;
+    classic_connect_times_out(addr, Duration::from_millis(400)).await;
+    server.abort();
+}
+
+/// A classic client connecting to `addr` fails with a timeout, and within its timeout plus
+/// a margin far below the 2 s close linger that once made it overrun.
+async fn classic_connect_times_out(addr: SocketAddr, limit: Duration) {
     let started = Instant::now();
     let err = Client::builder()
-        .timeout(Duration::from_millis(400))
+        .timeout(limit)
         .connect_addr(addr)
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectionError::Timeout(_)), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(650));
-    server.abort();
+    let took = started.elapsed();
+    assert!(took < limit + Duration::from_millis(800), "{took:?}");
 }
 
 #[tokio::test]
@@ -1126,18 +1133,7 @@ async fn client_times_out_on_a_server_that_says_hello_then_nothing() {
     server.abort();
 
     let (addr, server) = fake_server(silent).await;
-    let started = Instant::now();
-    let err = Client::builder()
-        .timeout(Duration::from_millis(400))
-        .connect_addr(addr)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ConnectionError::Timeout(_)), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_millis(650),
-        "{:?}",
-        started.elapsed()
-    );
+    classic_connect_times_out(addr, Duration::from_millis(400)).await;
     server.abort();
 }
 
@@ -1160,7 +1156,7 @@ async fn ping_server_returns_within_its_timeout_when_the_server_never_closes() {
         .await
         .unwrap();
     assert_eq!(reply.get("name"), Some(&Value::from("never closes")));
-    assert!(started.elapsed() < limit + Duration::from_millis(250));
+    assert!(started.elapsed() < limit + Duration::from_millis(800));
     server.abort();
 }
 
@@ -1294,14 +1290,7 @@ async fn client_times_out_on_a_server_that_streams_frames_forever() {
         while s.write_all(&junk).await.is_ok() {}
     })
     .await;
-    let started = Instant::now();
-    let err = Client::builder()
-        .timeout(Duration::from_millis(500))
-        .connect_addr(addr)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ConnectionError::Timeout(_)), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(750));
+    classic_connect_times_out(addr, Duration::from_millis(500)).await;
     server.abort();
 }
 
