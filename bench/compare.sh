@@ -6,9 +6,9 @@
 #
 # 1. builds the release binary (cargo build --release);
 # 2. for each mode (transaction, session) and concurrency (1, 16, 256, and 1000 for ours
-#    and the floor), runs `peng3dnet bench` against, one after another, a fresh instance
+#    and the floor), runs `peng3dnet-bench load` against, one after another, a fresh instance
 #    of: our server (`peng3dnet serve --bind 127.0.0.1:0`), the Python reference
-#    (tests/interop/ref_server.py in .venv-ref) and the floor (`peng3dnet floor`), each
+#    (tests/interop/ref_server.py in .venv-ref) and the floor (`peng3dnet-bench floor`), each
 #    for the same duration after the same warm-up, with the server's CPU time sampled;
 #    with --repeat N, each run is repeated N times and the median (by throughput) kept;
 # 3. measures the resident memory (VmRSS) of our server (and of the floor) before and
@@ -71,8 +71,9 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((IDLE + 200)) ]; then
 fi
 
 echo "==> cargo build --release"
-cargo build --release --bin peng3dnet
+cargo build --release -p peng3dnet-cli -p peng3dnet-bench
 BIN="$ROOT/target/release/peng3dnet"
+BENCH="$ROOT/target/release/peng3dnet-bench"
 REF_PY="$ROOT/.venv-ref/bin/python"
 if [ "$REFERENCE" = 1 ] && ! PYGLET_SHADOW_WINDOW=0 "$REF_PY" -c 'import peng3dnet' >/dev/null 2>&1; then
     echo "warning: no reference in .venv-ref (run bash scripts/test.sh once); skipping it" >&2
@@ -99,7 +100,7 @@ start_server() {
             SERVER_PID=$!
             ;;
         floor)
-            "$BIN" floor --bind 127.0.0.1:0 > "$out" 2>> "$LOG" &
+            "$BENCH" floor --bind 127.0.0.1:0 > "$out" 2>> "$LOG" &
             SERVER_PID=$!
             ;;
         reference)
@@ -157,7 +158,7 @@ run_one() {
     fi
     local limit
     limit=$(python3 -c "print(int($DURATION + $WARMUP + 30))")
-    if timeout "$limit" "$BIN" bench "$SERVER_ADDR" --mode "$mode" -c "$conc" -t "$THREADS" \
+    if timeout "$limit" "$BENCH" load "$SERVER_ADDR" --mode "$mode" -c "$conc" -t "$THREADS" \
         -d "$DURATION" --warmup "$WARMUP" --timeout 5 --server-pid "$SERVER_PID" --json \
         > "$file.tmp" 2>> "$LOG" || [ -s "$file.tmp" ]; then
         python3 - "$file.tmp" "$file" "$server" <<'EOF'
@@ -207,7 +208,7 @@ if [ "$MEMORY" = 1 ]; then
         sleep 0.5
         before=$(rss_kib "$SERVER_PID")
         err="$OUT/idle-$server.err"
-        "$BIN" bench "$SERVER_ADDR" --mode idle -c "$IDLE" -d 60 --ramp 256 --timeout 10 \
+        "$BENCH" load "$SERVER_ADDR" --mode idle -c "$IDLE" -d 60 --ramp 256 --timeout 10 \
             > "$OUT/idle-$server.out" 2> "$err" &
         BENCH_PID=$!
         established=""

@@ -5,7 +5,7 @@
 #
 # Makes a throw-away self-signed certificate (openssl, ECDSA P-256) in a temporary
 # directory, starts `peng3dnet serve` plain and with --tls-cert/--tls-key, and runs
-# `peng3dnet bench` (with --tls-insecure against the TLS server: the certificate is
+# `peng3dnet-bench load` (with --tls-insecure against the TLS server: the certificate is
 # self-signed) in transaction and session modes at 1 and 16 connections. Prints a
 # Markdown table: throughput, p50/p99 latency, errors, and TLS/plain ratios.
 set -euo pipefail
@@ -15,10 +15,11 @@ cd "$ROOT"
 SECS="${1:-5}"
 THREADS="${BENCH_THREADS:-2}"
 BIN="$ROOT/target/release/peng3dnet"
+BENCH="$ROOT/target/release/peng3dnet-bench"
 
 command -v openssl >/dev/null || { echo "error: openssl is needed to make the test certificate" >&2; exit 1; }
 echo "==> cargo build --release" >&2
-cargo build --release --quiet
+cargo build --release --quiet -p peng3dnet-cli -p peng3dnet-bench
 
 DIR="$(mktemp -d)"
 PIDS=()
@@ -58,8 +59,8 @@ echo "| mode | conns | plain ops/s | TLS ops/s | TLS/plain | plain p50/p99 ms | 
 echo "|---|---:|---:|---:|---:|---|---|---|"
 for mode in transaction session; do
     for conns in 1 16; do
-        p="$("$BIN" bench "$PLAIN" --mode "$mode" -c "$conns" -t "$THREADS" -d "$SECS" --warmup 1 --json || true)"
-        t="$("$BIN" bench "$TLS" --tls-insecure --mode "$mode" -c "$conns" -t "$THREADS" -d "$SECS" --warmup 1 --json || true)"
+        p="$("$BENCH" load "$PLAIN" --mode "$mode" -c "$conns" -t "$THREADS" -d "$SECS" --warmup 1 --json || true)"
+        t="$("$BENCH" load "$TLS" --tls-insecure --mode "$mode" -c "$conns" -t "$THREADS" -d "$SECS" --warmup 1 --json || true)"
         pr="$(echo "$p" | field 'round(d["ops_per_s"])')"
         tr="$(echo "$t" | field 'round(d["ops_per_s"])')"
         pl="$(echo "$p" | field '"%.3f/%.3f" % (d["latency_ms"]["p50"], d["latency_ms"]["p99"])')"

@@ -4,7 +4,7 @@
 # 1. makes sure the Python reference peer (peng3dnet 0.1.3a0) is installed in
 #    .venv-ref at the repo root, creating the venv if needed;
 # 2. points the interoperability tests at it (PENG3DNET_REF_PYTHON);
-# 3. runs cargo test --all-targets "$@", then cargo test --doc.
+# 3. runs cargo test --workspace --all-targets "$@", then cargo test --workspace --doc.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,10 +48,10 @@ fi
 export PENG3DNET_REF_PYTHON="$REF_PY"
 echo "==> PENG3DNET_REF_PYTHON=$PENG3DNET_REF_PYTHON PYGLET_SHADOW_WINDOW=$PYGLET_SHADOW_WINDOW"
 
-echo "==> cargo test --all-targets $*"
-cargo test --all-targets "$@"
+echo "==> cargo test --workspace --all-targets $*"
+cargo test --workspace --all-targets "$@"
 
-echo "==> cargo test --doc"
-cargo test --doc
+echo "==> cargo test --workspace --doc"
+cargo test --workspace --doc
 
 echo "==> all tests passed"

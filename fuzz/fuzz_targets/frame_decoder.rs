@@ -7,9 +7,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use peng3dnet::config::{Compression, FrameLimits};
-use peng3dnet::frame::FrameCodec;
-use tokio_util::codec::{Decoder, Encoder};
+use peng3dnet_proto::config::{Compression, FrameLimits};
+use peng3dnet_proto::frame::FrameCodec;
 
 const LIMITS: FrameLimits = FrameLimits {
     max_frame_length: 1 << 17,

@@ -11,14 +11,14 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use peng3dnet::config::RegistrySync;
-use peng3dnet::frame::Frame;
-use peng3dnet::protocol::{
+use peng3dnet_proto::config::RegistrySync;
+use peng3dnet_proto::frame::Frame;
+use peng3dnet_proto::protocol::{
     hello_frame, ids, settype_frame, ClientProtocol, ClientState, ConnType, Event, ServerProtocol,
     ServerSetup, ServerState, Step,
 };
-use peng3dnet::value::{encode, map};
-use peng3dnet::Registry;
+use peng3dnet_proto::value::{encode, map};
+use peng3dnet_proto::Registry;
 
 const IDS: [u32; 12] = [0, 1, 2, 3, 4, 16, 63, 64, 65, 66, 200, u32::MAX];
 

@@ -1,0 +1,503 @@
+//! The `peng3dnet` command-line tool: argument definitions and dispatch. The binary
+//! (`src/main.rs`) only parses and runs; each command lives in its own module and calls
+//! the `peng3dnet` library for everything that is not presentation.
+//!
+//! Exit status (as fping's):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | every target answered (at least one reply each); `serve` stopped by a signal |
+//! | 1 | some target did not answer (refused, timed out, not a peng3dnet server...) |
+//! | 2 | a target's name did not resolve (for the chosen address family) |
+//! | 3 | bad arguments: usage errors (clap's, which would be 2), a malformed target or `--data`, a `--data-file` that cannot be read or parsed |
+//! | 4 | a system error: cannot listen (`serve`/`demo` bind failure, port in use), cannot start the runtime, cannot write to stdout |
+//!
+//! When several apply, the highest wins.
+
+// The argument structs' doc comments are clap's --help text, written for a terminal
+// ("[v6]:port"), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
+use peng3dnet::tls::{ClientTls, TlsError};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use peng3dnet::target::Family;
+use peng3dnet::Value;
+
+mod demo;
+pub mod output;
+mod ping;
+pub mod serve;
+
+/// Exit statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// 0: every target answered.
+    Ok = 0,
+    /// 1: some target did not answer.
+    NoAnswer = 1,
+    /// 2: a name did not resolve.
+    Unresolved = 2,
+    /// 3: bad arguments.
+    Usage = 3,
+    /// 4: system error.
+    System = 4,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+const JSON_HELP: &str = "\
+JSON output (--json), schema version 1: one object per line on stdout, each with
+\"schema_version\": 1 and a \"type\":
+  reply    target, addr, seq, time_ms, connect_ms, total_ms, server_ms
+  error    target, addr, seq, kind, message
+  summary  target, addr, transmitted, received, errors, loss_percent, time_ms,
+           rtt_ms: null or {min, avg, max, mdev, p50, p90, p99}
+  status   target, addr, time_ms, data
+time_ms of a reply is the round trip of the ping message in ms; connect_ms is TCP
+connect plus the server's hello; total_ms the whole ping; server_ms the server's own
+processing time or null. kind is one of resolve, refused, connect, timeout,
+not_peng3dnet, protocol_mismatch, closed, protocol, io, tls, other. loss_percent and the
+summary's time_ms are integers as ping prints them; percentiles are nearest-rank.
+Server data: msgpack binary strings become lowercase hex strings, non-string map keys
+are stringified, non-finite floats become null.";
+
+const EXIT_HELP: &str = "\
+Exit status: 0 every target answered, 1 some target did not answer, 2 a name did not
+resolve, 3 bad arguments, 4 system error (for example cannot listen).";
+
+const PING_AFTER: &str = "\
+Examples:
+  peng3dnet ping localhost                  ping localhost:8080 every second until Ctrl-C
+  peng3dnet ping -c 3 -i 0.2 example.org:9000
+  peng3dnet ping -c 10 --session [::1]:8080 one connection for all ten pings
+  peng3dnet ping -w 5 -q hostA hostB        both targets for 5 s, summaries only
+  peng3dnet ping -c 1 --json --data who=me --data n=3 localhost
+
+Each reply prints `reply from ADDR: seq=N time=T ms`; T is the round trip of the ping
+message (connecting is not included). At the end, or on Ctrl-C, each target gets a
+summary in ping's words:
+  --- TARGET ping statistics ---
+  3 packets transmitted, 3 received, 0% packet loss, time 402ms
+  rtt min/avg/max/mdev = 0.101/0.120/0.150/0.020 ms
+Failed pings other than timeouts are counted as `+N errors`.";
+
+const STATUS_AFTER: &str = "\
+Examples:
+  peng3dnet status localhost                the data of the server at localhost:8080
+  peng3dnet status --json example.org:9000
+
+Prints the target, the address that answered, the latency (round trip of the ping) and
+the server's data, one key per line, nested maps indented.";
+
+const SERVE_AFTER: &str = "\
+Examples:
+  peng3dnet serve                                       0.0.0.0:8080, no static data
+  peng3dnet serve --bind 127.0.0.1:9000 --data name=lobby --data 'motd=\"hi\"'
+  peng3dnet serve --data-file server.toml --data maxplayers=16 -v
+
+Every pong carries, besides the static data, the dynamic fields clients (connected
+clients), uptime (seconds since start, float) and pings (pings answered, this one
+included: the first pong says 1); static data with the same key overrides them. --data overrides --data-file.
+Prints `listening on ADDR` on stdout once bound. Ctrl-C or SIGTERM shuts down
+gracefully: every client is closed with `servershutdown`, exit status 0.
+A bind failure (address in use...) exits with status 4.";
+
+const DEMO_AFTER: &str = "\
+Example:
+  peng3dnet demo            start a server on 127.0.0.1 (a free port), show its status,
+                            ping it 5 times 0.2 s apart, print the summary, shut down";
+
+/// The peng3dnet protocol's command-line tool: ping and run pingable servers.
+#[derive(Debug, Parser)]
+#[command(name = "peng3dnet", version, about, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  peng3dnet demo\n  peng3dnet serve --bind 127.0.0.1:8080 --data name=test\n  \
+                  peng3dnet ping -c 3 localhost\n  peng3dnet status localhost\n\n\
+                  Exit status: 0 ok, 1 some target did not answer, 2 a name did not resolve, \
+                  3 bad arguments, 4 system error."
+)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ping one or more servers, like iputils ping (several targets concurrently, like
+    /// fping).
+    #[command(after_help = PING_AFTER, after_long_help = format!("{PING_AFTER}\n\n{JSON_HELP}\n\n{EXIT_HELP}"))]
+    Ping(PingArgs),
+    /// Ping a server once and show its data, like `mcstatus status`.
+    #[command(after_help = STATUS_AFTER, after_long_help = format!("{STATUS_AFTER}\n\n{JSON_HELP}\n\n{EXIT_HELP}"))]
+    Status(StatusArgs),
+    /// Run a pingable server.
+    #[command(after_help = SERVE_AFTER)]
+    Serve(ServeArgs),
+    /// Start a local server, ping it a few times, and stop it (a quick start).
+    #[command(after_help = DEMO_AFTER)]
+    Demo(DemoArgs),
+}
+
+/// Options shared by `ping` and `status`.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Use IPv4 addresses only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Use IPv6 addresses only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Time to wait for each ping's pong (connecting included), in seconds.
+    #[arg(short = 'W', long = "timeout", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// Add KEY=VALUE to the ping data (repeatable); VALUE is parsed as JSON if it parses,
+    /// else taken as a string.
+    #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub data: Vec<(String, Value)>,
+    /// Newline-delimited JSON on stdout (see --help for the fields).
+    #[arg(long)]
+    pub json: bool,
+    /// More detail: phase timings per reply; for `ping`, percentiles in the summary too.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Connect with TLS, verifying the server against the system's root certificates
+    /// (or --ca) and its name.
+    #[arg(long)]
+    pub tls: bool,
+    /// Verify the server against the CA certificates in this PEM file (implies --tls).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// TLS without verifying the server's certificate or name, for self-signed test
+    /// servers only (implies --tls). Encrypted, but open to a man in the middle.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Client certificate (PEM) for servers that require one (needs --ca and --key).
+    #[arg(long, value_name = "FILE", requires_all = ["key", "ca"])]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The TLS set-up asked for, if any.
+    pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
+        if self.insecure {
+            return Ok(Some(ClientTls::dangerous_no_verification()));
+        }
+        match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                ClientTls::with_ca_file_and_client_cert(ca, cert, key).map(Some)
+            }
+            (Some(ca), _, _) => ClientTls::with_ca_file(ca).map(Some),
+            _ if self.tls => ClientTls::with_system_roots().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The address family chosen.
+    pub fn family(&self) -> Family {
+        if self.ipv4 {
+            Family::V4
+        } else if self.ipv6 {
+            Family::V6
+        } else {
+            Family::Any
+        }
+    }
+
+    /// The ping data as a map.
+    pub fn data_map(&self) -> Value {
+        Value::Map(
+            self.data
+                .iter()
+                .map(|(k, v)| (Value::from(k.as_str()), v.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// `ping` arguments.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// Servers: host, host:port or [v6]:port (default port 8080).
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Stop after COUNT pings per target.
+    #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Seconds between pings of a target (fractions allowed, e.g. 0.2).
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub interval: Duration,
+    /// Stop after SECONDS in all, whatever the count.
+    #[arg(short = 'w', long = "deadline", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub deadline: Option<Duration>,
+    /// Quiet: no reply or per-ping error lines (or records), only the `PING` header and the
+    /// summaries.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Send all of a target's pings over one connection instead of one connection per
+    /// ping.
+    #[arg(long)]
+    pub session: bool,
+    /// Options shared with `status`.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Server: host, host:port or [v6]:port (default port 8080).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Options shared with `ping`.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub bind: String,
+    /// Static data KEY=VALUE for every pong (repeatable); VALUE is parsed as JSON if it
+    /// parses, else taken as a string.
+    #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub data: Vec<(String, Value)>,
+    /// Static data from a file: a JSON object (.json) or a TOML table (.toml).
+    #[arg(long = "data-file", value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
+    /// Do not echo the ping back under `oldmsg`.
+    #[arg(long = "no-writeback")]
+    pub no_writeback: bool,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by the CA in this PEM file.
+    #[arg(long = "tls-client-ca", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Debug logging (RUST_LOG overrides).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of pings.
+    #[arg(short = 'c', long = "count", default_value = "5", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Seconds between pings.
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "0.2", value_parser = parse_seconds)]
+    pub interval: Duration,
+    /// Newline-delimited JSON output, as `ping --json`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a non-negative number of seconds (fractions allowed).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("{s:?} must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// Parses `KEY=VALUE`: VALUE as JSON if it parses, else as a string.
+pub fn parse_key_value(s: &str) -> Result<(String, Value), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    let value = match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(json) => from_json(&json),
+        Err(_) => Value::from(value),
+    };
+    Ok((key.to_owned(), value))
+}
+
+/// Converts JSON to a msgpack value (integers stay integers).
+pub fn from_json(j: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match j {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else {
+                Value::F64(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(items) => Value::Array(items.iter().map(from_json).collect()),
+        J::Object(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (Value::from(k.as_str()), from_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Converts TOML to a msgpack value (datetimes become strings).
+pub fn from_toml(t: &toml::Value) -> Value {
+    use toml::Value as T;
+    match t {
+        T::String(s) => Value::from(s.as_str()),
+        T::Integer(i) => Value::from(*i),
+        T::Float(f) => Value::F64(*f),
+        T::Boolean(b) => Value::Boolean(*b),
+        T::Datetime(d) => Value::from(d.to_string()),
+        T::Array(items) => Value::Array(items.iter().map(from_toml).collect()),
+        T::Table(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (Value::from(k.as_str()), from_toml(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Parses the arguments; on a usage error prints clap's message and exits with status 3
+/// (help and version exit 0).
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(i32::from(code));
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Ping(args) => ping::run_ping(args).await,
+        Command::Status(args) => ping::run_status(args).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+/// Prints one error line on stderr, prefixed with the program name.
+pub fn error(message: impl std::fmt::Display) {
+    eprintln!("peng3dnet: {message}");
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM. Never returns if the handlers cannot
+/// be installed.
+pub async fn interrupted() {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        #[cfg(unix)]
+        if let Some(term) = term.as_mut() {
+            if term.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    let sigint = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = sigint => {}
+        _ = sigterm => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_value_parses_json_or_string() {
+        assert_eq!(
+            parse_key_value("n=3").unwrap(),
+            ("n".into(), Value::from(3))
+        );
+        assert_eq!(
+            parse_key_value("s=hello world").unwrap(),
+            ("s".into(), Value::from("hello world"))
+        );
+        assert_eq!(
+            parse_key_value("q=\"7\"").unwrap(),
+            ("q".into(), Value::from("7"))
+        );
+        assert_eq!(parse_key_value("t=true").unwrap().1, Value::Boolean(true));
+        assert_eq!(
+            parse_key_value("m={\"a\":[1,2.5]}").unwrap().1,
+            Value::Map(vec![(
+                Value::from("a"),
+                Value::Array(vec![Value::from(1), Value::F64(2.5)])
+            )])
+        );
+        assert_eq!(parse_key_value("e=").unwrap().1, Value::from(""));
+        assert_eq!(parse_key_value("k=a=b").unwrap().1, Value::from("a=b"));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn seconds_accept_fractions_only_positive() {
+        assert_eq!(parse_seconds("0.2").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_seconds("5").unwrap(), Duration::from_secs(5));
+        for bad in ["0", "-1", "x", "inf", "NaN", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn toml_converts() {
+        let t: toml::Value = toml::from_str("name = \"x\"\n[sub]\nn = 1\n").unwrap();
+        assert_eq!(
+            from_toml(&t),
+            Value::Map(vec![
+                (Value::from("name"), Value::from("x")),
+                (
+                    Value::from("sub"),
+                    Value::Map(vec![(Value::from("n"), Value::from(1))])
+                ),
+            ])
+        );
+    }
+}

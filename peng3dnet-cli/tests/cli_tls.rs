@@ -1,0 +1,87 @@
+//! The CLI's TLS flags: `serve --tls-cert/--tls-key` and `ping --ca/--insecure/--tls`.
+
+#[path = "../../peng3dnet/tests/common/mod.rs"]
+mod common;
+
+use common::pki::Pki;
+
+/// The binary's `serve` with TLS flags, stopped on drop.
+struct ServeProcess(std::process::Child, u16);
+
+impl ServeProcess {
+    fn start(args: &[&std::ffi::OsStr]) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peng3dnet"))
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected serve output {line:?}"));
+        ServeProcess(child, port)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cli_ping(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_peng3dnet"))
+        .args(["ping", "-c", "1", "-W", "3"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_serves_and_pings_over_tls() {
+    let pki = Pki::new("cli");
+    let (ca, ca_file) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let serve = ServeProcess::start(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ]);
+    let target = format!("localhost:{}", serve.1);
+
+    let verified = cli_ping(&["--ca".as_ref(), ca_file.as_os_str(), target.as_ref()]);
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(
+        stdout.contains("1 packets transmitted, 1 received"),
+        "{stdout}"
+    );
+
+    let insecure = cli_ping(&["--insecure".as_ref(), target.as_ref()]);
+    assert_eq!(insecure.status.code(), Some(0));
+
+    // Verification against the system roots fails for a private CA, with a clear line.
+    let system = cli_ping(&["--tls".as_ref(), target.as_ref()]);
+    assert_eq!(system.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&system.stderr);
+    assert!(
+        stderr.contains("certificate") || stderr.contains("root certificates"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,104 @@
+//! Close reasons: the `reason` of a closeconn packet, as a type.
+//!
+//! The reference sends reasons as plain strings; [`CloseReason`] names the ones the
+//! protocol and this implementation use and keeps any other as [`CloseReason::Other`], so a
+//! reason round-trips unchanged whatever a peer sent.
+
+use std::fmt;
+
+/// Why a connection was closed: the `reason` of a closeconn packet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// `pingcomplete`: the client got its pong.
+    PingComplete,
+    /// `servershutdown`: the server is stopping.
+    ServerShutdown,
+    /// `protoversionmismatch`: the peers speak different protocol versions.
+    ProtoVersionMismatch,
+    /// `unknownconntype`: the server does not offer the requested connection type.
+    UnknownConnType,
+    /// `packetregmismatch`: client and server registries differ.
+    PacketRegMismatch,
+    /// `smartpacketinvalid`: a handshake packet in the wrong state or at the wrong side.
+    SmartPacketInvalid,
+    /// `invalidpingpacket`: a ping connection carried an id other than 64 or 65.
+    InvalidPingPacket,
+    /// `pinginvalidside`: a ping reached a client or a pong reached a server.
+    PingInvalidSide,
+    /// `socketclose`: the peer vanished without a closeconn.
+    SocketClose,
+    /// `packettoolarge`: a frame or inflated body over the limit (ours, not the reference's).
+    PacketTooLarge,
+    /// `invalidpacket`: a body that is not valid msgpack or not the expected shape.
+    InvalidPacket,
+    /// `encryptionunsupported`: the reserved encryption flag was set.
+    EncryptionUnsupported,
+    /// `timeout`: the peer was too slow (handshake, idle or write).
+    Timeout,
+    /// `serverfull`: the server holds its maximum number of connections.
+    ServerFull,
+    /// `sendqueuefull`: the peer did not read and too much was queued for it.
+    SendQueueFull,
+    /// Any other reason an application chose.
+    Other(String),
+}
+
+impl CloseReason {
+    /// The reason as it travels on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CloseReason::PingComplete => "pingcomplete",
+            CloseReason::ServerShutdown => "servershutdown",
+            CloseReason::ProtoVersionMismatch => "protoversionmismatch",
+            CloseReason::UnknownConnType => "unknownconntype",
+            CloseReason::PacketRegMismatch => "packetregmismatch",
+            CloseReason::SmartPacketInvalid => "smartpacketinvalid",
+            CloseReason::InvalidPingPacket => "invalidpingpacket",
+            CloseReason::PingInvalidSide => "pinginvalidside",
+            CloseReason::SocketClose => "socketclose",
+            CloseReason::PacketTooLarge => "packettoolarge",
+            CloseReason::InvalidPacket => "invalidpacket",
+            CloseReason::EncryptionUnsupported => "encryptionunsupported",
+            CloseReason::Timeout => "timeout",
+            CloseReason::ServerFull => "serverfull",
+            CloseReason::SendQueueFull => "sendqueuefull",
+            CloseReason::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for CloseReason {
+    fn from(s: &str) -> Self {
+        match s {
+            "pingcomplete" => CloseReason::PingComplete,
+            "servershutdown" => CloseReason::ServerShutdown,
+            "protoversionmismatch" => CloseReason::ProtoVersionMismatch,
+            "unknownconntype" => CloseReason::UnknownConnType,
+            "packetregmismatch" => CloseReason::PacketRegMismatch,
+            "smartpacketinvalid" => CloseReason::SmartPacketInvalid,
+            "invalidpingpacket" => CloseReason::InvalidPingPacket,
+            "pinginvalidside" => CloseReason::PingInvalidSide,
+            "socketclose" => CloseReason::SocketClose,
+            "packettoolarge" => CloseReason::PacketTooLarge,
+            "invalidpacket" => CloseReason::InvalidPacket,
+            "encryptionunsupported" => CloseReason::EncryptionUnsupported,
+            "timeout" => CloseReason::Timeout,
+            "serverfull" => CloseReason::ServerFull,
+            "sendqueuefull" => CloseReason::SendQueueFull,
+            other => CloseReason::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for CloseReason {
+    fn from(s: String) -> Self {
+        CloseReason::from(s.as_str())
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

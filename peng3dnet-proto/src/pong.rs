@@ -1,0 +1,587 @@
+//! The ping connection type, server side: building the pong.
+//!
+//! The pong is a map merged from these sources, each later one overwriting the keys of the
+//! earlier ones (PROTOCOL.md, "Ping connection", step 3):
+//! 1. `{"oldmsg": <the ping as received>}` when write-back is on;
+//! 2. the dynamic data ([`PingResponder::with_dynamic`]);
+//! 3. the static data ([`PingResponder::with_static_data`]);
+//! 4. `{"peng3dnet": {"version", "release", "protoversion"}}`;
+//! 5. ours: `{"servertiming": {"recvtime", "sendtime"}}`, the server's clock when the ping
+//!    arrived and when the pong left, so a client can subtract the server's processing
+//!    time. Python clients ignore keys they do not know.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use std::time::SystemTime;
+
+use crate::protocol::{PROTOVERSION, RELEASE, VERSION};
+use crate::stats::{ClientId, Stats};
+use crate::value::{self, get, insert, map, update, Value};
+
+/// Key of the server's timestamps in a pong.
+pub const SERVER_TIMING_KEY: &str = "servertiming";
+
+/// One ping as the server sees it, given to the dynamic data provider.
+#[derive(Debug, Clone, Copy)]
+pub struct PingRequest<'a> {
+    /// The ping map exactly as the client sent it.
+    pub message: &'a Value,
+    /// The id the server gave this connection.
+    pub client_id: ClientId,
+    /// The client's address.
+    pub peer_addr: SocketAddr,
+    /// The server's counters (connections open, pings answered, this one included): what
+    /// a status page's dynamic data usually reports.
+    pub stats: &'a Stats,
+}
+
+type DynamicData = dyn Fn(&PingRequest<'_>) -> Value + Send + Sync;
+
+/// Answers pings: what a pingable server tells the world about itself.
+///
+/// The seed's `PingableServerMixin` (its `pingdata` and `getPingData`) and the module's
+/// `WRITEBACK` switch, as one value that a server holds and that may be changed while the
+/// server runs (it is cheap to clone; clones share the data).
+///
+/// ```
+/// use peng3dnet_proto::pong::PingResponder;
+/// use peng3dnet_proto::value::{get, map};
+///
+/// let responder = PingResponder::new()
+///     .with_static_data(map([("name", "my server".into()), ("motd", "hello".into())]))
+///     .with_dynamic(|req| map([("you_sent", req.message.clone())]));
+/// responder.set_static_data(map([("name", "renamed".into())]));
+/// assert_eq!(get(&responder.static_data(), "name").unwrap().as_str(), Some("renamed"));
+/// ```
+#[derive(Clone)]
+pub struct PingResponder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Static data (the seed's `pingdata`), replaceable at run time.
+    static_data: RwLock<Arc<StaticPart>>,
+    /// Dynamic data (the seed's `getPingData`).
+    dynamic: Option<Box<DynamicData>>,
+    /// Echo the ping under `oldmsg` (the seed's `WRITEBACK`).
+    writeback: bool,
+}
+
+impl std::fmt::Debug for PingResponder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PingResponder")
+            .field("static_data", &self.static_data())
+            .field("dynamic", &self.inner.dynamic.is_some())
+            .field("writeback", &self.inner.writeback)
+            .finish()
+    }
+}
+
+impl Default for PingResponder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PingResponder {
+    /// A responder with no data of its own and write-back on.
+    pub fn new() -> Self {
+        PingResponder {
+            inner: Arc::new(Inner {
+                static_data: RwLock::new(Arc::new(StaticPart::new(map([])))),
+                dynamic: None,
+                writeback: true,
+            }),
+        }
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => Inner {
+                static_data: RwLock::new(shared.static_part()),
+                dynamic: None,
+                writeback: shared.writeback,
+            },
+        };
+        f(&mut inner);
+        PingResponder {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Sets the static data (a map: name, message of the day and the like).
+    pub fn with_static_data(self, data: Value) -> Self {
+        self.rebuild(|i| i.static_data = RwLock::new(Arc::new(StaticPart::new(data))))
+    }
+
+    /// Sets the dynamic data provider, called for every ping with the ping message, the
+    /// client's id and address. It returns a map (user count and the like); it runs on the
+    /// connection's task, so it should be quick.
+    pub fn with_dynamic(
+        self,
+        provider: impl Fn(&PingRequest<'_>) -> Value + Send + Sync + 'static,
+    ) -> Self {
+        self.rebuild(|i| i.dynamic = Some(Box::new(provider)))
+    }
+
+    /// Turns write-back (echoing the ping under `oldmsg`) on or off. On by default.
+    pub fn with_writeback(self, on: bool) -> Self {
+        self.rebuild(|i| i.writeback = on)
+    }
+
+    /// Replaces the static data; later pongs carry the new data.
+    pub fn set_static_data(&self, data: Value) {
+        let part = Arc::new(StaticPart::new(data));
+        *self
+            .inner
+            .static_data
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = part;
+    }
+
+    /// A copy of the current static data.
+    pub fn static_data(&self) -> Value {
+        self.inner.static_part().value.clone()
+    }
+
+    /// Whether write-back is on.
+    pub fn writeback(&self) -> bool {
+        self.inner.writeback
+    }
+
+    /// Builds the pong for one ping.
+    ///
+    /// `ping_len` is the ping's encoded size: a ping larger than `max_echo_bytes` is
+    /// echoed with its `time` key only, so clients can still time it but a client cannot
+    /// make the server send back megabytes.
+    pub fn respond(
+        &self,
+        request: &PingRequest<'_>,
+        ping_len: usize,
+        max_echo_bytes: usize,
+        timing: ServerTiming,
+    ) -> Value {
+        let dynamic = self.inner.dynamic.as_ref().map(|d| d(request));
+        let static_part = self.inner.static_part();
+        self.merge(
+            request,
+            dynamic.as_ref(),
+            &static_part.value,
+            ping_len,
+            max_echo_bytes,
+            timing,
+        )
+    }
+
+    /// The pong for one ping, encoded: the same map as [`respond`](Self::respond), byte for
+    /// byte what encoding it would give (but for the echo, which is the ping's own bytes).
+    ///
+    /// This is the server's path. When no key of the dynamic data collides with another
+    /// source's (the usual case), it writes the map straight from the ping's bytes and the
+    /// static data's encoding, made once when it is set, instead of building the map as a
+    /// tree of values: the pong is most of a ping's cost on the server (BENCHMARKS.md).
+    /// Otherwise it merges as [`respond`](Self::respond) does and encodes the result.
+    pub fn encode_pong(
+        &self,
+        request: &PingRequest<'_>,
+        ping_body: &[u8],
+        max_echo_bytes: usize,
+        timing: ServerTiming,
+    ) -> Bytes {
+        let dynamic = self.inner.dynamic.as_ref().map(|d| d(request));
+        let static_part = self.inner.static_part();
+        let dynamic_entries: &[(Value, Value)] = match &dynamic {
+            Some(Value::Map(entries)) => entries,
+            _ => &[],
+        };
+        let distinct = dynamic_entries.iter().enumerate().all(|(i, (k, _))| {
+            k.as_str().is_some_and(|k| {
+                !RESERVED_KEYS.contains(&k)
+                    && !static_part.keys.contains(k)
+                    && !dynamic_entries[..i]
+                        .iter()
+                        .any(|(p, _)| p.as_str() == Some(k))
+            })
+        });
+        if !(static_part.distinct && distinct) {
+            let pong = self.merge(
+                request,
+                dynamic.as_ref(),
+                &static_part.value,
+                ping_body.len(),
+                max_echo_bytes,
+                timing,
+            );
+            return value::encode(&pong);
+        }
+        let writeback = self.inner.writeback;
+        let entries = u32::from(writeback) + dynamic_entries.len() as u32 + static_part.count + 2;
+        let mut out = Vec::with_capacity(
+            64 + ping_body.len() + static_part.entries.len() + VERSION_ENTRY.len(),
+        );
+        write_map_len(&mut out, entries);
+        if writeback {
+            value::encode_into(&mut out, &Value::from("oldmsg"));
+            if ping_body.len() <= max_echo_bytes {
+                out.extend_from_slice(ping_body);
+            } else {
+                value::encode_into(&mut out, &time_only(request.message));
+            }
+        }
+        for (k, v) in dynamic_entries {
+            value::encode_into(&mut out, k);
+            value::encode_into(&mut out, v);
+        }
+        out.extend_from_slice(&static_part.entries);
+        out.extend_from_slice(&VERSION_ENTRY);
+        value::encode_into(&mut out, &Value::from(SERVER_TIMING_KEY));
+        value::encode_into(&mut out, &timing.to_value());
+        Bytes::from(out)
+    }
+
+    /// Merges the pong's sources in the protocol's order.
+    fn merge(
+        &self,
+        request: &PingRequest<'_>,
+        dynamic: Option<&Value>,
+        static_data: &Value,
+        ping_len: usize,
+        max_echo_bytes: usize,
+        timing: ServerTiming,
+    ) -> Value {
+        let mut pong = map([]);
+        if self.inner.writeback {
+            let echo = if ping_len <= max_echo_bytes {
+                request.message.clone()
+            } else {
+                time_only(request.message)
+            };
+            insert(&mut pong, "oldmsg", echo);
+        }
+        if let Some(dynamic) = dynamic {
+            update(&mut pong, dynamic);
+        }
+        update(&mut pong, static_data);
+        insert(&mut pong, "peng3dnet", version_block());
+        insert(&mut pong, SERVER_TIMING_KEY, timing.to_value());
+        pong
+    }
+}
+
+impl Inner {
+    fn static_part(&self) -> Arc<StaticPart> {
+        self.static_data
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Keys of the pong that come from the extension itself.
+const RESERVED_KEYS: [&str; 3] = ["oldmsg", "peng3dnet", SERVER_TIMING_KEY];
+
+/// The `"peng3dnet": {...}` entry of every pong, encoded once.
+static VERSION_ENTRY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut out = Vec::new();
+    value::encode_into(&mut out, &Value::from("peng3dnet"));
+    value::encode_into(&mut out, &version_block());
+    out
+});
+
+/// Static data with its encoding, made once per [`PingResponder::set_static_data`].
+struct StaticPart {
+    /// The data as given.
+    value: Value,
+    /// Its entries, encoded back to back (key, value, key, value...).
+    entries: Vec<u8>,
+    /// Number of entries.
+    count: u32,
+    /// Its string keys.
+    keys: HashSet<String>,
+    /// Every key is a string, none repeats and none is one of [`RESERVED_KEYS`]: the
+    /// encoded entries can be spliced into a pong as they are.
+    distinct: bool,
+}
+
+impl StaticPart {
+    fn new(value: Value) -> StaticPart {
+        let pairs: &[(Value, Value)] = value.as_map().map_or(&[], Vec::as_slice);
+        let mut entries = Vec::new();
+        let mut keys = HashSet::new();
+        let mut distinct = true;
+        for (k, v) in pairs {
+            value::encode_into(&mut entries, k);
+            value::encode_into(&mut entries, v);
+            match k.as_str() {
+                Some(key) if !RESERVED_KEYS.contains(&key) => {
+                    distinct &= keys.insert(key.to_owned());
+                }
+                _ => distinct = false,
+            }
+        }
+        StaticPart {
+            count: pairs.len() as u32,
+            value,
+            entries,
+            keys,
+            distinct,
+        }
+    }
+}
+
+/// A msgpack map header for `len` entries.
+fn write_map_len(out: &mut Vec<u8>, len: u32) {
+    match len {
+        0..=15 => out.push(0x80 | len as u8),
+        16..=0xffff => {
+            out.push(0xde);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdf);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+}
+
+/// The echo of a ping too large to echo whole: its `time` only.
+fn time_only(message: &Value) -> Value {
+    map(get(message, "time").map(|t| ("time", t.clone())))
+}
+
+/// The server's clock when a ping arrived and when its pong left: the pong's
+/// `servertiming` entry. The caller reads the clock (this crate never does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTiming {
+    /// When the ping was read.
+    pub received: SystemTime,
+    /// When the pong is sent.
+    pub sent: SystemTime,
+}
+
+impl ServerTiming {
+    /// Both timestamps at one instant: for a server that reads its clock once per ping.
+    pub fn at(now: SystemTime) -> Self {
+        ServerTiming {
+            received: now,
+            sent: now,
+        }
+    }
+
+    fn to_value(self) -> Value {
+        map([
+            ("recvtime", unix_seconds(self.received).into()),
+            ("sendtime", unix_seconds(self.sent).into()),
+        ])
+    }
+}
+
+/// The `peng3dnet` block every pong carries.
+pub fn version_block() -> Value {
+    map([
+        ("version", VERSION.into()),
+        ("release", RELEASE.into()),
+        ("protoversion", PROTOVERSION.into()),
+    ])
+}
+
+/// A wall-clock time as Unix seconds, as the protocol's `time` keys carry it.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Encoded size of a value (used for the echo cap when the size is not known already).
+pub fn encoded_len(v: &Value) -> usize {
+    value::encode(v).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(Stats::default);
+
+    fn request(msg: &Value) -> PingRequest<'_> {
+        PingRequest {
+            message: msg,
+            client_id: ClientId(7),
+            peer_addr: "127.0.0.1:1".parse().unwrap(),
+            stats: &STATS,
+        }
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn merge_order_is_oldmsg_dynamic_static_version() {
+        let r = PingResponder::new()
+            .with_dynamic(|req| {
+                map([
+                    ("oldmsg", "dyn".into()),
+                    ("clients", req.client_id.0.into()),
+                    ("name", "dyn".into()),
+                ])
+            })
+            .with_static_data(map([
+                ("name", "static".into()),
+                ("peng3dnet", "static".into()),
+            ]));
+        let ping = map([("time", Value::F64(1.5)), ("x", 1.into())]);
+        let pong = r.respond(
+            &request(&ping),
+            20,
+            1000,
+            ServerTiming::at(SystemTime::now()),
+        );
+        assert_eq!(
+            keys(&pong),
+            ["oldmsg", "clients", "name", "peng3dnet", "servertiming"]
+        );
+        assert_eq!(
+            get(&pong, "oldmsg"),
+            Some(&Value::from("dyn")),
+            "dynamic overwrites oldmsg"
+        );
+        assert_eq!(get(&pong, "clients"), Some(&Value::from(7)));
+        assert_eq!(
+            get(&pong, "name"),
+            Some(&Value::from("static")),
+            "static overwrites dynamic"
+        );
+        assert_eq!(
+            get(&pong, "peng3dnet"),
+            Some(&version_block()),
+            "version block overwrites static"
+        );
+        let timing = get(&pong, SERVER_TIMING_KEY).unwrap();
+        let recv = get(timing, "recvtime").unwrap().as_f64().unwrap();
+        let send = get(timing, "sendtime").unwrap().as_f64().unwrap();
+        assert!(send >= recv && recv > 1.7e9);
+    }
+
+    #[test]
+    fn writeback_echoes_the_ping_and_can_be_turned_off() {
+        let ping = map([("time", Value::F64(1.5)), ("x", 1.into())]);
+        let on = PingResponder::new().respond(
+            &request(&ping),
+            20,
+            1000,
+            ServerTiming::at(SystemTime::now()),
+        );
+        assert_eq!(get(&on, "oldmsg"), Some(&ping));
+        let off = PingResponder::new().with_writeback(false).respond(
+            &request(&ping),
+            20,
+            1000,
+            ServerTiming::at(SystemTime::now()),
+        );
+        assert_eq!(get(&off, "oldmsg"), None);
+    }
+
+    #[test]
+    fn echo_over_the_cap_keeps_only_the_time() {
+        let ping = map([
+            ("time", Value::F64(1.5)),
+            ("big", Value::Binary(vec![0; 5000])),
+        ]);
+        let pong = PingResponder::new().respond(
+            &request(&ping),
+            5020,
+            1000,
+            ServerTiming::at(SystemTime::now()),
+        );
+        assert_eq!(
+            get(&pong, "oldmsg"),
+            Some(&map([("time", Value::F64(1.5))]))
+        );
+    }
+
+    #[test]
+    fn static_data_can_be_replaced_while_shared() {
+        let r = PingResponder::new().with_static_data(map([("name", "a".into())]));
+        let clone = r.clone();
+        clone.set_static_data(map([("name", "b".into())]));
+        let pong = r.respond(
+            &request(&map([])),
+            1,
+            1000,
+            ServerTiming::at(SystemTime::now()),
+        );
+        assert_eq!(get(&pong, "name"), Some(&Value::from("b")));
+    }
+
+    /// The map without the server's timestamps (which differ between two calls).
+    fn untimed(mut pong: Value) -> Value {
+        insert(&mut pong, SERVER_TIMING_KEY, Value::Nil);
+        pong
+    }
+
+    #[test]
+    fn encoded_pongs_equal_the_merged_map_in_every_case() {
+        let ping = map([
+            ("time", Value::F64(1.5)),
+            ("x", 1.into()),
+            ("seq", 3.into()),
+        ]);
+        let body = value::encode(&ping);
+        let big = map([
+            ("time", Value::F64(2.5)),
+            ("blob", Value::Binary(vec![7; 3000])),
+        ]);
+        let big_body = value::encode(&big);
+        let statics = [
+            map([]),
+            map([("name", "n".into()), ("motd", "m".into())]),
+            map([("name", "n".into()), ("oldmsg", "static wins".into())]),
+            map([("peng3dnet", "overwritten".into()), ("name", "n".into())]),
+            Value::Map(vec![(Value::from(1), "int key".into())]),
+        ];
+        type Provider = fn(&PingRequest<'_>) -> Value;
+        let dynamics: [Option<Provider>; 5] = [
+            None,
+            Some(|r| map([("clients", r.client_id.0.into())])),
+            Some(|_| map([("name", "dynamic".into())])),
+            Some(|_| map([("oldmsg", "dynamic".into()), ("a", 1.into())])),
+            Some(|_| Value::from("not a map")),
+        ];
+        for writeback in [true, false] {
+            for data in &statics {
+                for dynamic in &dynamics {
+                    let mut r = PingResponder::new()
+                        .with_writeback(writeback)
+                        .with_static_data(data.clone());
+                    if let Some(d) = dynamic {
+                        r = r.with_dynamic(*d);
+                    }
+                    for (message, bytes) in [(&ping, &body), (&big, &big_body)] {
+                        let req = request(message);
+                        let now = ServerTiming::at(SystemTime::now());
+                        let merged = r.respond(&req, bytes.len(), 1000, now);
+                        let encoded = r.encode_pong(&req, bytes, 1000, now);
+                        let decoded = value::decode(&encoded, 64).unwrap();
+                        assert_eq!(
+                            untimed(decoded.clone()),
+                            untimed(merged),
+                            "writeback {writeback}, static {data}, message {message}"
+                        );
+                        let timing = get(&decoded, SERVER_TIMING_KEY).unwrap();
+                        assert!(get(timing, "sendtime").unwrap().as_f64().unwrap() > 1.7e9);
+                    }
+                }
+            }
+        }
+    }
+}

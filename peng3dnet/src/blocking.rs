@@ -1,0 +1,512 @@
+//! The ping client for synchronous code, on `std::net`: no async runtime of its own and
+//! none needed, so it works inside or outside a tokio runtime, in a game's loop or a
+//! plain program.
+//!
+//! It is the same client as [`crate::ping`] (the same messages, replies, errors and
+//! deadlines), driven over a blocking socket: the protocol comes from `peng3dnet-proto`,
+//! and each read waits no longer than what is left of the caller's deadline.
+//!
+//! ```no_run
+//! use peng3dnet::blocking::{ping_server, PingSession};
+//! use peng3dnet::ping::PingOptions;
+//!
+//! # fn main() -> Result<(), peng3dnet::PingError> {
+//! let reply = ping_server("localhost:8080", &PingOptions::default())?;
+//! println!("{} answered in {:?}: {}", reply.peer, reply.delay, reply.server_data());
+//!
+//! let mut session = PingSession::connect("localhost:8080", &PingOptions::default())?;
+//! for _ in 0..3 {
+//!     println!("seq={} time={:?}", session.ping()?.seq, session.ping()?.delay);
+//! }
+//! session.close();
+//! # Ok(()) }
+//! ```
+//!
+//! Name resolution uses the system resolver through `std`, which cannot be interrupted:
+//! a resolver that hangs can make a call overrun its timeout (pass an address to avoid it).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+
+use crate::error::{FrameError, Phase, PingError};
+use crate::frame::{Frame, FrameCodec};
+use crate::ping::{echoed_seq, finish_reply, ping_message, PingOptions, PingReply, Timings};
+use crate::pong::unix_seconds;
+use crate::protocol::{closeconn_frame, ids, ClientProtocol, ConnType, Event};
+use crate::registry::Registry;
+use crate::security::SecurityLevel;
+use crate::target::Target;
+use crate::tls::ClientTls;
+use crate::value::{self, Value};
+use crate::CloseReason;
+
+/// A blocking socket, plain or TLS.
+enum Socket {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Socket {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Socket::Plain(s) => s,
+            Socket::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Plain(s) => s.flush(),
+            Socket::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// An open ping connection over a blocking socket: [`crate::ping::PingSession`] for
+/// synchronous code.
+pub struct PingSession {
+    socket: Socket,
+    codec: FrameCodec,
+    protocol: ClientProtocol,
+    /// Bytes read and not yet decoded.
+    inbox: BytesMut,
+    /// Ping data; `time` and `seq` are set per ping.
+    data: Value,
+    /// Time allowed for each ping after the first.
+    timeout: Duration,
+    /// Time a write may wait for a server that does not read.
+    write_timeout: Duration,
+    next_seq: u64,
+    /// The ping awaiting its pong: sequence number, send time.
+    outstanding: Option<(u64, Instant)>,
+    /// Connection set-up timings, charged to the first reply, and the start time.
+    setup: Option<(Instant, Timings)>,
+    peer: SocketAddr,
+    security: SecurityLevel,
+}
+
+impl std::fmt::Debug for PingSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PingSession")
+            .field("peer", &self.peer)
+            .field("security", &self.security)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PingSession {
+    /// Connects to a target (`host`, `host:port`, `[v6]:port`), waits for the hello and
+    /// sets the connection type to `ping`, all within `options.timeout`.
+    pub fn connect(target: &str, options: &PingOptions) -> Result<PingSession, PingError> {
+        let start = Instant::now();
+        let parsed =
+            Target::parse(target, options.config.client_port).map_err(|e| PingError::Resolve {
+                target: target.to_owned(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e),
+            })?;
+        let addrs: Vec<SocketAddr> = (parsed.host.as_str(), parsed.port)
+            .to_socket_addrs()
+            .map_err(|source| PingError::Resolve {
+                target: parsed.to_string(),
+                source,
+            })?
+            .filter(|a| options.family.admits(a))
+            .collect();
+        if addrs.is_empty() {
+            return Err(PingError::Resolve {
+                target: parsed.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no {} address for {}", options.family, parsed.host),
+                ),
+            });
+        }
+        Self::connect_resolved(&addrs, &parsed.host, options, start)
+    }
+
+    /// Connects to a socket address directly (no name resolution).
+    pub fn connect_addr(addr: SocketAddr, options: &PingOptions) -> Result<PingSession, PingError> {
+        Self::connect_resolved(&[addr], &addr.ip().to_string(), options, Instant::now())
+    }
+
+    fn connect_resolved(
+        addrs: &[SocketAddr],
+        host: &str,
+        options: &PingOptions,
+        start: Instant,
+    ) -> Result<PingSession, PingError> {
+        let resolve = start.elapsed();
+        let deadline = crate::deadline::at_std(start, options.timeout);
+        let connect_start = Instant::now();
+        let tcp = connect_any(addrs, deadline, options.timeout)?;
+        let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr()?;
+        let connected = Instant::now();
+        let (socket, security) = match &options.tls {
+            None => (Socket::Plain(tcp), SecurityLevel::None),
+            Some(tls) => tls_handshake(tls, host, tcp, deadline, options.timeout)?,
+        };
+        let tls_time = connected.elapsed();
+        let after_tls = Instant::now();
+        let config = &options.config;
+        let mut session = PingSession {
+            socket,
+            codec: FrameCodec::new(config.limits.frame, config.compression),
+            protocol: ClientProtocol::new(
+                ConnType::Ping,
+                Registry::new(),
+                config.registry_sync,
+                config.limits.max_depth,
+            )
+            .with_max_items(config.limits.max_items),
+            inbox: BytesMut::with_capacity(4096),
+            data: options.data.clone(),
+            timeout: options.timeout,
+            write_timeout: config.limits.write_timeout,
+            next_seq: 0,
+            outstanding: None,
+            setup: None,
+            peer,
+            security,
+        };
+        session.await_hello(deadline, options.timeout)?;
+        session.setup = Some((
+            start,
+            Timings {
+                resolve,
+                connect: connected - connect_start,
+                tls: if options.tls.is_some() {
+                    tls_time
+                } else {
+                    Duration::ZERO
+                },
+                hello: after_tls.elapsed(),
+                ..Timings::default()
+            },
+        ));
+        Ok(session)
+    }
+
+    /// Reads the next frame, waiting no later than `deadline`.
+    fn read_frame(
+        &mut self,
+        deadline: Instant,
+        phase: Phase,
+        allowance: Duration,
+    ) -> Result<Frame, PingError> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.inbox)? {
+                return Ok(frame);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PingError::Timeout {
+                    phase,
+                    after: allowance,
+                });
+            }
+            self.socket.tcp().set_read_timeout(Some(left))?;
+            let mut chunk = [0u8; 8192];
+            match self.socket.read(&mut chunk) {
+                Ok(0) => {
+                    return match self.codec.decode_eof(&mut self.inbox)? {
+                        Some(frame) => Ok(frame),
+                        None => Err(PingError::ClosedByPeer(None)),
+                    }
+                }
+                Ok(n) => self.inbox.extend_from_slice(&chunk[..n]),
+                Err(e) if is_timeout(&e) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(PingError::Io(e)),
+            }
+        }
+    }
+
+    /// Sends a frame, waiting at most the write timeout for a server that does not read.
+    fn write_frame(&mut self, frame: Frame) -> Result<(), PingError> {
+        let wire = self.codec.to_bytes(frame)?;
+        self.socket
+            .tcp()
+            .set_write_timeout(Some(self.write_timeout))?;
+        match self
+            .socket
+            .write_all(&wire)
+            .and_then(|()| self.socket.flush())
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_timeout(&e) => Err(PingError::Timeout {
+                phase: Phase::Sending,
+                after: self.write_timeout,
+            }),
+            Err(e) => Err(PingError::Io(e)),
+        }
+    }
+
+    fn await_hello(&mut self, deadline: Instant, allowance: Duration) -> Result<(), PingError> {
+        let frame = match self.read_frame(deadline, Phase::WaitingForHello, allowance) {
+            Ok(frame) => frame,
+            Err(PingError::Frame(e)) if !matches!(e, FrameError::Io(_)) => {
+                self.abort(CloseReason::InvalidPacket);
+                return Err(PingError::NotPeng3dnet(e.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
+        if frame.id != ids::HELLO && frame.id != ids::CLOSECONN {
+            self.abort(CloseReason::InvalidPacket);
+            return Err(PingError::NotPeng3dnet(format!(
+                "first packet has id {}, not hello",
+                frame.id
+            )));
+        }
+        let step = self.protocol.handle(frame);
+        if let Some(out) = step.send {
+            self.write_frame(out)?;
+        }
+        match step.event {
+            Some(Event::Established(_)) => Ok(()),
+            Some(Event::PeerClosed(reason)) => Err(PingError::ClosedByPeer(reason)),
+            Some(Event::Close(CloseReason::ProtoVersionMismatch)) => {
+                self.abort(CloseReason::ProtoVersionMismatch);
+                Err(PingError::ProtocolMismatch)
+            }
+            Some(Event::Close(reason)) => {
+                self.abort(reason.clone());
+                Err(PingError::NotPeng3dnet(format!("invalid hello ({reason})")))
+            }
+            _ => Err(PingError::NotPeng3dnet("invalid hello".into())),
+        }
+    }
+
+    /// The address that answered.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Replaces the data sent with later pings (the seed's `setPingData`).
+    pub fn set_data(&mut self, data: Value) {
+        self.data = data;
+    }
+
+    /// Sets the time allowed for each later ping's pong.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends a ping now and returns its sequence number; collect the pong with
+    /// [`wait_for_pong`](Self::wait_for_pong).
+    pub fn send_ping(&mut self) -> Result<u64, PingError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let message = ping_message(&self.data, seq);
+        self.outstanding = Some((seq, Instant::now()));
+        self.write_frame(Frame::new(ids::PING, value::encode(&message)))?;
+        Ok(seq)
+    }
+
+    /// Waits up to `timeout` for the pong of the last ping (the seed's `wait_for_pong`); a
+    /// late pong of an earlier ping is skipped.
+    pub fn wait_for_pong(&mut self, timeout: Duration) -> Result<PingReply, PingError> {
+        let Some((seq, sent)) = self.outstanding else {
+            return Err(PingError::State("no ping outstanding"));
+        };
+        let deadline = crate::deadline::at_std(Instant::now(), timeout);
+        loop {
+            let frame = match self.read_frame(deadline, Phase::WaitingForPong, timeout) {
+                Ok(frame) => frame,
+                Err(PingError::Frame(e)) => {
+                    let reason = e.close_reason().unwrap_or(CloseReason::InvalidPacket);
+                    self.abort(reason.clone());
+                    return Err(PingError::Protocol(reason));
+                }
+                Err(e) => return Err(e),
+            };
+            let received = Instant::now();
+            let recvtime = unix_seconds(SystemTime::now());
+            match self.protocol.handle(frame).event {
+                Some(Event::Pong(data)) => {
+                    if echoed_seq(&data).is_some_and(|s| s != seq) {
+                        continue;
+                    }
+                    self.outstanding = None;
+                    let delay = received - sent;
+                    let timings = match self.setup.take() {
+                        Some((start, t)) => Timings {
+                            total: received - start,
+                            ..t
+                        },
+                        None => Timings {
+                            total: delay,
+                            ..Timings::default()
+                        },
+                    };
+                    return Ok(finish_reply(
+                        seq,
+                        data,
+                        delay,
+                        recvtime,
+                        timings,
+                        self.peer,
+                        self.security,
+                    ));
+                }
+                Some(Event::PeerClosed(reason)) => return Err(PingError::ClosedByPeer(reason)),
+                Some(Event::Close(reason)) => {
+                    self.abort(reason.clone());
+                    return Err(PingError::Protocol(reason));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends a ping and waits for its pong, within the session's timeout (the first ping
+    /// shares the connection's deadline).
+    pub fn ping(&mut self) -> Result<PingReply, PingError> {
+        let deadline = match self.setup {
+            Some((start, _)) => crate::deadline::at_std(start, self.timeout),
+            None => crate::deadline::at_std(Instant::now(), self.timeout),
+        };
+        self.send_ping()?;
+        self.wait_for_pong(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Closes with `pingcomplete`.
+    pub fn close(mut self) {
+        self.abort(CloseReason::PingComplete);
+    }
+
+    /// Sends closeconn if the socket takes it at once, then closes; never waits for the
+    /// server.
+    fn abort(&mut self, reason: CloseReason) {
+        self.protocol.close();
+        if let Ok(wire) = self.codec.to_bytes(closeconn_frame(Some(&reason))) {
+            let _ = self
+                .socket
+                .tcp()
+                .set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = self.socket.write_all(&wire);
+            let _ = self.socket.flush();
+        }
+        if let Socket::Tls(tls) = &mut self.socket {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        let _ = self.socket.tcp().shutdown(Shutdown::Both);
+    }
+}
+
+/// Pings a server once (the seed's `pingServer`), blocking: connects, pings, closes with
+/// `pingcomplete`, all within `options.timeout`. Safe to call inside a tokio runtime
+/// (it blocks that thread, so prefer [`crate::ping::ping_server`] there).
+pub fn ping_server(target: &str, options: &PingOptions) -> Result<PingReply, PingError> {
+    let mut session = PingSession::connect(target, options)?;
+    let result = session.ping();
+    match &result {
+        Ok(_) => session.abort(CloseReason::PingComplete),
+        Err(PingError::ClosedByPeer(_) | PingError::Protocol(_) | PingError::ProtocolMismatch) => {}
+        Err(_) => session.abort(CloseReason::Timeout),
+    }
+    result
+}
+
+/// Connects to the first address that accepts before `deadline`.
+fn connect_any(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    allowance: Duration,
+) -> Result<TcpStream, PingError> {
+    let mut last = None;
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(addr, left) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if is_timeout(&e) => {
+                return Err(PingError::Timeout {
+                    phase: Phase::Connecting,
+                    after: allowance,
+                })
+            }
+            Err(source) => {
+                last = Some(PingError::Connect {
+                    addr: *addr,
+                    source,
+                })
+            }
+        }
+    }
+    Err(last.unwrap_or(PingError::Timeout {
+        phase: Phase::Connecting,
+        after: allowance,
+    }))
+}
+
+/// Runs the TLS handshake to completion before `deadline`.
+fn tls_handshake(
+    tls: &ClientTls,
+    host: &str,
+    tcp: TcpStream,
+    deadline: Instant,
+    allowance: Duration,
+) -> Result<(Socket, SecurityLevel), PingError> {
+    let (config, name) = tls.rustls_client(host).map_err(PingError::Tls)?;
+    let mut conn = rustls::ClientConnection::new(config, name)
+        .map_err(|e| PingError::Tls(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    let mut tcp = tcp;
+    while conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(PingError::Timeout {
+                phase: Phase::TlsHandshake,
+                after: allowance,
+            });
+        }
+        tcp.set_read_timeout(Some(left))?;
+        tcp.set_write_timeout(Some(left))?;
+        match conn.complete_io(&mut tcp) {
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) => return Err(PingError::Tls(e)),
+        }
+    }
+    let level = if tls.verifies() {
+        SecurityLevel::ServerAuthenticated
+    } else {
+        SecurityLevel::Encrypted
+    };
+    Ok((
+        Socket::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))),
+        level,
+    ))
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}

@@ -1,0 +1,425 @@
+//! A client connection: connect, handshake, send and receive packets, close.
+//!
+//! [`Client`] owns its socket and reads only when asked ([`Client::recv`]), like
+//! mini-redis's client: no background task, no hidden buffering. Use `tokio::select!` to
+//! read while doing other work. Pinging has its own client in [`crate::ping`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::codec::Framed;
+
+use crate::codec::Codec;
+use crate::config::Config;
+use crate::error::{ConnectionError, FrameError, Phase};
+use crate::frame::Frame;
+use crate::protocol::{
+    closeconn_frame, ClientProtocol, ClientState, CloseReason, ConnType, Event, Packet,
+};
+use crate::registry::Registry;
+use crate::security::InsufficientSecurity;
+use crate::target::{Family, Target};
+use crate::tls::{ClientTls, SecurityLevel};
+use crate::transport::Stream;
+use crate::value::{self, Value};
+
+/// Builds and connects a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    config: Config,
+    registry: Registry,
+    conntype: ConnType,
+    timeout: Duration,
+    family: Family,
+    tls: Option<ClientTls>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            config: Config::default(),
+            registry: Registry::new(),
+            conntype: ConnType::Classic,
+            timeout: Duration::from_secs(10),
+            family: Family::Any,
+            tls: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Uses this configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this registry; on a classic handshake it adopts the server's ids.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Asks for this connection type (default `classic`).
+    pub fn conntype(mut self, conntype: ConnType) -> Self {
+        self.conntype = conntype;
+        self
+    }
+
+    /// Time allowed for resolving, connecting and the handshake together (default 10 s):
+    /// the reference's `wait_for_connection(timeout)`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Address family to use.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Address family to use.
+    pub fn family(mut self, family: Family) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// Connects to `host`, `host:port`, `[v6]:port` (default port from the config, 8080)
+    /// and completes the handshake.
+    pub async fn connect(self, target: &str) -> Result<Client, ConnectionError> {
+        let target = Target::parse(target, self.config.client_port).map_err(|e| {
+            ConnectionError::Resolve {
+                target: target.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            }
+        })?;
+        let deadline = crate::deadline::at(Instant::now(), self.timeout);
+        let addrs = timeout_at(deadline, target.resolve(self.family))
+            .await
+            .map_err(|_| ConnectionError::Timeout {
+                phase: Phase::Resolving,
+                after: self.timeout,
+            })?
+            .map_err(|source| ConnectionError::Resolve {
+                target: target.to_string(),
+                source,
+            })?;
+        let (stream, _) = open(&addrs, &target.host, self.tls.as_ref(), deadline).await?;
+        self.handshake(stream, deadline).await
+    }
+
+    /// Connects to a socket address and completes the handshake.
+    pub async fn connect_addr(self, addr: SocketAddr) -> Result<Client, ConnectionError> {
+        let deadline = crate::deadline::at(Instant::now(), self.timeout);
+        let host = addr.ip().to_string();
+        let (stream, _) = open(&[addr], &host, self.tls.as_ref(), deadline).await?;
+        self.handshake(stream, deadline).await
+    }
+
+    async fn handshake(self, stream: Stream, deadline: Instant) -> Result<Client, ConnectionError> {
+        let peer = stream.peer_addr()?;
+        let security = stream.security(self.tls.as_ref().is_some_and(ClientTls::verifies));
+        let codec = Codec::new(self.config.limits.frame, self.config.compression);
+        let protocol = ClientProtocol::new(
+            self.conntype,
+            self.registry,
+            self.config.registry_sync,
+            self.config.limits.max_depth,
+        )
+        .with_max_items(self.config.limits.max_items);
+        let mut client = Client {
+            framed: Framed::new(stream, codec),
+            protocol,
+            config: self.config,
+            peer,
+            pending: Vec::new(),
+            security,
+        };
+        match timeout_at(deadline, client.until_established()).await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                // The deadline is the caller's: send closeconn if the socket takes it at
+                // once, but do not linger past it.
+                client.protocol.close();
+                let _ =
+                    close_stream(&mut client.framed, &CloseReason::Timeout, Duration::ZERO).await;
+                Err(ConnectionError::Timeout {
+                    phase: Phase::WaitingForHandshake,
+                    after: self.timeout,
+                })
+            }
+        }
+    }
+}
+
+/// Connects to the first address that accepts, then runs the TLS handshake if asked (checking
+/// the certificate against `host`), all before `deadline`. Returns the stream and the time
+/// the TLS handshake took.
+pub(crate) async fn open(
+    addrs: &[SocketAddr],
+    host: &str,
+    tls: Option<&ClientTls>,
+    deadline: Instant,
+) -> Result<(Stream, Duration), ConnectionError> {
+    let tcp = connect_any(addrs, deadline).await?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok((Stream::Plain(tcp), Duration::ZERO));
+    };
+    let started = Instant::now();
+    match timeout_at(deadline, tls.connect(host, tcp)).await {
+        Ok(Ok(stream)) => Ok((stream, started.elapsed())),
+        Ok(Err(e)) => Err(ConnectionError::Tls(e)),
+        Err(_) => Err(ConnectionError::Timeout {
+            phase: Phase::TlsHandshake,
+            after: started.elapsed(),
+        }),
+    }
+}
+
+/// Connects to the first address that accepts, before `deadline`.
+pub(crate) async fn connect_any(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<TcpStream, ConnectionError> {
+    let started = Instant::now();
+    let mut last = None;
+    for addr in addrs {
+        match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(source)) => {
+                last = Some(ConnectionError::Connect {
+                    addr: *addr,
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(ConnectionError::Timeout {
+                    phase: Phase::Connecting,
+                    after: started.elapsed(),
+                })
+            }
+        }
+    }
+    Err(last.unwrap_or(ConnectionError::State("no address to connect to")))
+}
+
+/// A connected client (classic or custom connection type).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), peng3dnet::ConnectionError> {
+/// use peng3dnet::{client::Client, value::map, Registry};
+///
+/// let mut registry = Registry::new();
+/// registry.register("chat:msg.say")?;
+/// let mut client = Client::builder().registry(registry).connect("localhost:8080").await?;
+/// client.send("chat:msg.say", &map([("text", "hi".into())])).await?;
+/// let reply = client.recv().await?;
+/// println!("{:?}: {}", reply.name, reply.body);
+/// client.close("bye").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    /// The socket with its frame codec.
+    framed: Framed<Stream, Codec>,
+    /// Handshake state and registry.
+    protocol: ClientProtocol,
+    /// Limits and options.
+    config: Config,
+    /// Server address.
+    peer: SocketAddr,
+    /// Packets that arrived while waiting for the handshake (a server may send right
+    /// after accepting), handed out first by `recv`.
+    pending: Vec<Packet>,
+    /// How secure the connection is.
+    security: SecurityLevel,
+}
+
+impl Client {
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// How secure the connection is.
+    pub fn security(&self) -> SecurityLevel {
+        self.security
+    }
+
+    /// The registry, with the server's ids after the handshake.
+    pub fn registry(&self) -> &Registry {
+        self.protocol.registry()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    async fn until_established(&mut self) -> Result<(), ConnectionError> {
+        loop {
+            let frame = self.next_frame().await?;
+            let step = self.protocol.handle(frame);
+            if let Some(out) = step.send {
+                self.framed.send(out).await?;
+            }
+            match step.event {
+                Some(Event::Established(_)) => return Ok(()),
+                Some(Event::Close(reason)) => return Err(self.fail(reason).await),
+                Some(Event::PeerClosed(reason)) => {
+                    return Err(ConnectionError::ClosedByPeer(reason))
+                }
+                Some(Event::Packet(p)) => self.pending.push(p),
+                Some(Event::Ping(_) | Event::Pong(_)) | None => {}
+            }
+        }
+    }
+
+    async fn next_frame(&mut self) -> Result<Frame, ConnectionError> {
+        match self.framed.next().await {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(e)) => Err(match e.close_reason() {
+                Some(reason) => self.fail(reason).await,
+                None => e.into(),
+            }),
+            None => Err(ConnectionError::ClosedByPeer(None)),
+        }
+    }
+
+    /// Closes because the server broke the protocol, and returns the error to report.
+    async fn fail(&mut self, reason: CloseReason) -> ConnectionError {
+        let linger = self.config.limits.close_linger;
+        let _ = close_stream(&mut self.framed, &reason, linger).await;
+        self.protocol.close();
+        ConnectionError::Protocol(reason)
+    }
+
+    /// Sends a registered packet.
+    pub async fn send(&mut self, name: &str, body: &Value) -> Result<(), ConnectionError> {
+        let id = self
+            .protocol
+            .registry()
+            .id(name)
+            .ok_or_else(|| crate::RegistryError::UnknownName(name.to_owned()))?;
+        InsufficientSecurity::check(self.protocol.registry(), name, self.security)?;
+        self.send_id(id, body).await
+    }
+
+    /// Sends a packet by id (custom connection types use ids without names).
+    pub async fn send_id(&mut self, id: u32, body: &Value) -> Result<(), ConnectionError> {
+        if *self.protocol.state() != ClientState::Established {
+            return Err(ConnectionError::State("the connection is closed"));
+        }
+        let frame = Frame::new(id, value::encode(body));
+        // Bounded: a server that does not read cannot block us forever.
+        match timeout(self.config.limits.write_timeout, self.framed.send(frame)).await {
+            Ok(sent) => Ok(sent?),
+            Err(_) => Err(ConnectionError::Timeout {
+                phase: Phase::Sending,
+                after: self.config.limits.write_timeout,
+            }),
+        }
+    }
+
+    /// Waits for the next application packet. A closeconn from the server ends the wait
+    /// with [`ConnectionError::ClosedByPeer`].
+    pub async fn recv(&mut self) -> Result<Packet, ConnectionError> {
+        if !self.pending.is_empty() {
+            return Ok(self.pending.remove(0));
+        }
+        loop {
+            if *self.protocol.state() == ClientState::Closed {
+                return Err(ConnectionError::State("the connection is closed"));
+            }
+            let frame = self.next_frame().await?;
+            let step = self.protocol.handle(frame);
+            if let Some(out) = step.send {
+                self.framed.send(out).await?;
+            }
+            match step.event {
+                Some(Event::Packet(p)) => return Ok(p),
+                Some(Event::Close(reason)) => return Err(self.fail(reason).await),
+                Some(Event::PeerClosed(reason)) => {
+                    let _ = self.framed.get_mut().shutdown().await;
+                    return Err(ConnectionError::ClosedByPeer(reason));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits up to `wait` for the server to close the connection, discarding packets, and
+    /// returns its reason (the reference's `wait_for_close`).
+    pub async fn wait_for_close(
+        mut self,
+        wait: Duration,
+    ) -> Result<Option<CloseReason>, ConnectionError> {
+        match timeout(wait, async {
+            loop {
+                match self.recv().await {
+                    Ok(_) => continue,
+                    Err(ConnectionError::ClosedByPeer(reason)) => return Ok(reason),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ConnectionError::Timeout {
+                phase: Phase::Closing,
+                after: wait,
+            }),
+        }
+    }
+
+    /// Closes the connection with a reason: sends closeconn, flushes, and waits (up to the
+    /// configured linger) for the server to close its side.
+    pub async fn close(mut self, reason: impl Into<CloseReason>) -> Result<(), ConnectionError> {
+        let linger = self.config.limits.close_linger;
+        self.protocol.close();
+        close_stream(&mut self.framed, &reason.into(), linger).await
+    }
+}
+
+/// Sends closeconn, half-closes, and drains until the peer's end of stream or `linger`.
+pub(crate) async fn close_stream(
+    framed: &mut Framed<Stream, Codec>,
+    reason: &CloseReason,
+    linger: Duration,
+) -> Result<(), ConnectionError> {
+    let result = timeout(linger, async {
+        framed.send(closeconn_frame(Some(reason))).await?;
+        let stream = framed.get_mut();
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), FrameError>(())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) | Err(_) => Ok(()),
+        Ok(Err(FrameError::Io(e))) if is_disconnect(&e) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+    }
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | BrokenPipe | NotConnected | UnexpectedEof
+    )
+}

@@ -1,0 +1,161 @@
+//! Errors of the I/O layer: what a connection, a ping or a server reports to its user.
+//!
+//! The protocol's own errors (framing, msgpack, registry) come from `peng3dnet-proto` and
+//! are kept as the [`std::error::Error::source`] of these.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use peng3dnet_proto::error::{FrameError, RegistryError, ValueError};
+use peng3dnet_proto::security::InsufficientSecurity;
+use peng3dnet_proto::CloseReason;
+
+/// What a connection was doing when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Resolving the target's name.
+    Resolving,
+    /// Opening the TCP connection.
+    Connecting,
+    /// The TLS handshake.
+    TlsHandshake,
+    /// Waiting for the server's hello, its first packet.
+    WaitingForHello,
+    /// Waiting for the classic handshake to complete.
+    WaitingForHandshake,
+    /// Sending a packet to a peer that does not read.
+    Sending,
+    /// Waiting for a pong.
+    WaitingForPong,
+    /// Waiting for a packet.
+    Receiving,
+    /// Waiting for the peer to close after our closeconn.
+    Closing,
+}
+
+impl Phase {
+    /// The phase in words, as it follows "timed out".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolving => "resolving",
+            Phase::Connecting => "connecting",
+            Phase::TlsHandshake => "in the TLS handshake",
+            Phase::WaitingForHello => "waiting for hello",
+            Phase::WaitingForHandshake => "waiting for the handshake",
+            Phase::Sending => "sending",
+            Phase::WaitingForPong => "waiting for pong",
+            Phase::Receiving => "waiting for a packet",
+            Phase::Closing => "waiting for the server to close",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors of a connection as seen by the library user: a classic client, a ping
+/// ([`PingError`] is this type), or the server's per-client operations. Causes are kept as
+/// [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The target could not be parsed or resolved.
+    #[error("cannot resolve {target}: {source}")]
+    Resolve {
+        /// What was asked for.
+        target: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The TCP connection could not be made (refused, unreachable).
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Address tried last.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The peer did not do what was expected in time: reached (or not, when `phase` is
+    /// [`Phase::Resolving`] or [`Phase::Connecting`]) but silent.
+    #[error("timed out {phase} (after {:.1} s)", .after.as_secs_f64())]
+    Timeout {
+        /// What we were waiting for.
+        phase: Phase,
+        /// The time allowance that ran out.
+        after: Duration,
+    },
+    /// The peer closed the connection, with its closeconn reason if it sent one.
+    #[error("connection closed by peer: {}", reason_text(.0))]
+    ClosedByPeer(Option<CloseReason>),
+    /// We closed the connection because the peer broke the protocol.
+    #[error("protocol violation, connection closed with reason {0}")]
+    Protocol(CloseReason),
+    /// The peer does not speak peng3dnet (its first bytes are not a hello).
+    #[error("not a peng3dnet server: {0}")]
+    NotPeng3dnet(String),
+    /// The server speaks another version of the protocol.
+    #[error("the server speaks another protocol version (protoversionmismatch)")]
+    ProtocolMismatch,
+    /// Framing failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A body could not be decoded or converted.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// Registry problem (unknown packet name and the like).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The TLS handshake failed (wrong CA, wrong name, expired certificate, a peer that
+    /// does not speak TLS...).
+    #[error("{}", crate::tls::describe_handshake_error(.0))]
+    Tls(#[source] io::Error),
+    /// The packet requires a more secure connection (the reference's `min_sslsec_level`).
+    #[error(transparent)]
+    InsufficientSecurity(#[from] InsufficientSecurity),
+    /// The connection is not in a state where this operation is allowed.
+    #[error("not allowed in this connection state: {0}")]
+    State(&'static str),
+    /// Socket error.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn reason_text(reason: &Option<CloseReason>) -> String {
+    match reason {
+        Some(r) => r.to_string(),
+        None => "no reason given".into(),
+    }
+}
+
+impl ConnectionError {
+    /// True if this error means the connection is gone (closed or broken), as opposed to a
+    /// problem with one operation.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(
+            self,
+            ConnectionError::ClosedByPeer(_)
+                | ConnectionError::Protocol(_)
+                | ConnectionError::Io(_)
+                | ConnectionError::Frame(_)
+        )
+    }
+}
+
+impl ConnectionError {
+    /// True if the server was reached but did not answer in time (a failed ping, as
+    /// opposed to a refused or broken connection).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ConnectionError::Timeout { .. })
+    }
+}
+
+/// Why a ping failed: the connection's error. Connection problems (refused, unreachable,
+/// not peng3dnet) are kept apart from a server that was reached but did not answer in
+/// time ([`ConnectionError::Timeout`]).
+pub type PingError = ConnectionError;

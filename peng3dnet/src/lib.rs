@@ -1,0 +1,45 @@
+#![doc = include_str!("../../README.md")]
+//!
+//! ## Crate layout
+//!
+//! The protocol itself, without I/O, is the `peng3dnet-proto` crate, re-exported here
+//! module by module so that one path names each item. This crate adds the I/O:
+//!
+//! | module | layer |
+//! |---|---|
+//! | [`frame`], [`value`], [`registry`], [`protocol`], [`pong`], [`config`] | the protocol (from `peng3dnet-proto`) |
+//! | [`codec`] | the frame codec as a tokio-util codec |
+//! | [`transport`] | the plain-or-TLS stream |
+//! | [`tls`] | TLS set-up with rustls; security levels |
+//! | [`target`] | `host:port` targets and name resolution |
+//! | [`server`] | listener, per-connection tasks, limits, graceful shutdown |
+//! | [`client`] | a classic (or custom-type) client connection |
+//! | [`ping`] | pinging a server: [`ping_server`], [`PingReply`], sessions |
+//! | [`blocking`] | the same ping client for synchronous code, on `std::net` |
+//! | [`error`] | the errors this crate reports, keeping their causes |
+#![warn(missing_docs, unreachable_pub)]
+
+pub use peng3dnet_proto::{config, frame, pong, protocol, registry, security, stats, value};
+
+pub mod blocking;
+pub mod client;
+pub mod codec;
+mod deadline;
+pub mod error;
+pub mod ping;
+pub mod server;
+pub mod target;
+pub mod tls;
+pub mod transport;
+
+pub use config::{Config, Limits};
+pub use error::{ConnectionError, FrameError, RegistryError, ValueError};
+pub use peng3dnet_proto::CloseReason;
+pub use ping::{ping_server, PingError, PingOptions, PingReply, PingSession};
+pub use pong::{PingRequest, PingResponder};
+pub use protocol::{ConnType, Packet};
+pub use registry::Registry;
+pub use security::SecurityLevel;
+pub use server::Server;
+pub use stats::{ClientId, Stats};
+pub use value::Value;

@@ -1,0 +1,877 @@
+//! The server: an accept loop and one task per connection.
+//!
+//! Each connection task owns its socket and its [`ServerProtocol`]; the rest of the
+//! program reaches it through a [`ClientHandle`] (send, close). The server enforces the
+//! [`Limits`]: a cap on connections (the rest get closeconn `serverfull`), a handshake
+//! deadline, an idle timeout, a write timeout, and a cap on bytes queued for a peer.
+//! [`Server::shutdown`] closes every connection with `servershutdown` after flushing what
+//! was queued for it, and returns once every connection task is gone.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::Codec;
+use crate::config::{Config, Limits};
+use crate::error::{FrameError, RegistryError};
+use crate::frame::{Frame, FrameCodec};
+use crate::pong::{PingRequest, PingResponder, ServerTiming};
+use crate::protocol::{
+    closeconn_frame, hello_frame, ids, CloseReason, ConnType, Event, Packet, ServerProtocol,
+    ServerSetup,
+};
+use crate::registry::Registry;
+use crate::security::InsufficientSecurity;
+use crate::stats::{ClientId, Stats};
+use crate::tls::{SecurityLevel, ServerTls};
+use crate::transport::Stream;
+use crate::value::{self, Value};
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// We sent closeconn with this reason (protocol violation, limit, shutdown, or an
+    /// application's [`ClientHandle::close`]).
+    ByUs(CloseReason),
+    /// The peer sent closeconn, with its reason if it gave one.
+    ByPeer(Option<CloseReason>),
+    /// The socket ended or failed without a closeconn (`socketclose`).
+    SocketClosed,
+}
+
+impl Closed {
+    /// The reason, as the reference reports it: the closeconn reason, or `socketclose`.
+    pub fn reason(&self) -> Option<CloseReason> {
+        match self {
+            Closed::ByUs(r) => Some(r.clone()),
+            Closed::ByPeer(r) => r.clone(),
+            Closed::SocketClosed => Some(CloseReason::SocketClose),
+        }
+    }
+}
+
+/// Application hooks of a server. Every method has a default that does nothing.
+///
+/// `State` is per-client state, created with `Default` when a client connects and handed
+/// to every hook of that client; it lives in the client's task, so it needs no lock.
+/// Hooks run on the connection's task: keep them short, or spawn.
+pub trait Handler: Send + Sync + 'static {
+    /// Per-client state.
+    type State: Default + Send + 'static;
+
+    /// A client connected (before any packet).
+    fn on_connect(&self, _client: &ClientHandle, _state: &mut Self::State) {}
+
+    /// The connection is established: handshake complete (classic), or type set (ping,
+    /// custom).
+    fn on_established(&self, _client: &ClientHandle, _state: &mut Self::State) {}
+
+    /// An application packet arrived on a classic or custom connection.
+    fn on_packet(&self, _client: &ClientHandle, _state: &mut Self::State, _packet: Packet) {}
+
+    /// The connection is closed; no hook of this client runs after this one.
+    fn on_close(&self, _client: &ClientHandle, _state: &mut Self::State, _closed: &Closed) {}
+}
+
+/// A handler that does nothing (a server that only answers pings, for example).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHandler;
+
+impl Handler for NoHandler {
+    type State = ();
+}
+
+/// Errors of [`ClientHandle`] operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The packet name is not registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The connection is closed or closing.
+    #[error("client {0} is disconnected")]
+    Disconnected(ClientId),
+    /// Too many bytes are queued for this client; it is being closed with
+    /// `sendqueuefull`.
+    #[error("send queue of client {0} is full; closing it")]
+    QueueFull(ClientId),
+    /// The client does not exist (any more).
+    #[error("no client {0}")]
+    NoSuchClient(ClientId),
+    /// The packet requires a more secure connection than this client's (the reference's
+    /// `min_sslsec_level`).
+    #[error(transparent)]
+    InsufficientSecurity(#[from] InsufficientSecurity),
+}
+
+enum Command {
+    Send(Frame),
+    Close(CloseReason),
+}
+
+/// A connected client, as seen from the rest of the program: who it is and how to talk to
+/// it. Cheap to clone.
+#[derive(Clone)]
+pub struct ClientHandle {
+    /// Unique id.
+    id: ClientId,
+    /// Peer address.
+    addr: SocketAddr,
+    /// Commands to the connection task.
+    tx: mpsc::UnboundedSender<Command>,
+    /// Bytes queued in `tx` and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Cap on `queued`.
+    max_queued: usize,
+    /// The server's registry, to name packets.
+    registry: Arc<Registry>,
+    /// How secure the connection is (TLS, client certificate).
+    security: SecurityLevel,
+}
+
+impl fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ClientHandle {
+    /// The client's id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The client's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How secure the connection is.
+    pub fn security(&self) -> SecurityLevel {
+        self.security
+    }
+
+    /// Queues a registered packet for this client.
+    pub fn send(&self, name: &str, body: &Value) -> Result<(), SendError> {
+        let id = self
+            .registry
+            .id(name)
+            .ok_or_else(|| RegistryError::UnknownName(name.to_owned()))?;
+        InsufficientSecurity::check(&self.registry, name, self.security)?;
+        self.send_id(id, body)
+    }
+
+    /// Queues a packet by id (custom connection types use ids without names).
+    pub fn send_id(&self, id: u32, body: &Value) -> Result<(), SendError> {
+        let frame = Frame::new(id, value::encode(body));
+        let len = frame.body.len();
+        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.max_queued {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            let _ = self.tx.send(Command::Close(CloseReason::SendQueueFull));
+            return Err(SendError::QueueFull(self.id));
+        }
+        self.tx.send(Command::Send(frame)).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            SendError::Disconnected(self.id)
+        })
+    }
+
+    /// Closes the connection with a reason, after what is already queued.
+    pub fn close(&self, reason: impl Into<CloseReason>) {
+        let _ = self.tx.send(Command::Close(reason.into()));
+    }
+}
+
+/// Builds a [`Server`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use peng3dnet::server::{ClientHandle, Handler, Server};
+/// use peng3dnet::{Packet, Registry};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     type State = u32; // packets seen from this client
+///     fn on_packet(&self, client: &ClientHandle, seen: &mut u32, packet: Packet) {
+///         *seen += 1;
+///         let _ = client.send("chat:msg.say", &packet.body);
+///     }
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register("chat:msg.say")?;
+/// let server = Server::builder().registry(registry).handler(Echo).bind("127.0.0.1:8080").await?;
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct ServerBuilder<H: Handler = NoHandler> {
+    config: Config,
+    registry: Registry,
+    handler: H,
+    ping: Option<PingResponder>,
+    conntypes: Vec<String>,
+    tls: Option<ServerTls>,
+}
+
+/// Errors starting a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen: {0}")]
+    Bind(#[from] io::Error),
+    /// A connection type was added twice (the reference's `AlreadyRegisteredError`).
+    #[error("connection type {0:?} is already registered")]
+    ConnTypeTaken(String),
+}
+
+impl Default for ServerBuilder<NoHandler> {
+    fn default() -> Self {
+        ServerBuilder {
+            config: Config::default(),
+            registry: Registry::new(),
+            handler: NoHandler,
+            ping: None,
+            conntypes: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+impl<H: Handler> ServerBuilder<H> {
+    /// Uses this configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this packet registry (sent to classic clients in the handshake).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Uses these application hooks.
+    pub fn handler<H2: Handler>(self, handler: H2) -> ServerBuilder<H2> {
+        ServerBuilder {
+            config: self.config,
+            registry: self.registry,
+            handler,
+            ping: self.ping,
+            conntypes: self.conntypes,
+            tls: self.tls,
+        }
+    }
+
+    /// Serves over TLS: every connection starts with a TLS handshake, bounded by the
+    /// handshake timeout.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Makes the server pingable (the seed's `PingableServerMixin`): it offers the `ping`
+    /// connection type and answers with what `responder` builds.
+    pub fn pingable(mut self, responder: PingResponder) -> Self {
+        self.ping = Some(responder);
+        self
+    }
+
+    /// Offers a custom connection type (the reference's `addConnType`).
+    pub fn conntype(mut self, name: &str) -> Self {
+        self.conntypes.push(name.to_owned());
+        self
+    }
+
+    /// Binds and starts serving in the background; use the returned [`Server`] to talk to
+    /// clients and to shut down.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, ServerError> {
+        let mut types = Vec::new();
+        if self.ping.is_some() {
+            types.push(ConnType::Ping);
+        }
+        for name in &self.conntypes {
+            let t = ConnType::from_name(name);
+            if t == ConnType::Classic || types.contains(&t) {
+                return Err(ServerError::ConnTypeTaken(name.clone()));
+            }
+            types.push(t);
+        }
+        let listener = listen(addr, self.config.limits.max_connections).await?;
+        let local_addr = listener.local_addr()?;
+        let registry = Arc::new(self.registry);
+        let shared = Arc::new(Shared {
+            setup: Arc::new(
+                ServerSetup::new(registry.clone(), types, self.config.limits.max_depth)
+                    .with_max_items(self.config.limits.max_items),
+            ),
+            registry,
+            limits: self.config.limits,
+            codec: FrameCodec::new(self.config.limits.frame, self.config.compression),
+            ping: self.ping,
+            tls: self.tls,
+            clients: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            slots: Arc::new(Semaphore::new(self.config.limits.max_connections)),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            local_addr,
+            stats: Stats::default(),
+        });
+        let handler = Arc::new(self.handler);
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), handler));
+        Ok(Server {
+            shared,
+            accept: Arc::new(Mutex::new(Some(accept))),
+        })
+    }
+}
+
+struct Shared {
+    setup: Arc<ServerSetup>,
+    registry: Arc<Registry>,
+    limits: Limits,
+    codec: FrameCodec,
+    ping: Option<PingResponder>,
+    tls: Option<ServerTls>,
+    clients: Mutex<HashMap<ClientId, ClientHandle>>,
+    next_id: AtomicU64,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    local_addr: SocketAddr,
+    stats: Stats,
+}
+
+impl Shared {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, ClientHandle>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running server. Cheap to clone; every clone controls the same server.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+    accept: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.shared.local_addr)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder<NoHandler> {
+        ServerBuilder::default()
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The handle of a connected client.
+    pub fn client(&self, id: ClientId) -> Option<ClientHandle> {
+        self.shared.clients().get(&id).cloned()
+    }
+
+    /// Handles of all connected clients.
+    pub fn clients(&self) -> Vec<ClientHandle> {
+        self.shared.clients().values().cloned().collect()
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.shared.stats.connected.load(Ordering::Relaxed) as usize
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The ping responder, if the server is pingable (to change its data while running).
+    pub fn ping_responder(&self) -> Option<&PingResponder> {
+        self.shared.ping.as_ref()
+    }
+
+    /// Sends a registered packet to one client.
+    pub fn send(&self, id: ClientId, name: &str, body: &Value) -> Result<(), SendError> {
+        self.client(id)
+            .ok_or(SendError::NoSuchClient(id))?
+            .send(name, body)
+    }
+
+    /// Closes one client with a reason.
+    pub fn close_client(
+        &self,
+        id: ClientId,
+        reason: impl Into<CloseReason>,
+    ) -> Result<(), SendError> {
+        self.client(id)
+            .ok_or(SendError::NoSuchClient(id))?
+            .close(reason);
+        Ok(())
+    }
+
+    /// Stops accepting, closes every client with `servershutdown` after flushing what was
+    /// queued for it, and waits until every connection is gone (each bounded by the write
+    /// timeout and close linger).
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let accept = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(accept) = accept {
+            let _ = accept.await;
+        }
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+}
+
+async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, handler: Arc<H>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(ok) => {
+                backoff = Duration::from_millis(5);
+                ok
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning,
+                // and keep serving the connections we have.
+                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match shared.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let shared2 = shared.clone();
+                let handler = handler.clone();
+                shared.tracker.spawn(async move {
+                    connection(stream, addr, shared2, handler).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %addr, "refused: server full");
+                let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
+                // A TLS client could not read a plain closeconn: it is simply closed.
+                if shared.tls.is_none() {
+                    shared.tracker.spawn(refuse(stream, linger));
+                }
+            }
+        }
+    }
+}
+
+use crate::deadline::after;
+
+/// Binds a listener whose accept queue holds a burst of up to `max_connections`
+/// connections (at least 1024, as tokio's default; the kernel caps it at `somaxconn`), so
+/// a burst of connections does not overflow the queue and leave well-behaved clients
+/// waiting for SYN-ACK retransmissions (1 s, 3 s...) before they are even accepted.
+/// Public for tools that serve without this server (the benchmark's floor).
+pub async fn listen(addr: impl ToSocketAddrs, max_connections: usize) -> io::Result<TcpListener> {
+    let backlog = u32::try_from(max_connections)
+        .unwrap_or(u32::MAX)
+        .clamp(1024, 65_535);
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind does: rebinding a port in TIME_WAIT works.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+/// Tells a connection over the limit why it is refused, then closes it.
+async fn refuse(mut stream: TcpStream, within: Duration) {
+    let frame = closeconn_frame(Some(&CloseReason::ServerFull));
+    if let Ok(wire) = FrameCodec::default().to_bytes(frame) {
+        let _ = timeout(within, async {
+            stream.write_all(&wire).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Per-connection state the task needs besides the protocol.
+struct Conn<H: Handler> {
+    framed: Framed<Stream, Codec>,
+    protocol: ServerProtocol,
+    handle: ClientHandle,
+    state: H::State,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    /// Handshake (or first ping) done: the idle timeout applies instead of the handshake
+    /// deadline.
+    settled: bool,
+    /// Why we are refusing the peer (a limit or a protocol violation), logged once with
+    /// its address when the connection closes.
+    refusal: Option<String>,
+    /// A write timed out: the peer does not read, so nothing more is sent to it.
+    unwritable: bool,
+}
+
+async fn connection<H: Handler>(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+) {
+    // The handshake deadline counts from the accept, TLS handshake included.
+    let handshake_deadline = after(shared.limits.handshake_timeout);
+    let stream = match &shared.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match tokio::select! {
+            // A peer in the middle of its TLS handshake does not hold up a shutdown.
+            _ = shared.shutdown.cancelled() => return,
+            accepted = timeout_at(handshake_deadline, tls.accept(tcp)) => accepted,
+        } {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %addr, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(peer = %addr, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let security = stream.security(false);
+    let id = ClientId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = ClientHandle {
+        id,
+        addr,
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        max_queued: shared.limits.max_queued_bytes,
+        registry: shared.registry.clone(),
+        security,
+    };
+    shared.clients().insert(id, handle.clone());
+    shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Conn {
+        framed: small_framed(stream, shared.codec.clone()),
+        protocol: ServerProtocol::new(shared.setup.clone()),
+        handle,
+        state: H::State::default(),
+        shared: shared.clone(),
+        handler,
+        settled: false,
+        refusal: None,
+        unwritable: false,
+    };
+    conn.handler.on_connect(&conn.handle, &mut conn.state);
+    let closed = conn.run(&mut rx, handshake_deadline).await;
+    match &closed {
+        Closed::ByUs(reason) => {
+            // Exactly one line per refusal, with the peer's address and the reason.
+            match (&conn.refusal, reason) {
+                (Some(why), _) => {
+                    tracing::warn!(peer = %addr, client = %id, %reason, "refused: {why}")
+                }
+                (None, CloseReason::ServerShutdown | CloseReason::PingComplete) => {
+                    tracing::debug!(peer = %addr, client = %id, "closing: {reason}")
+                }
+                (None, _) => tracing::info!(peer = %addr, client = %id, "closing: {reason}"),
+            }
+            conn.close_gracefully(&mut rx, reason).await;
+        }
+        Closed::ByPeer(reason) => {
+            tracing::debug!(peer = %addr, client = %id, "peer closed: {reason:?}");
+            // Bounded: a TLS close_notify cannot be sent to a peer that does not read.
+            let write_timeout = shared.limits.write_timeout;
+            let _ = timeout(write_timeout, conn.framed.get_mut().shutdown()).await;
+        }
+        Closed::SocketClosed => tracing::debug!(peer = %addr, client = %id, "socket closed"),
+    }
+    shared.clients().remove(&id);
+    shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    conn.handler
+        .on_close(&conn.handle, &mut conn.state, &closed);
+}
+
+/// Initial capacity of a connection's read buffer. Our frames are small (a ping is about
+/// 40 bytes); larger ones make the decoder reserve what they need, and the buffer keeps
+/// that capacity afterwards.
+const READ_BUFFER: usize = 512;
+
+/// A [`Framed`] with small buffers. `Framed::new` gives every connection 8 KiB for
+/// reading and 8 KiB for writing (and `from_parts` raises smaller buffers to that), which
+/// made half of what an idle connection costs: 15.9 KiB resident per idle connection with
+/// them, 8.5 KiB with these (BENCHMARKS.md). `Framed::with_capacity` would also lower the
+/// write back-pressure boundary; here it stays at 8 KiB. The write buffer starts empty:
+/// the encoder reserves what each frame needs, and the buffer keeps that capacity.
+fn small_framed(stream: Stream, codec: FrameCodec) -> Framed<Stream, Codec> {
+    let mut framed = Framed::new(stream, Codec(codec));
+    *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
+    *framed.write_buffer_mut() = bytes::BytesMut::new();
+    framed
+}
+
+impl<H: Handler> Conn<H> {
+    async fn run(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+        handshake_deadline: Instant,
+    ) -> Closed {
+        let limits = self.shared.limits;
+        if let Err(closed) = self.write(hello_frame()).await {
+            return closed;
+        }
+        let mut idle_deadline = after(limits.idle_timeout);
+        // One shutdown waiter and one timer for the whole connection, not one of each per
+        // frame (the profile showed both on every packet): a waiter of its own (a child
+        // token) so that connections do not contend for the server's one waiter list, and
+        // a timer that is moved only when it fires early (the idle deadline moves with
+        // every frame; the timer lags behind and catches up when it fires).
+        let shutdown = self.shared.shutdown.child_token();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let timer = tokio::time::sleep_until(handshake_deadline);
+        tokio::pin!(timer);
+        loop {
+            if self.settled && timer.deadline() > idle_deadline {
+                timer.as_mut().reset(idle_deadline);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => {
+                    return Closed::ByUs(CloseReason::ServerShutdown);
+                }
+                command = rx.recv() => match command {
+                    Some(Command::Send(frame)) => {
+                        self.handle.queued.fetch_sub(frame.body.len(), Ordering::AcqRel);
+                        if let Err(closed) = self.write(frame).await {
+                            return closed;
+                        }
+                    }
+                    Some(Command::Close(reason)) => {
+                        if reason == CloseReason::SendQueueFull {
+                            self.refusal =
+                                Some(format!("more than {} bytes queued", limits.max_queued_bytes));
+                        }
+                        return Closed::ByUs(reason);
+                    }
+                    None => return Closed::ByUs(CloseReason::ServerShutdown),
+                },
+                incoming = self.framed.next() => {
+                    idle_deadline = after(limits.idle_timeout);
+                    match incoming {
+                        None => return Closed::SocketClosed,
+                        Some(Err(e)) => return self.frame_error(e),
+                        Some(Ok(frame)) => {
+                            if let Some(closed) = self.on_frame(frame).await {
+                                return closed;
+                            }
+                        }
+                    }
+                }
+                _ = &mut timer => {
+                    let deadline = if self.settled {
+                        idle_deadline
+                    } else {
+                        handshake_deadline
+                    };
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    self.refusal = Some(if self.settled {
+                        format!("idle for {:?}", limits.idle_timeout)
+                    } else {
+                        format!("handshake not done within {:?}", limits.handshake_timeout)
+                    });
+                    return Closed::ByUs(CloseReason::Timeout);
+                }
+            }
+        }
+    }
+
+    fn frame_error(&mut self, e: FrameError) -> Closed {
+        match e.close_reason() {
+            Some(reason) => {
+                self.refusal = Some(e.to_string());
+                Closed::ByUs(reason)
+            }
+            None => Closed::SocketClosed,
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
+        let received_at = SystemTime::now();
+        // Kept (a reference count, no copy) to echo the ping's own bytes in the pong.
+        let ping_body = frame.body.clone();
+        let frame_id = frame.id;
+        let step = self.protocol.handle(frame);
+        if let Some(out) = step.send {
+            if let Err(closed) = self.write(out).await {
+                return Some(closed);
+            }
+        }
+        match step.event? {
+            Event::Established(conntype) => {
+                if conntype != ConnType::Ping {
+                    self.settled = true;
+                }
+                self.handler.on_established(&self.handle, &mut self.state);
+            }
+            Event::Packet(packet) => self
+                .handler
+                .on_packet(&self.handle, &mut self.state, packet),
+            Event::Ping(message) => {
+                self.settled = true;
+                let responder = self.shared.ping.as_ref()?;
+                let request = PingRequest {
+                    message: &message,
+                    client_id: self.handle.id,
+                    peer_addr: self.handle.addr,
+                    stats: &self.shared.stats,
+                };
+                self.shared.stats.pings.fetch_add(1, Ordering::Relaxed);
+                let pong = responder.encode_pong(
+                    &request,
+                    &ping_body,
+                    self.shared.limits.max_echo_bytes,
+                    ServerTiming {
+                        received: received_at,
+                        sent: SystemTime::now(),
+                    },
+                );
+                if let Err(closed) = self.write(Frame::new(ids::PONG, pong)).await {
+                    return Some(closed);
+                }
+            }
+            Event::Pong(_) => {}
+            Event::Close(reason) => {
+                self.refusal = Some(format!("protocol violation in packet id {frame_id}"));
+                return Some(Closed::ByUs(reason));
+            }
+            Event::PeerClosed(reason) => return Some(Closed::ByPeer(reason)),
+        }
+        None
+    }
+
+    /// Writes and flushes one frame, bounded by the write timeout: a peer that does not
+    /// read cannot hold the task (or our memory) forever. It is closed with reason
+    /// `timeout`, without a closeconn (it would not read that either).
+    async fn write(&mut self, frame: Frame) -> Result<(), Closed> {
+        let write_timeout = self.shared.limits.write_timeout;
+        match timeout(write_timeout, self.framed.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(FrameError::Io(_))) => Err(Closed::SocketClosed),
+            Ok(Err(e)) => {
+                tracing::error!(peer = %self.handle.addr, client = %self.handle.id, "cannot send: {e}");
+                Err(Closed::SocketClosed)
+            }
+            Err(_) => {
+                self.unwritable = true;
+                self.refusal = Some(format!("peer did not read for {write_timeout:?}"));
+                Err(Closed::ByUs(CloseReason::Timeout))
+            }
+        }
+    }
+
+    /// Flushes what is queued, sends closeconn, half-closes, and lingers for the peer's
+    /// end of stream so that our last bytes are not destroyed by a reset.
+    ///
+    /// Bounded: the flush and the closeconn together get one write timeout, the linger
+    /// `close_linger`, whatever the peer does.
+    async fn close_gracefully(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+        reason: &CloseReason,
+    ) {
+        self.protocol.close();
+        rx.close();
+        if self.unwritable {
+            return;
+        }
+        let framed = &mut self.framed;
+        let flushed = timeout(self.shared.limits.write_timeout, async {
+            while let Ok(command) = rx.try_recv() {
+                if let Command::Send(frame) = command {
+                    framed.feed(frame).await?;
+                }
+            }
+            framed.feed(closeconn_frame(Some(reason))).await?;
+            framed.flush().await
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.handle.addr, client = %self.handle.id, "closing: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.handle.addr, client = %self.handle.id, "closing: flush timed out");
+                return;
+            }
+        }
+        let linger = self.shared.limits.close_linger;
+        let stream = self.framed.get_mut();
+        let _ = timeout(linger, async {
+            stream.shutdown().await?;
+            // On the heap: an array here would make every connection's task 4 KiB larger
+            // for its whole life (resident memory per idle connection, and a 4 KiB copy at
+            // every spawn), though only closing connections use it.
+            let mut sink = vec![0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), io::Error>(())
+        })
+        .await;
+    }
+}
