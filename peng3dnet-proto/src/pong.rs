@@ -12,7 +12,9 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use std::time::SystemTime;
@@ -58,14 +60,13 @@ type DynamicData = dyn Fn(&PingRequest<'_>) -> Value + Send + Sync;
 /// ```
 #[derive(Clone)]
 pub struct PingResponder {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    /// Static data (the seed's `pingdata`), replaceable at run time.
-    static_data: RwLock<Arc<StaticPart>>,
-    /// Dynamic data (the seed's `getPingData`).
-    dynamic: Option<Box<DynamicData>>,
+    /// Static data (the seed's `pingdata`) with its encoding, shared by every clone and
+    /// every responder derived with the `with_*` methods, so that
+    /// [`set_static_data`](Self::set_static_data) and [`set`](Self::set) on any of them
+    /// reach the server. Swapped atomically: the ping path reads it without a lock.
+    static_data: Arc<ArcSwap<StaticPart>>,
+    /// Dynamic data (the seed's `getPingData`), kept by clones and derived responders.
+    dynamic: Option<Arc<DynamicData>>,
     /// Echo the ping under `oldmsg` (the seed's `WRITEBACK`).
     writeback: bool,
 }
@@ -74,8 +75,8 @@ impl std::fmt::Debug for PingResponder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PingResponder")
             .field("static_data", &self.static_data())
-            .field("dynamic", &self.inner.dynamic.is_some())
-            .field("writeback", &self.inner.writeback)
+            .field("dynamic", &self.dynamic.is_some())
+            .field("writeback", &self.writeback)
             .finish()
     }
 }
@@ -90,67 +91,96 @@ impl PingResponder {
     /// A responder with no data of its own and write-back on.
     pub fn new() -> Self {
         PingResponder {
-            inner: Arc::new(Inner {
-                static_data: RwLock::new(Arc::new(StaticPart::new(map([])))),
-                dynamic: None,
-                writeback: true,
-            }),
+            static_data: Arc::new(ArcSwap::from_pointee(StaticPart::new(map([])))),
+            dynamic: None,
+            writeback: true,
         }
     }
 
-    fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
-        let mut inner = match Arc::try_unwrap(self.inner) {
-            Ok(inner) => inner,
-            Err(shared) => Inner {
-                static_data: RwLock::new(shared.static_part()),
-                dynamic: None,
-                writeback: shared.writeback,
-            },
-        };
-        f(&mut inner);
-        PingResponder {
-            inner: Arc::new(inner),
-        }
-    }
-
-    /// Sets the static data (a map: name, message of the day and the like).
+    /// Sets the static data (a map: name, message of the day and the like). The data is
+    /// shared with every clone of this responder, as with
+    /// [`set_static_data`](Self::set_static_data).
     pub fn with_static_data(self, data: Value) -> Self {
-        self.rebuild(|i| i.static_data = RwLock::new(Arc::new(StaticPart::new(data))))
+        self.set_static_data(data);
+        self
     }
 
     /// Sets the dynamic data provider, called for every ping with the ping message, the
-    /// client's id and address. It returns a map (user count and the like); it runs on the
-    /// connection's task, so it should be quick.
+    /// client's id and address and the server's counters. It returns a map (user count and
+    /// the like); it runs on the connection's task, so it should be quick.
+    ///
+    /// Merge order: the static data (and keys [`set`](Self::set) pushes) wins over the
+    /// dynamic data when both have a key, as in the seed.
     pub fn with_dynamic(
-        self,
+        mut self,
         provider: impl Fn(&PingRequest<'_>) -> Value + Send + Sync + 'static,
     ) -> Self {
-        self.rebuild(|i| i.dynamic = Some(Box::new(provider)))
+        self.dynamic = Some(Arc::new(provider));
+        self
     }
 
-    /// Turns write-back (echoing the ping under `oldmsg`) on or off. On by default.
-    pub fn with_writeback(self, on: bool) -> Self {
-        self.rebuild(|i| i.writeback = on)
+    /// Turns write-back (echoing the ping under `oldmsg`) on or off. On by default. The
+    /// returned responder keeps the data and the dynamic provider.
+    pub fn with_writeback(mut self, on: bool) -> Self {
+        self.writeback = on;
+        self
     }
 
-    /// Replaces the static data; later pongs carry the new data.
+    /// Replaces the static data; later pongs carry the new data, whichever clone of this
+    /// responder the server holds.
     pub fn set_static_data(&self, data: Value) {
-        let part = Arc::new(StaticPart::new(data));
-        *self
-            .inner
-            .static_data
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = part;
+        self.static_data.store(Arc::new(StaticPart::new(data)));
+    }
+
+    /// Sets one key of the static data (adding it, or replacing its value in place), from
+    /// any thread: what a game loop calls every tick to publish its player count, without
+    /// resending the whole map. The ping path never waits for it.
+    ///
+    /// ```
+    /// use peng3dnet_proto::pong::PingResponder;
+    /// use peng3dnet_proto::value::{get, map};
+    ///
+    /// let responder = PingResponder::new().with_static_data(map([("name", "arena".into())]));
+    /// let for_the_game_loop = responder.clone();
+    /// for_the_game_loop.set("players", 3.into());
+    /// assert_eq!(get(&responder.static_data(), "players").unwrap().as_u64(), Some(3));
+    /// ```
+    pub fn set(&self, key: &str, value: Value) {
+        self.static_data.rcu(|current| {
+            let mut data = current.value.clone();
+            value::insert(&mut data, key, value.clone());
+            StaticPart::new(data)
+        });
+    }
+
+    /// Removes one key of the static data; returns whether it was there.
+    pub fn remove(&self, key: &str) -> bool {
+        let mut removed = false;
+        self.static_data.rcu(|current| {
+            let mut data = current.value.clone();
+            removed = false;
+            if let Value::Map(entries) = &mut data {
+                let before = entries.len();
+                entries.retain(|(k, _)| k.as_str() != Some(key));
+                removed = entries.len() != before;
+            }
+            StaticPart::new(data)
+        });
+        removed
     }
 
     /// A copy of the current static data.
     pub fn static_data(&self) -> Value {
-        self.inner.static_part().value.clone()
+        self.static_part().value.clone()
     }
 
     /// Whether write-back is on.
     pub fn writeback(&self) -> bool {
-        self.inner.writeback
+        self.writeback
+    }
+
+    fn static_part(&self) -> Arc<StaticPart> {
+        self.static_data.load_full()
     }
 
     /// Builds the pong for one ping.
@@ -165,8 +195,8 @@ impl PingResponder {
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Value {
-        let dynamic = self.inner.dynamic.as_ref().map(|d| d(request));
-        let static_part = self.inner.static_part();
+        let dynamic = self.dynamic.as_ref().map(|d| d(request));
+        let static_part = self.static_part();
         self.merge(
             request,
             dynamic.as_ref(),
@@ -192,8 +222,8 @@ impl PingResponder {
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Bytes {
-        let dynamic = self.inner.dynamic.as_ref().map(|d| d(request));
-        let static_part = self.inner.static_part();
+        let dynamic = self.dynamic.as_ref().map(|d| d(request));
+        let static_part = self.static_part();
         let dynamic_entries: &[(Value, Value)] = match &dynamic {
             Some(Value::Map(entries)) => entries,
             _ => &[],
@@ -218,7 +248,7 @@ impl PingResponder {
             );
             return value::encode(&pong);
         }
-        let writeback = self.inner.writeback;
+        let writeback = self.writeback;
         let entries = u32::from(writeback) + dynamic_entries.len() as u32 + static_part.count + 2;
         let mut out = Vec::with_capacity(
             64 + ping_body.len() + static_part.entries.len() + VERSION_ENTRY.len(),
@@ -254,7 +284,7 @@ impl PingResponder {
         timing: ServerTiming,
     ) -> Value {
         let mut pong = map([]);
-        if self.inner.writeback {
+        if self.writeback {
             let echo = if ping_len <= max_echo_bytes {
                 request.message.clone()
             } else {
@@ -269,15 +299,6 @@ impl PingResponder {
         insert(&mut pong, "peng3dnet", version_block());
         insert(&mut pong, SERVER_TIMING_KEY, timing.to_value());
         pong
-    }
-}
-
-impl Inner {
-    fn static_part(&self) -> Arc<StaticPart> {
-        self.static_data
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 }
 
@@ -415,6 +436,32 @@ mod tests {
             peer_addr: "127.0.0.1:1".parse().unwrap(),
             stats: &STATS,
         }
+    }
+
+    /// Issue 19: a clone turned into a responder without write-back lost the dynamic
+    /// provider, and static data set on it no longer reached the original.
+    #[test]
+    fn derived_responders_keep_the_provider_and_share_the_data() {
+        let original = PingResponder::new()
+            .with_static_data(map([("name", "n".into())]))
+            .with_dynamic(|_| map([("dyn", 1.into())]));
+        let derived = original.clone().with_writeback(false);
+        let ping = map([("time", 1.5.into())]);
+        let now = ServerTiming::at(SystemTime::now());
+        let pong = derived.respond(&request(&ping), 10, 1000, now);
+        assert_eq!(keys(&pong), ["dyn", "name", "peng3dnet", "servertiming"]);
+        assert!(original.writeback(), "the original keeps its own setting");
+        derived.set_static_data(map([("name", "renamed".into())]));
+        assert_eq!(
+            get(&original.static_data(), "name").and_then(Value::as_str),
+            Some("renamed")
+        );
+        derived.set("players", 3.into());
+        let pong = original.respond(&request(&ping), 10, 1000, now);
+        assert_eq!(get(&pong, "players").and_then(Value::as_u64), Some(3));
+        assert!(original.remove("players"));
+        assert!(!original.remove("players"));
+        assert_eq!(get(&derived.static_data(), "players"), None);
     }
 
     fn keys(v: &Value) -> Vec<&str> {
