@@ -40,6 +40,9 @@ pub enum CloseReason {
     ServerFull,
     /// `sendqueuefull`: the peer did not read and too much was queued for it.
     SendQueueFull,
+    /// `internalerror`: the server's own code failed while handling this connection (a
+    /// panic in an application hook or ping data provider); ours, not the reference's.
+    InternalError,
     /// Any other reason an application chose.
     Other(String),
 }
@@ -63,6 +66,7 @@ impl CloseReason {
             CloseReason::Timeout => "timeout",
             CloseReason::ServerFull => "serverfull",
             CloseReason::SendQueueFull => "sendqueuefull",
+            CloseReason::InternalError => "internalerror",
             CloseReason::Other(s) => s,
         }
     }
@@ -86,6 +90,7 @@ impl From<&str> for CloseReason {
             "timeout" => CloseReason::Timeout,
             "serverfull" => CloseReason::ServerFull,
             "sendqueuefull" => CloseReason::SendQueueFull,
+            "internalerror" => CloseReason::InternalError,
             other => CloseReason::Other(other.to_owned()),
         }
     }

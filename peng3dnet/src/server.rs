@@ -613,8 +613,14 @@ async fn connection<H: Handler>(
         refusal: None,
         unwritable: false,
     };
-    conn.handler.on_connect(&conn.handle, &mut conn.state);
-    let closed = conn.run(&mut rx, handshake_deadline).await;
+    let connected = {
+        let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
+        guarded(addr, "on_connect", || handler.on_connect(handle, state))
+    };
+    let closed = match connected {
+        Ok(()) => conn.run(&mut rx, handshake_deadline).await,
+        Err(closed) => closed,
+    };
     match &closed {
         Closed::ByUs(reason) => {
             // Exactly one line per refusal, with the peer's address and the reason.
@@ -639,8 +645,24 @@ async fn connection<H: Handler>(
     }
     shared.clients().remove(&id);
     shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
-    conn.handler
-        .on_close(&conn.handle, &mut conn.state, &closed);
+    let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
+    let _ = guarded(addr, "on_close", || handler.on_close(handle, state, &closed));
+}
+
+/// Runs application code (a [`Handler`] hook, a ping data provider) so that a panic in it
+/// costs only this connection: the panic is logged once with the peer's address and the
+/// connection is closed with `internalerror`; the client still leaves `clients()` and the
+/// counters, and `on_close` still runs.
+fn guarded<R>(peer: SocketAddr, what: &str, f: impl FnOnce() -> R) -> Result<R, Closed> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        tracing::error!(%peer, "{what} panicked: {message}; closing the connection with internalerror");
+        Closed::ByUs(CloseReason::InternalError)
+    })
 }
 
 /// Initial capacity of a connection's read buffer. Our frames are small (a ping is about
@@ -766,11 +788,21 @@ impl<H: Handler> Conn<H> {
                 if conntype != ConnType::Ping {
                     self.settled = true;
                 }
-                self.handler.on_established(&self.handle, &mut self.state);
+                let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
+                if let Err(closed) = guarded(handle.addr, "on_established", || {
+                    handler.on_established(handle, state)
+                }) {
+                    return Some(closed);
+                }
             }
-            Event::Packet(packet) => self
-                .handler
-                .on_packet(&self.handle, &mut self.state, packet),
+            Event::Packet(packet) => {
+                let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
+                if let Err(closed) = guarded(handle.addr, "on_packet", || {
+                    handler.on_packet(handle, state, packet)
+                }) {
+                    return Some(closed);
+                }
+            }
             Event::Ping(message) => {
                 self.settled = true;
                 let responder = self.shared.ping.as_ref()?;
@@ -781,15 +813,17 @@ impl<H: Handler> Conn<H> {
                     stats: &self.shared.stats,
                 };
                 self.shared.stats.pings.fetch_add(1, Ordering::Relaxed);
-                let pong = responder.encode_pong(
-                    &request,
-                    &ping_body,
-                    self.shared.limits.max_echo_bytes,
-                    ServerTiming {
+                let max_echo = self.shared.limits.max_echo_bytes;
+                let pong = match guarded(self.handle.addr, "the ping data provider", || {
+                    let timing = ServerTiming {
                         received: received_at,
                         sent: SystemTime::now(),
-                    },
-                );
+                    };
+                    responder.encode_pong(&request, &ping_body, max_echo, timing)
+                }) {
+                    Ok(pong) => pong,
+                    Err(closed) => return Some(closed),
+                };
                 if let Err(closed) = self.write(Frame::new(ids::PONG, pong)).await {
                     return Some(closed);
                 }

@@ -389,3 +389,91 @@ fn blocking_ping_works_without_a_runtime() {
     assert!(reply.delay > Duration::ZERO);
     rt.block_on(server.shutdown());
 }
+
+/// Panics in application code on `test:other`, reports closes.
+struct Panicky {
+    closed: mpsc::UnboundedSender<Closed>,
+}
+
+impl Handler for Panicky {
+    type State = ();
+    fn on_packet(&self, _client: &ClientHandle, _state: &mut (), packet: Packet) {
+        if packet.name.as_deref() == Some("test:other") {
+            panic!("the application failed");
+        }
+    }
+    fn on_close(&self, _client: &ClientHandle, _state: &mut (), closed: &Closed) {
+        let _ = self.closed.send(closed.clone());
+    }
+}
+
+/// Issue 19: a panic in `on_packet` or in a ping data provider used to close the client
+/// without a reason and leave it in `clients()` and the counters for good, without
+/// `on_close`. Now it costs only that connection: closed with `internalerror`, counted
+/// out, `on_close` run; the server goes on serving others.
+#[tokio::test]
+async fn a_panic_in_application_code_closes_only_that_client_with_a_reason() {
+    let (tx, mut closed) = mpsc::unbounded_channel();
+    let responder = PingResponder::new().with_dynamic(|request: &PingRequest<'_>| {
+        if get(request.message, "boom").is_some() {
+            panic!("the provider failed");
+        }
+        map([])
+    });
+    let server = Server::builder()
+        .registry(registry())
+        .handler(Panicky { closed: tx })
+        .pingable(responder)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+
+    let mut bystander = Client::builder()
+        .registry(registry())
+        .connect(&addr)
+        .await
+        .unwrap();
+    let mut client = Client::builder()
+        .registry(registry())
+        .connect(&addr)
+        .await
+        .unwrap();
+    client.send("test:other", &map([])).await.unwrap();
+    match client.recv().await {
+        Err(ConnectionError::ClosedByPeer(Some(CloseReason::InternalError))) => {}
+        other => panic!("expected closeconn internalerror, got {other:?}"),
+    }
+    assert_eq!(
+        closed.recv().await,
+        Some(Closed::ByUs(CloseReason::InternalError))
+    );
+    assert_eq!(server.client_count(), 1, "only the bystander is left");
+
+    let options = PingOptions {
+        data: map([("boom", true.into())]),
+        ..PingOptions::default()
+    };
+    match ping_server(&addr, &options).await {
+        Err(PingError::ClosedByPeer(Some(CloseReason::InternalError))) => {}
+        other => panic!("expected closeconn internalerror, got {other:?}"),
+    }
+    assert_eq!(
+        closed.recv().await,
+        Some(Closed::ByUs(CloseReason::InternalError))
+    );
+    assert_eq!(server.client_count(), 1);
+    assert_eq!(
+        server
+            .stats()
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // The server still serves: the bystander's connection and a fresh ping.
+    bystander.send("test:echo", &map([])).await.unwrap();
+    assert!(ping_server(&addr, &PingOptions::default()).await.is_ok());
+    bystander.close("done").await.unwrap();
+    server.shutdown().await;
+}
