@@ -188,7 +188,7 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
     let mut broken_pipe = false;
 
     loop {
-        let more = s.count.map_or(true, |c| sent < c);
+        let more = s.count.is_none_or(|c| sent < c);
         // A session carries one ping at a time.
         let can_send = more && (!s.session || inflight.is_empty());
         if !more && inflight.is_empty() {

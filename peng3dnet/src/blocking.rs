@@ -1,6 +1,6 @@
-//! The ping client for synchronous code, on `std::net`: no async runtime of its own and
-//! none needed, so it works inside or outside a tokio runtime, in a game's loop or a
-//! plain program.
+//! Peng3dnet for synchronous code: a ping client on `std::net` (no async runtime of its
+//! own and none needed, so it works inside or outside a tokio runtime, in a game's loop
+//! or a plain program), and a [`Server`] that runs on threads of its own.
 //!
 //! It is the same client as [`crate::ping`] (the same messages, replies, errors and
 //! deadlines), driven over a blocking socket: the protocol comes from `peng3dnet-proto`,
@@ -509,4 +509,117 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// A server for synchronous code: it owns a small tokio runtime on threads of its own,
+/// so a game loop or a plain `main` can start it, change its data and stop it without
+/// async code (reqwest's `blocking` is the model). It works inside a tokio runtime too.
+///
+/// Dropping it shuts it down (every client gets `servershutdown`), unlike the async
+/// [`crate::Server`], which keeps serving until told to stop.
+///
+/// ```no_run
+/// use peng3dnet::blocking;
+/// use peng3dnet::value::map;
+/// use peng3dnet::PingResponder;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let responder = PingResponder::new().with_static_data(map([("name", "my game".into())]));
+/// let server = blocking::Server::bind(
+///     peng3dnet::Server::builder().pingable(responder.clone()),
+///     "0.0.0.0:8080",
+/// )?;
+/// for tick in 0..100u64 {
+///     // ... the game's own work ...
+///     responder.set("tick", tick.into()); // the next pong carries it
+///     # let _ = &server;
+/// }
+/// server.shutdown();
+/// # Ok(()) }
+/// ```
+#[must_use = "dropping the server shuts it down"]
+pub struct Server {
+    /// The async server, driven by `runtime`.
+    server: crate::Server,
+    /// The runtime whose threads run the server; `None` once shut down.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::Server")
+            .field("local_addr", &self.server.local_addr())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts a runtime of its own (one worker thread), binds `addr` and serves.
+    pub fn bind<H: crate::server::Handler>(
+        builder: crate::server::ServerBuilder<H>,
+        addr: impl tokio::net::ToSocketAddrs + Send + 'static,
+    ) -> Result<Server, crate::server::ServerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("peng3dnet-server")
+            .enable_all()
+            .build()?;
+        // Bind from a thread of our own: `block_on` may not run on a thread that is
+        // already inside a runtime (the caller's, if it has one).
+        let handle = runtime.handle().clone();
+        let server = std::thread::scope(|scope| {
+            scope
+                .spawn(move || handle.block_on(builder.bind(addr)))
+                .join()
+        })
+        .map_err(|_| {
+            crate::server::ServerError::Bind(io::Error::other("the server's bind panicked"))
+        })??;
+        Ok(Server {
+            server,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The async server underneath: its clients, counters, ping responder, and
+    /// `send`/`close_client`, all of which work from any thread.
+    pub fn server(&self) -> &crate::Server {
+        &self.server
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.server.client_count()
+    }
+
+    /// Closes every client with `servershutdown`, waits until every connection is gone,
+    /// and stops the runtime's threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let handle = runtime.handle().clone();
+        let server = self.server.clone();
+        let _ = std::thread::scope(|scope| {
+            scope
+                .spawn(move || handle.block_on(server.shutdown()))
+                .join()
+        });
+        runtime.shutdown_background();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -237,6 +237,9 @@ pub enum ServerError {
     /// The listening socket could not be bound.
     #[error("cannot listen: {0}")]
     Bind(#[from] io::Error),
+    /// `bind` was polled outside a tokio runtime (see [`ServerBuilder::bind`]).
+    #[error("the server needs a tokio runtime: call bind inside one, or use peng3dnet::blocking::Server from synchronous code")]
+    NoRuntime,
     /// A connection type was added twice (the reference's `AlreadyRegisteredError`).
     #[error("connection type {0:?} is already registered")]
     ConnTypeTaken(String),
@@ -302,7 +305,17 @@ impl<H: Handler> ServerBuilder<H> {
 
     /// Binds and starts serving in the background; use the returned [`Server`] to talk to
     /// clients and to shut down.
+    ///
+    /// Runtime: the server's tasks are spawned on the tokio runtime this is awaited on,
+    /// and run only while that runtime runs. Use a multi-thread runtime (`#[tokio::main]`),
+    /// or a current-thread runtime that goes on being driven; a runtime used only for
+    /// `block_on(bind(..))` leaves the server bound but never answering. From synchronous
+    /// code, use [`crate::blocking::Server`], which owns its runtime thread. Outside any
+    /// runtime this returns [`ServerError::NoRuntime`] instead of panicking.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server, ServerError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ServerError::NoRuntime);
+        }
         let mut types = Vec::new();
         if self.ping.is_some() {
             types.push(ConnType::Ping);
@@ -367,7 +380,12 @@ impl Shared {
 }
 
 /// A running server. Cheap to clone; every clone controls the same server.
+///
+/// Dropping the handles does **not** stop the server: it serves until
+/// [`shutdown`](Self::shutdown) or until its runtime stops (so a server can be started
+/// and left running). [`crate::blocking::Server`] instead shuts down when dropped.
 #[derive(Clone)]
+#[must_use = "the server runs in the background; keep the handle to shut it down"]
 pub struct Server {
     shared: Arc<Shared>,
     accept: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -646,7 +664,9 @@ async fn connection<H: Handler>(
     shared.clients().remove(&id);
     shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
     let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
-    let _ = guarded(addr, "on_close", || handler.on_close(handle, state, &closed));
+    let _ = guarded(addr, "on_close", || {
+        handler.on_close(handle, state, &closed)
+    });
 }
 
 /// Runs application code (a [`Handler`] hook, a ping data provider) so that a panic in it

@@ -1,0 +1,89 @@
+//! The library from synchronous code (issue 19): a server that owns its runtime, data
+//! pushed from a game loop, the blocking client, and `bind` outside a runtime.
+
+use std::future::Future;
+use std::time::Duration;
+
+use peng3dnet::blocking;
+use peng3dnet::ping::PingOptions;
+use peng3dnet::server::ServerError;
+use peng3dnet::value::{get, map, Value};
+use peng3dnet::{PingResponder, Server};
+
+fn options() -> PingOptions {
+    PingOptions {
+        timeout: Duration::from_secs(5),
+        ..PingOptions::default()
+    }
+}
+
+/// A synchronous "game loop" publishes a key every tick; each ping sees the latest tick.
+#[test]
+fn a_blocking_server_serves_data_pushed_from_a_synchronous_loop() {
+    let responder = PingResponder::new().with_static_data(map([("name", "arena".into())]));
+    let server =
+        blocking::Server::bind(Server::builder().pingable(responder.clone()), "127.0.0.1:0")
+            .unwrap();
+    let addr = server.local_addr().to_string();
+    for tick in 0..5u64 {
+        responder.set("tick", tick.into());
+        let reply = blocking::ping_server(&addr, &options()).unwrap();
+        assert_eq!(reply.get("tick").and_then(Value::as_u64), Some(tick));
+        assert_eq!(reply.get("name").and_then(Value::as_str), Some("arena"));
+    }
+    // A session stays open across a shutdown and is told why it ends.
+    let mut session = blocking::PingSession::connect(&addr, &options()).unwrap();
+    session.ping().unwrap();
+    assert_eq!(server.client_count(), 1);
+    server.shutdown();
+    match session.ping() {
+        Err(peng3dnet::PingError::ClosedByPeer(Some(reason))) => {
+            assert_eq!(reason.as_str(), "servershutdown")
+        }
+        other => panic!("expected servershutdown, got {other:?}"),
+    }
+}
+
+/// Dropping the blocking server stops it: the port no longer answers.
+#[test]
+fn dropping_a_blocking_server_shuts_it_down() {
+    let server = blocking::Server::bind(
+        Server::builder().pingable(PingResponder::new()),
+        "127.0.0.1:0",
+    )
+    .unwrap();
+    let addr = server.local_addr().to_string();
+    blocking::ping_server(&addr, &options()).unwrap();
+    drop(server);
+    assert!(matches!(
+        blocking::ping_server(&addr, &options()),
+        Err(peng3dnet::PingError::Connect { .. })
+    ));
+}
+
+/// Inside a runtime (even a current-thread one), the blocking server and client work.
+#[tokio::test(flavor = "current_thread")]
+async fn the_blocking_server_works_inside_a_runtime_too() {
+    let server = blocking::Server::bind(
+        Server::builder().pingable(PingResponder::new().with_static_data(map([("k", 1.into())]))),
+        "127.0.0.1:0",
+    )
+    .unwrap();
+    let reply = blocking::ping_server(&server.local_addr().to_string(), &options()).unwrap();
+    assert_eq!(get(&reply.data, "k").and_then(Value::as_u64), Some(1));
+    server.shutdown();
+}
+
+/// `bind` polled outside a tokio runtime used to panic ("there is no reactor running").
+#[test]
+fn bind_outside_a_runtime_is_an_error_not_a_panic() {
+    let bind = Server::builder().bind("127.0.0.1:0");
+    let mut bind = std::pin::pin!(bind);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match bind.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(e @ ServerError::NoRuntime)) => {
+            assert!(e.to_string().contains("blocking::Server"), "{e}")
+        }
+        other => panic!("expected NoRuntime, got {:?}", other.map(|r| r.map(|_| ()))),
+    }
+}
