@@ -1,0 +1,190 @@
+"""Type stubs of the native module (re-exported by ``peng3dnet_rs``)."""
+
+import sys
+from os import PathLike
+from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, AsyncIterator, Optional, Tuple, Union
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+if sys.version_info >= (3, 10):
+    from typing import TypeAlias
+else:
+    from typing_extensions import TypeAlias
+
+from typing import TypedDict
+
+#: ``"host:port"`` (``"host"`` alone means port 8080, IPv6 as ``"[::1]:8080"``) or the
+#: seed's ``(host, port)`` tuple.
+Address: TypeAlias = Union[str, Tuple[str, int]]
+
+#: What msgpack carries: dict, list, tuple, str, bytes, bytearray, int (64-bit), float,
+#: bool and None, nested.
+Data: TypeAlias = Dict[Any, Any]
+
+_Path: TypeAlias = Union[str, "PathLike[str]"]
+
+class ClientTlsOptions(TypedDict, total=False):
+    """``tls=`` of the client functions, as a dict."""
+
+    #: PEM file of the CA certificates that the server's certificate must chain to
+    #: (without it, the system's roots).
+    ca: _Path
+    #: PEM client certificate chain (with ``key`` and ``ca``).
+    cert: _Path
+    #: PEM private key of the client certificate.
+    key: _Path
+    #: Name the certificate must carry, instead of the address's host.
+    server_name: str
+    #: Accept any certificate (self-signed test servers only).
+    insecure: bool
+
+class ServerTlsOptions(TypedDict, total=False):
+    """``tls=`` of :class:`PingServer`."""
+
+    #: PEM certificate chain (required).
+    cert: _Path
+    #: PEM private key (required).
+    key: _Path
+    #: PEM CA file for client certificates: clients may present one signed by it.
+    client_ca: _Path
+    #: Clients must present one (needs ``client_ca``).
+    require_client_cert: bool
+
+#: ``None``/``False``: plain TCP (as the reference). ``True``: TLS verified against the
+#: system's roots. ``"insecure"``: TLS without verification. Or a dict.
+ClientTls: TypeAlias = Union[None, bool, str, ClientTlsOptions]
+
+#: Protocol version spoken (2).
+PROTOCOL_VERSION: int
+#: Version of the reference that this implements on the wire (``"0.1.3a0"``).
+REFERENCE_VERSION: str
+
+def ping_server(
+    addr: Address,
+    data: Optional[Data] = None,
+    timeout: float = 10.0,
+    tls: ClientTls = None,
+) -> Dict[str, Any]:
+    """Pings a peng3dnet server once (the seed's ``pingServer``).
+
+    Connects, sends ``data`` (a dict; ``time`` and ``seq`` are set for you), waits for the
+    pong and closes with ``pingcomplete``, all within ``timeout`` seconds. Returns the
+    server's dict (its static and dynamic data, ``peng3dnet`` version info, ``oldmsg``:
+    the echo of the ping) plus ``recvtime`` (Unix seconds) and ``delay`` (round trip in
+    seconds). Releases the GIL while waiting; Ctrl-C interrupts it.
+
+    Raises a :class:`~peng3dnet_rs.errors.PingError` subclass if the ping fails,
+    ``TypeError``/``ValueError``/``OverflowError`` for bad arguments.
+    """
+
+def ping_server_async(
+    addr: Address,
+    data: Optional[Data] = None,
+    timeout: float = 10.0,
+    tls: ClientTls = None,
+) -> Awaitable[Dict[str, Any]]:
+    """The awaitable behind ``peng3dnet_rs.ping_server_async`` (needs a running event
+    loop when called; use the coroutine function ``peng3dnet_rs.ping_server_async``)."""
+
+def ping_many(
+    targets: Iterable[Address],
+    data: Optional[Data] = None,
+    timeout: float = 10.0,
+    tls: ClientTls = None,
+    concurrency: int = 64,
+) -> PingMany:
+    """Pings every target, at most ``concurrency`` at a time, and yields a
+    :class:`PingResult` for each as it completes (not in input order). Iterate with
+    ``for`` or ``async for``. Failures are results, not exceptions.
+    """
+
+class PingResult:
+    """One target's outcome in :func:`ping_many`."""
+
+    #: The target as it was given.
+    @property
+    def target(self) -> Address: ...
+    #: Its position among the targets.
+    @property
+    def index(self) -> int: ...
+    #: The reply (as :func:`ping_server` returns it), or ``None`` if the ping failed.
+    @property
+    def reply(self) -> Optional[Dict[str, Any]]: ...
+    #: The exception (not raised), or ``None`` if the ping succeeded.
+    @property
+    def error(self) -> Optional[BaseException]: ...
+    #: True if the server answered.
+    @property
+    def ok(self) -> bool: ...
+    def result(self) -> Dict[str, Any]:
+        """The reply, or raises the ping's error."""
+
+class PingMany(Iterator[PingResult], AsyncIterator[PingResult]):
+    """Results of :func:`ping_many` in completion order."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> PingResult: ...
+    def __aiter__(self) -> Self: ...
+    def __anext__(self) -> Awaitable[PingResult]: ...
+    def close(self) -> None:
+        """Cancels the pings still running; iteration then ends after what already came."""
+    #: How many targets were given.
+    @property
+    def total(self) -> int: ...
+
+class PingServer:
+    """A pingable peng3dnet server answering on background threads.
+
+    ``addr`` is where to listen (port 0 picks a free port; see :attr:`address`).
+    ``data`` is the static dict every pong carries (the seed's ``pingdata``).
+    ``dynamic(msg, client_id)`` is called for every ping with the ping's dict and the
+    connection's id, and returns a dict merged into the pong (the seed's
+    ``getPingData``): it runs on a network thread, holding the GIL, so keep it quick. If it
+    raises (or returns something that is not a dict), the error is logged on the
+    ``peng3dnet_rs`` logger and the pong is sent with the static data.
+    ``writeback`` echoes the ping under ``oldmsg`` (the seed's ``WRITEBACK``).
+
+    The pong merges, each later source winning: ``oldmsg``, the dynamic data, the static
+    data, ``peng3dnet`` (version info) and ``servertiming`` (the server's timestamps).
+    """
+
+    def __init__(
+        self,
+        addr: Address,
+        data: Optional[Data] = None,
+        dynamic: Optional[Callable[[Dict[str, Any], int], Optional[Data]]] = None,
+        *,
+        writeback: bool = True,
+        tls: Optional[ServerTlsOptions] = None,
+    ) -> None: ...
+    def start(self) -> Self:
+        """Binds and starts answering; returns the server. ``OSError`` if the address
+        cannot be bound, ``RuntimeError`` if already running."""
+    def stop(self) -> None:
+        """Stops accepting, closes open connections with ``servershutdown`` and waits
+        until they are gone. Does nothing if not running."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> bool: ...
+    #: Whether the server is running.
+    @property
+    def running(self) -> bool: ...
+    #: ``(host, port)`` listened on; ``RuntimeError`` if not running.
+    @property
+    def address(self) -> Tuple[str, int]: ...
+    #: Port listened on; ``RuntimeError`` if not running.
+    @property
+    def port(self) -> int: ...
+    #: The static data (a copy); assign a dict to change it, also while running.
+    @property
+    def data(self) -> Dict[Any, Any]: ...
+    @data.setter
+    def data(self, value: Optional[Data]) -> None: ...
+    #: Whether pings are echoed under ``oldmsg``.
+    @property
+    def writeback(self) -> bool: ...
+    #: Counters: ``accepted``, ``refused``, ``pings``, ``connected`` (zeros when stopped).
+    @property
+    def stats(self) -> Dict[str, int]: ...

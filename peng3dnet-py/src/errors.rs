@@ -1,0 +1,83 @@
+//! The library's [`PingError`]s as Python exceptions.
+//!
+//! The exception classes live in Python (`peng3dnet_rs/errors.py`), where they can also
+//! derive from the built-in `TimeoutError`, `ConnectionRefusedError` and the like, so
+//! that code catching those keeps working. This module picks the class for each reason
+//! and fills in its attributes.
+
+use std::io::ErrorKind;
+
+use peng3dnet::PingError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// Module holding the exception classes.
+const MODULE: &str = "peng3dnet_rs.errors";
+
+/// Builds the Python exception for a failed ping.
+pub(crate) fn ping_error(py: Python<'_>, error: &PingError) -> PyErr {
+    match build(py, error) {
+        Ok(err) => err,
+        // Only if the package is broken (errors.py missing); still say what happened.
+        Err(import_failed) => import_failed,
+    }
+}
+
+/// The exception instance (not raised) for a failed ping, as `PingResult.error` holds it.
+pub(crate) fn ping_error_value(py: Python<'_>, error: &PingError) -> Py<PyAny> {
+    ping_error(py, error).into_value(py).into_any()
+}
+
+fn build(py: Python<'_>, error: &PingError) -> PyResult<PyErr> {
+    let attrs = PyDict::new(py);
+    let class = match error {
+        PingError::Resolve { target, .. } => {
+            attrs.set_item("target", target)?;
+            "ResolveError"
+        }
+        PingError::Connect { addr, source } => {
+            attrs.set_item("address", addr)?;
+            if let Some(code) = source.raw_os_error() {
+                attrs.set_item("errno", code)?;
+            }
+            if source.kind() == ErrorKind::ConnectionRefused {
+                "ConnectionRefused"
+            } else {
+                "ConnectFailed"
+            }
+        }
+        PingError::Timeout { phase } => {
+            attrs.set_item("phase", *phase)?;
+            "PingTimeout"
+        }
+        PingError::NotPeng3dnet(_) => "NotPeng3dnetServer",
+        PingError::ProtocolMismatch => "ProtocolMismatch",
+        PingError::Closed(reason) => {
+            attrs.set_item("reason", reason.as_ref().map(|r| r.as_str()))?;
+            "ClosedByServer"
+        }
+        PingError::Protocol(reason) => {
+            attrs.set_item("reason", reason.as_str())?;
+            "ProtocolViolation"
+        }
+        PingError::Tls(_) => "TlsError",
+        PingError::Io(_) => "ConnectionLost",
+        _ => "PingError",
+    };
+    let module = py.import(MODULE)?;
+    let instance = module.getattr(class)?.call1((error.to_string(),))?;
+    for (k, v) in attrs.iter() {
+        instance.setattr(k.cast::<pyo3::types::PyString>()?, v)?;
+    }
+    Ok(PyErr::from_value(instance))
+}
+
+/// A `TlsError` for TLS set-up that failed before any connection (a CA file that does
+/// not load, for example).
+pub(crate) fn tls_setup_error(py: Python<'_>, message: String) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let instance = py.import(MODULE)?.getattr("TlsError")?.call1((message,))?;
+        Ok(PyErr::from_value(instance))
+    };
+    build().unwrap_or_else(|e| e)
+}

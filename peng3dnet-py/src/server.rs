@@ -1,0 +1,337 @@
+//! `PingServer`: a pingable server (the seed's `PingableServerMixin` on a `Server`)
+//! running on the package's background runtime.
+//!
+//! The server holds no GIL: its tasks run on the runtime's threads and attach to Python
+//! only to call the `dynamic` callable, once per ping. An exception there (or a result
+//! that is not a dict of msgpack-able values) is logged on the `peng3dnet_rs` logger and
+//! the pong is sent without dynamic data, with the static data as usual.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use peng3dnet::conntype::ping::PingRequest;
+use peng3dnet::tls::{ClientCertPolicy, ServerTls};
+use peng3dnet::value::map;
+use peng3dnet::{PingResponder, Server, Value};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::convert::{to_py, to_value};
+use crate::errors::tls_setup_error;
+use crate::ping::{address, data_map};
+use crate::runtime::{block_on, runtime};
+
+/// Name of the logger that reports failures of the `dynamic` callable.
+const LOGGER: &str = "peng3dnet_rs";
+
+/// A pingable peng3dnet server, answering on background threads.
+///
+/// `PingServer(addr, data=None, dynamic=None, *, writeback=True, tls=None)`: `addr` is
+/// where to listen (`"host:port"` or `(host, port)`; port 0 picks a free one), `data`
+/// the static dict every pong carries (the seed's `pingdata`), `dynamic` a callable
+/// `dynamic(msg, client_id) -> dict` called for every ping (the seed's `getPingData`),
+/// `writeback` whether the ping is echoed under `oldmsg` (the seed's `WRITEBACK`), `tls`
+/// a dict with `cert` and `key` (PEM files) and optionally `client_ca` to serve over TLS.
+/// Call `start()` and `stop()`, or use it as a context manager.
+#[pyclass(frozen, module = "peng3dnet_rs")]
+pub(crate) struct PingServer {
+    /// Where to listen, as the library's target string.
+    addr: String,
+    /// Builds the pongs; shared with the running server, so `data` can change live.
+    responder: PingResponder,
+    /// TLS, if configured.
+    tls: Option<ServerTls>,
+    /// The running server, if started.
+    server: Mutex<Option<Server>>,
+}
+
+impl PingServer {
+    fn running(&self) -> Option<Server> {
+        self.server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn running_or_err(&self) -> PyResult<Server> {
+        self.running()
+            .ok_or_else(|| PyRuntimeError::new_err("the PingServer is not running; call start()"))
+    }
+}
+
+impl Drop for PingServer {
+    fn drop(&mut self) {
+        // Garbage-collected while running: stop in the background rather than leak the
+        // listening socket. (Waiting here could deadlock: we may hold the GIL.)
+        let server = self.server.get_mut().map(Option::take).unwrap_or(None);
+        if let Some(server) = server {
+            runtime().spawn(async move { server.shutdown().await });
+        }
+    }
+}
+
+#[pymethods]
+impl PingServer {
+    #[new]
+    #[pyo3(signature = (addr, data=None, dynamic=None, *, writeback=true, tls=None))]
+    fn new(
+        py: Python<'_>,
+        addr: &Bound<'_, PyAny>,
+        data: Option<&Bound<'_, PyAny>>,
+        dynamic: Option<Bound<'_, PyAny>>,
+        writeback: bool,
+        tls: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let addr = address(addr)?;
+        let mut responder = PingResponder::new()
+            .with_static_data(data_map(data, "data")?)
+            .with_writeback(writeback);
+        if let Some(dynamic) = dynamic.filter(|d| !d.is_none()) {
+            if !dynamic.is_callable() {
+                return Err(PyTypeError::new_err(
+                    "dynamic must be a callable dynamic(msg, client_id) -> dict, or None",
+                ));
+            }
+            let dynamic = dynamic.unbind();
+            responder = responder.with_dynamic(move |request| call_dynamic(&dynamic, request));
+        }
+        let tls = server_tls(py, tls)?;
+        Ok(PingServer {
+            addr,
+            responder,
+            tls,
+            server: Mutex::new(None),
+        })
+    }
+
+    /// Binds and starts answering in the background; returns the server itself.
+    /// Raises `OSError` if the address cannot be bound, `RuntimeError` if already running.
+    fn start(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.running().is_some() {
+            return Err(PyRuntimeError::new_err("the PingServer is already running"));
+        }
+        let mut builder = Server::builder().pingable(this.responder.clone());
+        if let Some(tls) = &this.tls {
+            builder = builder.tls(tls.clone());
+        }
+        let addr = this.addr.clone();
+        let bound = block_on(py, async move {
+            builder.bind(addr.as_str()).await.map_err(|e| match e {
+                peng3dnet::server::ServerError::Bind(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            })
+        })?;
+        let server = bound.map_err(|e| {
+            let message = format!("cannot listen on {}: {e}", this.addr);
+            match e.raw_os_error() {
+                Some(code) => PyOSError::new_err((code, message)),
+                None => PyOSError::new_err(message),
+            }
+        })?;
+        let mut slot = this.server.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            // Started by another thread meanwhile: keep theirs.
+            drop(slot);
+            block_on(py, async move { server.shutdown().await })?;
+            return Err(PyRuntimeError::new_err("the PingServer is already running"));
+        }
+        *slot = Some(server);
+        drop(slot);
+        Ok(slf)
+    }
+
+    /// Stops: no new connections, every open one closed with `servershutdown`, and waits
+    /// until they are gone (bounded by the library's write timeout and close linger).
+    /// Does nothing if not running.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            block_on(py, async move { server.shutdown().await })?;
+        }
+        Ok(())
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        Self::start(slf)
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.stop(py)?;
+        Ok(false)
+    }
+
+    /// Whether the server is running.
+    #[getter(running)]
+    fn is_running(&self) -> bool {
+        self.running().is_some()
+    }
+
+    /// The address listened on, `(host, port)`, once started (the real port when 0 was
+    /// asked for).
+    #[getter]
+    fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let addr = self.running_or_err()?.local_addr();
+        (addr.ip().to_string(), addr.port()).into_pyobject(py)
+    }
+
+    /// The port listened on, once started.
+    #[getter]
+    fn port(&self) -> PyResult<u16> {
+        Ok(self.running_or_err()?.local_addr().port())
+    }
+
+    /// The static data every pong carries (a copy); assign a dict to change it, also
+    /// while running.
+    #[getter]
+    fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.responder.static_data())
+    }
+
+    #[setter]
+    fn set_data(&self, data: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let data = data.ok_or_else(|| PyTypeError::new_err("cannot delete data"))?;
+        self.responder
+            .set_static_data(data_map(Some(data), "data")?);
+        Ok(())
+    }
+
+    /// Whether pings are echoed under `oldmsg`.
+    #[getter]
+    fn writeback(&self) -> bool {
+        self.responder.writeback()
+    }
+
+    /// The server's counters: `accepted` connections, `refused` (server full), `pings`
+    /// answered, `connected` now. Zeros when not running.
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        let server = self.running();
+        let read = |f: fn(&peng3dnet::server::Stats) -> &std::sync::atomic::AtomicU64| {
+            server
+                .as_ref()
+                .map_or(0, |s| f(s.stats()).load(Ordering::Relaxed))
+        };
+        dict.set_item("accepted", read(|s| &s.accepted))?;
+        dict.set_item("refused", read(|s| &s.refused))?;
+        dict.set_item("pings", read(|s| &s.pings))?;
+        dict.set_item("connected", read(|s| &s.connected))?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.running() {
+            Some(server) => format!("<PingServer {} running>", server.local_addr()),
+            None => format!("<PingServer {} stopped>", self.addr),
+        }
+    }
+}
+
+/// Calls the `dynamic` callable for one ping. Never fails: a problem is logged and
+/// answered with no dynamic data.
+fn call_dynamic(dynamic: &Py<PyAny>, request: &PingRequest<'_>) -> Value {
+    // None while the interpreter shuts down: answer with the static data.
+    Python::try_attach(|py| {
+        let attempt = || -> PyResult<Value> {
+            let message = to_py(py, request.message)?;
+            let result = dynamic.bind(py).call1((message, request.client_id.0))?;
+            if result.is_none() {
+                return Ok(map([]));
+            }
+            if !result.is_instance_of::<PyDict>() {
+                let type_name = result.get_type().name()?.to_string();
+                return Err(PyTypeError::new_err(format!(
+                    "the dynamic ping data callable returned {type_name}, not a dict"
+                )));
+            }
+            to_value(&result, "the dynamic ping data")
+        };
+        attempt().unwrap_or_else(|err| {
+            log_failure(py, dynamic, request, err);
+            map([])
+        })
+    })
+    .unwrap_or_else(|| map([]))
+}
+
+/// Logs a failed `dynamic` call, with its traceback, on the package's logger.
+fn log_failure(py: Python<'_>, dynamic: &Py<PyAny>, request: &PingRequest<'_>, err: PyErr) {
+    let logged = (|| -> PyResult<()> {
+        let logger = py.import("logging")?.call_method1("getLogger", (LOGGER,))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
+        logger.call_method(
+            "error",
+            (
+                "dynamic ping data callable %r failed for client %d (%s); answering with the static data only",
+                dynamic.bind(py),
+                request.client_id.0,
+                request.peer_addr.to_string(),
+            ),
+            Some(&kwargs),
+        )?;
+        Ok(())
+    })();
+    if let Err(logging_failed) = logged {
+        // Logging itself failed (a broken handler): print both rather than lose them.
+        err.print(py);
+        logging_failed.print(py);
+    }
+}
+
+/// Reads the `tls` argument of a server: `None`, or a dict with `cert` and `key` (PEM
+/// files) and optionally `client_ca` (a PEM CA file: clients may present a certificate
+/// signed by it) and `require_client_cert` (then they must).
+fn server_tls(py: Python<'_>, tls: Option<&Bound<'_, PyAny>>) -> PyResult<Option<ServerTls>> {
+    let Some(tls) = tls.filter(|t| !t.is_none()) else {
+        return Ok(None);
+    };
+    let options = tls.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(
+            "tls must be None or a dict (cert, key, client_ca, require_client_cert)",
+        )
+    })?;
+    for key in options.keys() {
+        let key: String = key.extract()?;
+        if !["cert", "key", "client_ca", "require_client_cert"].contains(&key.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "unknown tls option {key:?} (known: cert, key, client_ca, require_client_cert)"
+            )));
+        }
+    }
+    let path = |key: &str| -> PyResult<Option<PathBuf>> {
+        options
+            .get_item(key)?
+            .filter(|v| !v.is_none())
+            .map(|v| v.extract())
+            .transpose()
+    };
+    let (Some(cert), Some(key)) = (path("cert")?, path("key")?) else {
+        return Err(PyValueError::new_err(
+            "tls needs both \"cert\" and \"key\" (PEM files)",
+        ));
+    };
+    let require: bool = options
+        .get_item("require_client_cert")?
+        .map(|v| v.extract())
+        .transpose()?
+        .unwrap_or(false);
+    let policy = match (path("client_ca")?, require) {
+        (None, false) => ClientCertPolicy::None,
+        (None, true) => {
+            return Err(PyValueError::new_err(
+                "tls: require_client_cert needs \"client_ca\"",
+            ))
+        }
+        (Some(ca), false) => ClientCertPolicy::Optional(ca),
+        (Some(ca), true) => ClientCertPolicy::Required(ca),
+    };
+    ServerTls::from_pem_files(&cert, &key, policy)
+        .map(Some)
+        .map_err(|e| tls_setup_error(py, e.to_string()))
+}

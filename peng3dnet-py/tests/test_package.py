@@ -1,0 +1,34 @@
+"""The installed package: typed, documented, every public name stubbed."""
+
+import ast
+import inspect
+from pathlib import Path
+
+import peng3dnet_rs
+from peng3dnet_rs import _native
+
+PACKAGE = Path(peng3dnet_rs.__file__).parent
+
+
+def test_typed_package_ships_its_stubs():
+    assert (PACKAGE / "py.typed").is_file()
+    assert (PACKAGE / "_native.pyi").is_file()
+
+
+def test_every_native_name_is_stubbed_and_documented():
+    tree = ast.parse((PACKAGE / "_native.pyi").read_text())
+    stubbed = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    stubbed |= {t.id for n in tree.body if isinstance(n, ast.AnnAssign) for t in [n.target]}
+    public = {name for name in dir(_native) if not name.startswith("_")}
+    assert public <= stubbed, public - stubbed
+    for name in public:
+        obj = getattr(_native, name)
+        if callable(obj):
+            assert inspect.getdoc(obj), "%s has no docstring" % name
+
+
+def test_public_api():
+    for name in peng3dnet_rs.__all__:
+        assert hasattr(peng3dnet_rs, name), name
+    assert inspect.iscoroutinefunction(peng3dnet_rs.ping_server_async)
+    assert inspect.getdoc(peng3dnet_rs)
