@@ -4,7 +4,9 @@
 # 1. makes sure the Python reference peer (peng3dnet 0.1.3a0) is installed in
 #    .venv-ref at the repo root, creating the venv if needed;
 # 2. points the interoperability tests at it (PENG3DNET_REF_PYTHON);
-# 3. runs cargo test --workspace --all-targets "$@", then cargo test --workspace --doc.
+# 3. runs cargo test --workspace --all-targets "$@", then cargo test --workspace --doc;
+# 4. builds the Python package (peng3dnet-py/) with maturin and runs its pytest suite
+#    (scripts/test-python.sh, with its own venv .venv-py).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,5 +55,8 @@ cargo test --workspace --all-targets "$@"
 
 echo "==> cargo test --workspace --doc"
 cargo test --workspace --doc
+
+echo "==> bash scripts/test-python.sh (the Python package: maturin build, pytest)"
+bash "$ROOT/scripts/test-python.sh"
 
 echo "==> all tests passed"

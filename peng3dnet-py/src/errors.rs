@@ -36,7 +36,7 @@ fn build(py: Python<'_>, error: &PingError) -> PyResult<PyErr> {
             "ResolveError"
         }
         PingError::Connect { addr, source } => {
-            attrs.set_item("address", addr)?;
+            attrs.set_item("address", addr.to_string())?;
             if let Some(code) = source.raw_os_error() {
                 attrs.set_item("errno", code)?;
             }
@@ -46,13 +46,14 @@ fn build(py: Python<'_>, error: &PingError) -> PyResult<PyErr> {
                 "ConnectFailed"
             }
         }
-        PingError::Timeout { phase } => {
-            attrs.set_item("phase", *phase)?;
+        PingError::Timeout { phase, after } => {
+            attrs.set_item("phase", phase.as_str())?;
+            attrs.set_item("after", after.as_secs_f64())?;
             "PingTimeout"
         }
         PingError::NotPeng3dnet(_) => "NotPeng3dnetServer",
         PingError::ProtocolMismatch => "ProtocolMismatch",
-        PingError::Closed(reason) => {
+        PingError::ClosedByPeer(reason) => {
             attrs.set_item("reason", reason.as_ref().map(|r| r.as_str()))?;
             "ClosedByServer"
         }
@@ -61,7 +62,7 @@ fn build(py: Python<'_>, error: &PingError) -> PyResult<PyErr> {
             "ProtocolViolation"
         }
         PingError::Tls(_) => "TlsError",
-        PingError::Io(_) => "ConnectionLost",
+        PingError::Io(_) | PingError::Frame(peng3dnet::FrameError::Io(_)) => "ConnectionLost",
         _ => "PingError",
     };
     let module = py.import(MODULE)?;

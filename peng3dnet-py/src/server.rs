@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use peng3dnet::conntype::ping::PingRequest;
+use peng3dnet::PingRequest;
 use peng3dnet::tls::{ClientCertPolicy, ServerTls};
 use peng3dnet::value::map;
 use peng3dnet::{PingResponder, Server, Value};
@@ -212,7 +212,7 @@ impl PingServer {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         let server = self.running();
-        let read = |f: fn(&peng3dnet::server::Stats) -> &std::sync::atomic::AtomicU64| {
+        let read = |f: fn(&peng3dnet::Stats) -> &std::sync::atomic::AtomicU64| {
             server
                 .as_ref()
                 .map_or(0, |s| f(s.stats()).load(Ordering::Relaxed))
