@@ -26,6 +26,7 @@ mod floor;
 pub mod output;
 mod ping;
 mod serve;
+mod watch;
 
 /// Exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -142,6 +143,9 @@ pub enum Command {
     /// Start a local server, ping it a few times, and stop it (a quick start).
     #[command(after_help = DEMO_AFTER)]
     Demo(DemoArgs),
+    /// A live view in the terminal: latency graphs, or a server browser sorted by latency.
+    #[command(after_help = watch::WATCH_AFTER)]
+    Watch(watch::WatchArgs),
     /// Load-test a server: concurrent ping transactions, ping sessions or classic packets;
     /// throughput, latency percentiles and errors.
     Bench(bench::BenchArgs),
@@ -411,6 +415,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Status(args) => ping::run_status(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Floor(args) => floor::run_floor(args).await,
         Command::EchoServe(args) => floor::run_echo(args).await,
