@@ -323,7 +323,11 @@ struct Session {
 impl Session {
     /// The event loop, until a quit key, a signal or an error; the terminal is restored
     /// when it returns (the guard is dropped).
-    async fn run(&mut self, mut guard: TerminalGuard, settings: Arc<Settings>) -> Result<(), String> {
+    async fn run(
+        &mut self,
+        mut guard: TerminalGuard,
+        settings: Arc<Settings>,
+    ) -> Result<(), String> {
         let (results_tx, mut results) = mpsc::channel(256);
         let (pause_tx, pause_rx) = watch::channel(false);
         let mut pingers = JoinSet::new();
@@ -419,7 +423,11 @@ impl Session {
             }
         };
         if let Some(out) = &mut self.recorder {
-            record(out, &name, &r).map_err(|e| format!("cannot write the record: {e}"))?;
+            if let Err(e) = record(out, &name, &r) {
+                // No summaries either: the file is broken.
+                self.recorder = None;
+                return Err(format!("cannot write the record: {e}"));
+            }
         }
         let addr = match &r.result {
             Ok(reply) => Some(reply.peer),
@@ -443,9 +451,14 @@ impl Session {
         let mut problem = None;
         for (entry, tally) in self.model.entries.iter().zip(&mut self.tallies) {
             tally.elapsed = elapsed;
-            text.push_str(&output::summary_text(&model::clean(&entry.name, 200), tally, false));
+            text.push_str(&output::summary_text(
+                &model::clean(&entry.name, 200),
+                tally,
+                false,
+            ));
             if let Some(out) = &mut self.recorder {
-                let summary = SummaryRecord::new(&entry.name, entry.addr.map(|a| a.to_string()), tally);
+                let summary =
+                    SummaryRecord::new(&entry.name, entry.addr.map(|a| a.to_string()), tally);
                 if let Err(e) = write_record(out, &summary) {
                     problem.get_or_insert(format!("cannot write the record: {e}"));
                 }

@@ -341,7 +341,9 @@ mod tests {
 
     #[test]
     fn p95_is_nearest_rank_over_many() {
-        let samples: Vec<Sample> = (1..=100).map(|i| reply(f64::from(i), f64::from(i))).collect();
+        let samples: Vec<Sample> = (1..=100)
+            .map(|i| reply(f64::from(i), f64::from(i)))
+            .collect();
         let s = Stats::of(&samples);
         assert!(close(s.p95, 95.0));
         assert!(close(s.jitter, 1.0));
@@ -352,7 +354,10 @@ mod tests {
     fn stats_without_replies_are_empty_but_count_loss() {
         let s = Stats::of(&[timeout(0.0), timeout(1.0)]);
         assert_eq!((s.sent, s.received), (2, 0));
-        assert_eq!((s.last, s.min, s.avg, s.max, s.jitter, s.p95), (None, None, None, None, None, None));
+        assert_eq!(
+            (s.last, s.min, s.avg, s.max, s.jitter, s.p95),
+            (None, None, None, None, None, None)
+        );
         assert_eq!(s.loss_percent(), 100.0);
         let one = Stats::of(&[reply(0.0, 4.0)]);
         assert_eq!(one.jitter, None);
@@ -376,7 +381,11 @@ mod tests {
         assert_eq!(e.samples.len(), HISTORY);
         assert_eq!(e.samples.front().map(|s| s.at), Some(10.0));
         assert_eq!(e.stats.sent, HISTORY);
-        assert_eq!(e.data, Some(Value::from("x")), "a reply without data keeps the last");
+        assert_eq!(
+            e.data,
+            Some(Value::from("x")),
+            "a reply without data keeps the last"
+        );
         // Out of range: ignored, no panic.
         m.push(Update {
             index: 7,

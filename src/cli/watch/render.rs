@@ -230,7 +230,11 @@ fn draw_chart(frame: &mut Frame, model: &Model, view: &View, now: f64, area: Rec
     let ticks_y = area.y + area.height - 1;
 
     // Y labels: top, middle, bottom of the plot.
-    let label_rows = [plot.y, plot.y + (plot.height - 1) / 2, plot.y + plot.height - 1];
+    let label_rows = [
+        plot.y,
+        plot.y + (plot.height - 1) / 2,
+        plot.y + plot.height - 1,
+    ];
     for (label, row) in labels.iter().zip(label_rows) {
         let cell = Rect::new(area.x, row, label_width - 1, 1);
         frame.render_widget(
@@ -289,10 +293,7 @@ fn draw_chart(frame: &mut Frame, model: &Model, view: &View, now: f64, area: Rec
             }
         }
     }
-    frame.render_widget(
-        Line::from(axis),
-        Rect::new(plot.x, axis_y, plot.width, 1),
-    );
+    frame.render_widget(Line::from(axis), Rect::new(plot.x, axis_y, plot.width, 1));
 
     let ticks = Rect::new(plot.x, ticks_y, plot.width, 1);
     let grey = Style::new().fg(Color::DarkGray);
@@ -311,8 +312,10 @@ fn draw_chart(frame: &mut Frame, model: &Model, view: &View, now: f64, area: Rec
 
 fn draw_stats(frame: &mut Frame, model: &Model, area: Rect) {
     let header = Row::new(
-        ["target", "last ms", "min", "avg", "max", "jitter", "p95", "loss"]
-            .map(|h| Cell::from(h).style(Style::new().add_modifier(Modifier::BOLD))),
+        [
+            "target", "last ms", "min", "avg", "max", "jitter", "p95", "loss",
+        ]
+        .map(|h| Cell::from(h).style(Style::new().add_modifier(Modifier::BOLD))),
     );
     let rows = model.entries.iter().enumerate().map(|(index, e)| {
         let s = &e.stats;
@@ -384,11 +387,20 @@ fn clients_text(entry: &Entry) -> String {
     }
 }
 
+/// The server's `name`, cleaned; `-` when it gave none.
+fn server_name(entry: &Entry) -> String {
+    entry
+        .field("name")
+        .map_or_else(|| "-".into(), |n| clean(&n, CELL_MAX))
+}
+
 fn draw_browser(frame: &mut Frame, model: &Model, view: &View, area: Rect) {
     let order = model.by_latency();
     let header = Row::new(
-        ["", "server", "target", "motd", "clients", "latency", "history", "state"]
-            .map(|h| Cell::from(h).style(Style::new().add_modifier(Modifier::BOLD))),
+        [
+            "", "server", "target", "motd", "clients", "latency", "history", "state",
+        ]
+        .map(|h| Cell::from(h).style(Style::new().add_modifier(Modifier::BOLD))),
     );
     let rows = order.iter().map(|&index| {
         let e = &model.entries[index];
@@ -405,19 +417,35 @@ fn draw_browser(frame: &mut Frame, model: &Model, view: &View, area: Rect) {
         };
         Row::new(vec![
             Cell::from(glyph).style(state_style(state)),
-            Cell::from(e.field("name").map_or_else(|| "-".into(), |n| clean(&n, CELL_MAX))),
+            Cell::from(server_name(e)),
             Cell::from(clean(&e.name, CELL_MAX)),
-            Cell::from(e.field("motd").map_or_else(String::new, |m| clean(&m, CELL_MAX))),
+            Cell::from(
+                e.field("motd")
+                    .map_or_else(String::new, |m| clean(&m, CELL_MAX)),
+            ),
             Cell::from(clients_text(e)),
             Cell::from(latency),
             Cell::from(sparkline(e)),
             Cell::from(state.word()).style(state_style(state)),
         ])
     });
+    // Name and target columns as wide as their longest entry, within bounds; the motd
+    // takes what is left.
+    let widest = |text: &dyn Fn(&Entry) -> String, min: usize, max: usize| {
+        let w = model
+            .entries
+            .iter()
+            .map(|e| Line::from(text(e)).width())
+            .max()
+            .unwrap_or(0);
+        u16::try_from(w.clamp(min, max)).unwrap_or(u16::MAX)
+    };
+    let name_width = widest(&server_name, 6, 24);
+    let target_width = widest(&|e| clean(&e.name, CELL_MAX), 6, 32);
     let widths = [
         Constraint::Length(1),
-        Constraint::Min(8),
-        Constraint::Min(10),
+        Constraint::Length(name_width),
+        Constraint::Length(target_width),
         Constraint::Fill(1),
         Constraint::Length(7),
         Constraint::Length(10),
@@ -427,7 +455,8 @@ fn draw_browser(frame: &mut Frame, model: &Model, view: &View, area: Rect) {
     let table = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected(order.iter().position(|&i| i == view.selected));
+    let mut state =
+        TableState::default().with_selected(order.iter().position(|&i| i == view.selected));
     frame.render_stateful_widget(table, area, &mut state);
 
     if view.detail {
@@ -455,13 +484,16 @@ pub(crate) fn detail_lines(entry: &Entry) -> Vec<String> {
         }
     }
     lines.push(format!(
-        "ms:      last {}  min {}  avg {}  max {}  jitter {}  p95 {}",
+        "latency: {} ms (min {}, avg {}, max {})",
         ms_text(s.last),
         ms_text(s.min),
         ms_text(s.avg),
         ms_text(s.max),
+    ));
+    lines.push(format!(
+        "jitter:  {} ms, p95 {} ms",
         ms_text(s.jitter),
-        ms_text(s.p95),
+        ms_text(s.p95)
     ));
     lines.push(format!("loss:    {} of {} pings", loss_text(entry), s.sent));
     lines.push(String::new());
@@ -539,12 +571,26 @@ mod tests {
             if i == 5 {
                 push(&mut m, 0, at, Outcome::Timeout);
             } else {
-                push(&mut m, 0, at, Outcome::Reply { rtt_ms: 1.0 + f64::from(i % 2) * 0.2 });
+                push(
+                    &mut m,
+                    0,
+                    at,
+                    Outcome::Reply {
+                        rtt_ms: 1.0 + f64::from(i % 2) * 0.2,
+                    },
+                );
             }
             if i == 8 {
                 push(&mut m, 1, at, Outcome::Error { kind: "refused" });
             } else {
-                push(&mut m, 1, at, Outcome::Reply { rtt_ms: 2.0 + f64::from(i % 3) });
+                push(
+                    &mut m,
+                    1,
+                    at,
+                    Outcome::Reply {
+                        rtt_ms: 2.0 + f64::from(i % 3),
+                    },
+                );
             }
         }
         m
@@ -583,8 +629,14 @@ mod tests {
         let axis = row_with(&lines, "─");
         assert_eq!(axis.matches('×').count(), 1, "{axis:?}");
         assert_eq!(axis.matches('!').count(), 1, "{axis:?}");
-        assert!(axis.find('×') < axis.find('!'), "the timeout came first: {axis:?}");
-        assert!(row_with(&lines, "now").trim_start().starts_with("-10s"), "{text}");
+        assert!(
+            axis.find('×') < axis.find('!'),
+            "the timeout came first: {axis:?}"
+        );
+        assert!(
+            row_with(&lines, "now").trim_start().starts_with("-10s"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -616,7 +668,11 @@ mod tests {
             .map(|(i, _)| i - label_width)
             .collect();
         let plot_width = 60 - label_width;
-        assert_eq!(marks, vec![0, (plot_width - 1) / 2, plot_width - 1], "{axis:?}");
+        assert_eq!(
+            marks,
+            vec![0, (plot_width - 1) / 2, plot_width - 1],
+            "{axis:?}"
+        );
         // Nothing answered: the stats row says so.
         let row = row_with(&lines, "━━ t");
         assert!(row.contains("timeout") && row.contains("100.0%"), "{row:?}");
@@ -649,9 +705,18 @@ mod tests {
         let text = lines.join("\n");
         assert!(lines[0].contains("30 targets, 27 up"), "{text}");
         let first = lines[2].as_str();
-        assert!(first.contains("server 29") && first.contains("0.050 ms"), "{text}");
-        assert!(first.contains("29/64") && first.contains("welcome"), "{first:?}");
-        assert!(lines[3].contains("server 0 ") && lines[3].contains("1.00 ms"), "{text}");
+        assert!(
+            first.contains("server 29") && first.contains("0.050 ms"),
+            "{text}"
+        );
+        assert!(
+            first.contains("29/64") && first.contains("welcome"),
+            "{first:?}"
+        );
+        assert!(
+            lines[3].contains("server 0 ") && lines[3].contains("1.00 ms"),
+            "{text}"
+        );
         // Timeouts sort last.
         let pos = |name: &str| lines.iter().position(|l| l.contains(name));
         assert!(pos("host03:8080") > pos("host28:8080"), "{text}");
@@ -659,7 +724,11 @@ mod tests {
         // A tiny terminal still scrolls to the selection, not panicking.
         view.selected = 23;
         let small = screen(&m, &view, 1.0, 60, 8);
-        assert!(small.iter().any(|l| l.contains("host23")), "{}", small.join("\n"));
+        assert!(
+            small.iter().any(|l| l.contains("host23")),
+            "{}",
+            small.join("\n")
+        );
     }
 
     #[test]
@@ -682,11 +751,28 @@ mod tests {
             "peng3dnet:",
             "version: 0.1.3a0",
             "loss:    10.0% of 10 pings",
-            "ms:      last 2.00  min 2.00  avg 2.78  max 4.00  jitter 1.25  p95 4.00",
+            "latency: 2.00 ms (min 2.00, avg 2.78, max 4.00)",
+            "jitter:  1.25 ms, p95 4.00 ms",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
         assert!(!text.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn browser_columns_fit_names_and_targets() {
+        let mut m = Model::new(["127.0.0.1:8081", "[::1]:8082"]);
+        push(&mut m, 0, 0.0, Outcome::Reply { rtt_ms: 0.5 });
+        m.entries[0].data = Some(map([
+            ("name", "the arena server".into()),
+            ("motd", "ranked 5v5 all day, every day, join us".into()),
+        ]));
+        let view = View::new(Mode::Browser, 1.0, 60.0);
+        let lines = screen(&m, &view, 1.0, 88, 8);
+        let row = row_with(&lines, "the arena server");
+        assert!(row.contains("127.0.0.1:8081 "), "{row:?}");
+        assert!(row.contains("0.500 ms"), "{row:?}");
+        assert!(row_with(&lines, "[::1]:8082").contains("waiting"));
     }
 
     #[test]
@@ -700,7 +786,10 @@ mod tests {
         let view = View::new(Mode::Browser, 1.0, 60.0);
         let lines = screen(&m, &view, 1.0, 200, 10);
         let text = lines.join("\n");
-        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
         assert!(text.contains("\\u{1b}]0;owned\\u{7}x"), "{text}");
         assert!(text.contains("\\u{1b}[31mred\\u{9b}0m\\r\\nline"), "{text}");
     }
@@ -729,7 +818,10 @@ mod tests {
         let mut view = View::new(Mode::Graph, 0.2, 12.0);
         view.paused = true;
         let lines = screen(&m, &view, 0.0, 80, 12);
-        assert!(lines[0].contains("PAUSED") && lines[0].contains("every 0.2s"), "{lines:?}");
+        assert!(
+            lines[0].contains("PAUSED") && lines[0].contains("every 0.2s"),
+            "{lines:?}"
+        );
         let row = row_with(&lines, "━━ fresh:8080");
         assert!(row.contains('…') && !row.contains('%'), "{row:?}");
     }

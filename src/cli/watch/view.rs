@@ -198,7 +198,11 @@ mod tests {
         assert_eq!(v.on_key(key(KeyCode::Enter), &m), Action::Redraw);
         assert!(v.detail);
         v.on_key(key(KeyCode::Down), &m);
-        assert_eq!((v.selected, v.detail_scroll), (1, 1), "arrows scroll the details");
+        assert_eq!(
+            (v.selected, v.detail_scroll),
+            (1, 1),
+            "arrows scroll the details"
+        );
         // Esc closes the details before it quits.
         assert_eq!(v.on_key(key(KeyCode::Esc), &m), Action::Redraw);
         assert!(!v.detail);
