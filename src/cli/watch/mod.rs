@@ -59,7 +59,8 @@ difference between successive round trips) and 95th percentile in ms, and the lo
 its last 3600 pings. With -f or more than 6 targets the browser lists the servers (their
 name, motd and clients) sorted by latency; arrows select, Enter shows a server's data.
 
-Keys: q, Esc or Ctrl-C quit; p pauses; Tab switches graph and browser.
+Keys: q, Esc or Ctrl-C quit (Esc first closes the details); p pauses; Tab switches graph
+and browser.
 One ping at a time per target: a ping that takes longer than -i delays the next.
 --record FILE writes every result as `ping --json` does (one JSON object a line) and a
 summary per target at the end; the summaries are also printed when watch ends.
@@ -392,6 +393,11 @@ impl Session {
                     Some(Err(e)) => break Err(format!("cannot read keys from the terminal: {e}")),
                     None => break Err("the terminal's input ended".into()),
                 },
+                // A pinger ends only by panicking (the panic hook has already given the
+                // terminal back): stop rather than go on drawing on a cooked terminal.
+                Some(Err(e)) = pingers.join_next() => {
+                    break Err(format!("a ping task failed: {e}"));
+                }
                 _ = tick.tick() => draw_now = stale || paused_at.is_none(),
                 _ = &mut interrupted => break Ok(()),
             }
