@@ -30,6 +30,7 @@ mod demo;
 pub mod output;
 mod ping;
 pub mod serve;
+mod watch;
 
 /// Exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,6 +147,9 @@ pub enum Command {
     /// Start a local server, ping it a few times, and stop it (a quick start).
     #[command(after_help = DEMO_AFTER)]
     Demo(DemoArgs),
+    /// A live view in the terminal: latency graphs, or a server browser sorted by latency.
+    #[command(after_help = watch::WATCH_AFTER)]
+    Watch(watch::WatchArgs),
 }
 
 /// Options shared by `ping` and `status`.
@@ -406,6 +410,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Status(args) => ping::run_status(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
     }
 }
 
