@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use peng3dnet::PingRequest;
 use peng3dnet::tls::{ClientCertPolicy, ServerTls};
 use peng3dnet::value::map;
+use peng3dnet::PingRequest;
 use peng3dnet::{PingResponder, Server, Value};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
