@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""peng3dnet_rs beside the pure-Python reference (peng3dnet 0.1.3a0): prints figures.
+
+Usage (from the repo root, in the venv that scripts/test-python.sh makes):
+    PYGLET_SHADOW_WINDOW=0 .venv-py/bin/python peng3dnet-py/bench/bench_ping.py [--pings N] [--client-pings N]
+
+Measures, each server in a process of its own, all on 127.0.0.1:
+1. a server's pings/s: N pings (default 3,000) sent by peng3dnet_rs.ping_many (one
+   connection per ping, the seed's way; 2 s allowed each) at concurrency 1, 4 and 16
+   (200 pings for the reference at 16, where it stops answering), against
+   - the reference's PingableServerMixin server,
+   - peng3dnet_rs.PingServer with static data only (no Python per ping),
+   - peng3dnet_rs.PingServer with a Python dynamic callable (the GIL once per ping);
+2. a client's time for 1,000 pings one after another (default), against a
+   peng3dnet_rs.PingServer: the reference's pingServer, peng3dnet_rs.ping_server, and
+   peng3dnet_rs.ping_many at concurrency 16.
+Prints a Markdown table, the date, the machine and its load average before and after.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+REF_SERVER = HERE.parent.parent / "tests" / "ref" / "ref_ping_server.py"
+ENV = dict(os.environ, PYGLET_SHADOW_WINDOW="0")
+
+
+def serve_rs(dynamic):
+    """Runs our server until stdin closes (a worker process)."""
+    import peng3dnet_rs
+
+    def users(msg, cid):
+        return {"clients": 1, "echo_x": msg.get("x")}
+
+    server = peng3dnet_rs.PingServer(
+        ("127.0.0.1", 0), data={"name": "bench", "motd": "hello"}, dynamic=users if dynamic else None
+    ).start()
+    print("READY %d" % server.port, flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+def client_ref(port, count):
+    """Pings one after another with the reference's pingServer; prints the seconds taken
+    by the first 100 pings, by all, and the threads left running."""
+    import threading
+
+    from peng3dnet.ext.ping import pingServer
+
+    start = time.perf_counter()
+    first = None
+    for i in range(count):
+        reply = pingServer(addr=("127.0.0.1", port), data={"x": 1}, timeout=5)
+        assert reply["name"] == "bench"
+        if i == 99:
+            first = time.perf_counter() - start
+    total = time.perf_counter() - start
+    print(json.dumps({"first100": first, "total": total, "threads": threading.active_count()}), flush=True)
+    os._exit(0)  # the reference's threads linger (see the threads count)
+
+
+def start(cmd):
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise SystemExit("server did not start: %r (%s)" % (line, cmd))
+    return proc, int(line.split()[1])
+
+
+def stop(proc):
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+#: Time allowed per ping under load (loopback: a healthy server answers in under 10 ms).
+LOAD_TIMEOUT = 2.0
+#: Pings sent to the reference at the concurrency where it stops answering.
+REF_OVERLOAD_PINGS = 200
+
+
+def load_server(port, pings, concurrency):
+    """pings/s (answered pings over wall time) and failures of ping_many against one server."""
+    import peng3dnet_rs
+
+    list(peng3dnet_rs.ping_many([("127.0.0.1", port)] * 50, timeout=LOAD_TIMEOUT, concurrency=1))  # warm-up
+    t0 = time.perf_counter()
+    failed = 0
+    errors = {}
+    targets = [("127.0.0.1", port)] * pings
+    for r in peng3dnet_rs.ping_many(targets, data={"x": 1}, timeout=LOAD_TIMEOUT, concurrency=concurrency):
+        if not r.ok:
+            failed += 1
+            errors[type(r.error).__name__] = errors.get(type(r.error).__name__, 0) + 1
+    elapsed = time.perf_counter() - t0
+    return (pings - failed) / elapsed, failed, errors
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pings", type=int, default=3000, help="pings per server measurement (default 3000)")
+    parser.add_argument("--client-pings", type=int, default=1000, help="sequential pings per client (default 1000)")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        kind = args.worker[0]
+        if kind == "serve-rs":
+            return serve_rs(dynamic=False)
+        if kind == "serve-rs-dynamic":
+            return serve_rs(dynamic=True)
+        if kind == "client-ref":
+            return client_ref(int(args.worker[1]), int(args.worker[2]))
+        raise SystemExit("unknown worker %r" % kind)
+
+    import peng3dnet_rs
+
+    me = [sys.executable, str(HERE), "--worker"]
+    load_before = os.getloadavg()
+    started = datetime.now(timezone.utc)
+    rows = []
+
+    servers = [
+        ("reference PingableServerMixin (Python)", [sys.executable, str(REF_SERVER)]),
+        ("peng3dnet_rs.PingServer, static data", me + ["serve-rs"]),
+        ("peng3dnet_rs.PingServer, Python dynamic callable", me + ["serve-rs-dynamic"]),
+    ]
+    for name, cmd in servers:
+        for concurrency in (1, 4, 16):
+            pings = args.pings
+            if cmd[1] == str(REF_SERVER) and concurrency > 4:
+                # The reference stops answering many of them: each costs the whole timeout.
+                pings = min(pings, REF_OVERLOAD_PINGS)
+            proc, port = start(cmd)
+            try:
+                rate, failed, errors = load_server(port, pings, concurrency)
+            finally:
+                stop(proc)
+            note = ", ".join("%s %d" % kv for kv in sorted(errors.items())) or "none"
+            rows.append(("server: " + name, "%d pings, concurrency %d" % (pings, concurrency), "%.0f pings/s" % rate, note))
+            print("  %s, c=%d: %.0f pings/s, failed %d" % (name, concurrency, rate, failed), file=sys.stderr)
+
+    proc, port = start(me + ["serve-rs"])
+    try:
+        n = args.client_pings
+        out = subprocess.run(me + ["client-ref", str(port), str(n)], capture_output=True, text=True, env=ENV, timeout=900)
+        ref = json.loads(out.stdout.strip().splitlines()[-1])
+        if ref["first100"] is not None and n > 100:
+            rows.append(("client: reference pingServer, one after another (its first 100)", "100 pings", "%.2f s (%.1f ms each)" % (ref["first100"], ref["first100"] * 10), "none"))
+        rows.append((
+            "client: reference pingServer, one after another",
+            "%d pings" % n,
+            "%.2f s (%.1f ms each)" % (ref["total"], ref["total"] / n * 1000),
+            "none; %d threads left running in its process" % ref["threads"],
+        ))
+
+        t0 = time.perf_counter()
+        for _ in range(n):
+            peng3dnet_rs.ping_server(("127.0.0.1", port), data={"x": 1}, timeout=5)
+        rs_time = time.perf_counter() - t0
+        rows.append(("client: peng3dnet_rs.ping_server, one after another", "%d pings" % n, "%.2f s (%.2f ms each)" % (rs_time, rs_time / n * 1000), "none"))
+
+        t0 = time.perf_counter()
+        results = list(peng3dnet_rs.ping_many([("127.0.0.1", port)] * n, data={"x": 1}, timeout=5, concurrency=16))
+        many_time = time.perf_counter() - t0
+        failed = sum(not r.ok for r in results)
+        rows.append(("client: peng3dnet_rs.ping_many, concurrency 16", "%d pings" % n, "%.2f s" % many_time, "failed %d" % failed if failed else "none"))
+    finally:
+        stop(proc)
+
+    load_after = os.getloadavg()
+    print()
+    print("| what | load | result | failures |")
+    print("|---|---|---:|---|")
+    for row in rows:
+        print("| %s |" % " | ".join(row))
+    print()
+    print("- date: %s (UTC), %.0f s" % (started.strftime("%Y-%m-%d %H:%M"), (datetime.now(timezone.utc) - started).total_seconds()))
+    print("- machine: %d cores (os.cpu_count), %s, Python %s" % (os.cpu_count(), platform.platform(), platform.python_version()))
+    print("- load average (1/5/15 min) before: %.2f %.2f %.2f, after: %.2f %.2f %.2f" % (load_before + load_after))
+    print("- command: %s" % " ".join([Path(sys.executable).name] + sys.argv))
+
+
+if __name__ == "__main__":
+    main()
