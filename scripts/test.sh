@@ -56,6 +56,12 @@ cargo test --workspace --all-targets "$@"
 echo "==> cargo test --workspace --doc"
 cargo test --workspace --doc
 
+# The examples that run on their own (each starts its own server on a free port).
+for example in pingable_server classic game_loop; do
+    echo "==> cargo run -p peng3dnet --example $example"
+    cargo run -q -p peng3dnet --example "$example"
+done
+
 echo "==> bash scripts/test-python.sh (the Python package: maturin build, pytest)"
 bash "$ROOT/scripts/test-python.sh"
 
