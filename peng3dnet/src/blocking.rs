@@ -38,7 +38,7 @@ use crate::pong::unix_seconds;
 use crate::protocol::{closeconn_frame, ids, ClientProtocol, ConnType, Event};
 use crate::registry::Registry;
 use crate::security::SecurityLevel;
-use crate::target::Target;
+use crate::target::ToTarget;
 use crate::tls::ClientTls;
 use crate::value::{self, Value};
 use crate::CloseReason;
@@ -119,13 +119,11 @@ impl std::fmt::Debug for PingSession {
 impl PingSession {
     /// Connects to a target (`host`, `host:port`, `[v6]:port`), waits for the hello and
     /// sets the connection type to `ping`, all within `options.timeout`.
-    pub fn connect(target: &str, options: &PingOptions) -> Result<PingSession, PingError> {
+    pub fn connect(target: impl ToTarget, options: &PingOptions) -> Result<PingSession, PingError> {
         let start = Instant::now();
-        let parsed =
-            Target::parse(target, options.config.client_port).map_err(|e| PingError::Resolve {
-                target: target.to_owned(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, e),
-            })?;
+        let parsed = target
+            .to_target(options.config.client_port)
+            .map_err(PingError::from)?;
         let addrs: Vec<SocketAddr> = (parsed.host.as_str(), parsed.port)
             .to_socket_addrs()
             .map_err(|source| PingError::Resolve {
@@ -420,7 +418,7 @@ impl PingSession {
 /// Pings a server once (the seed's `pingServer`), blocking: connects, pings, closes with
 /// `pingcomplete`, all within `options.timeout`. Safe to call inside a tokio runtime
 /// (it blocks that thread, so prefer [`crate::ping::ping_server`] there).
-pub fn ping_server(target: &str, options: &PingOptions) -> Result<PingReply, PingError> {
+pub fn ping_server(target: impl ToTarget, options: &PingOptions) -> Result<PingReply, PingError> {
     let mut session = PingSession::connect(target, options)?;
     let result = session.ping();
     match &result {

@@ -159,3 +159,12 @@ impl ConnectionError {
 /// not peng3dnet) are kept apart from a server that was reached but did not answer in
 /// time ([`ConnectionError::Timeout`]).
 pub type PingError = ConnectionError;
+
+impl From<crate::target::BadTarget> for ConnectionError {
+    fn from(e: crate::target::BadTarget) -> Self {
+        ConnectionError::Resolve {
+            target: e.0.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        }
+    }
+}

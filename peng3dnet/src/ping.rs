@@ -28,7 +28,7 @@ use crate::frame::Frame;
 use crate::pong::{unix_seconds, SERVER_TIMING_KEY};
 use crate::protocol::{ids, ClientProtocol, CloseReason, ConnType, Event};
 use crate::registry::Registry;
-use crate::target::{Family, Target};
+use crate::target::{Family, ToTarget};
 use crate::tls::{ClientTls, SecurityLevel};
 use crate::transport::Stream;
 use crate::value::{self, get, insert, map, Value};
@@ -181,14 +181,15 @@ pub struct PingSession {
 
 impl PingSession {
     /// Connects to a target and waits for the hello; sets the type to `ping`.
-    pub async fn connect(target: &str, options: &PingOptions) -> Result<PingSession, PingError> {
+    pub async fn connect(
+        target: impl ToTarget,
+        options: &PingOptions,
+    ) -> Result<PingSession, PingError> {
         let start = Instant::now();
         let deadline = crate::deadline::at(start, options.timeout);
-        let target =
-            Target::parse(target, options.config.client_port).map_err(|e| PingError::Resolve {
-                target: target.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-            })?;
+        let target = target
+            .to_target(options.config.client_port)
+            .map_err(PingError::from)?;
         let addrs = timeout_at(deadline, target.resolve(options.family))
             .await
             .map_err(|_| PingError::Timeout {
@@ -478,7 +479,10 @@ impl PingSession {
 ///
 /// A server cannot make it take longer than `options.timeout`: the closing handshake
 /// (closeconn, then waiting for the server's end of stream) is cut short at that deadline.
-pub async fn ping_server(target: &str, options: &PingOptions) -> Result<PingReply, PingError> {
+pub async fn ping_server(
+    target: impl ToTarget,
+    options: &PingOptions,
+) -> Result<PingReply, PingError> {
     let deadline = crate::deadline::at(Instant::now(), options.timeout);
     let mut session = PingSession::connect(target, options).await?;
     let result = session.ping().await;

@@ -57,6 +57,80 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// Anything that names a server: `"host"`, `"host:port"`, `"[v6]:port"` (a `&str` or
+/// `String`), a [`SocketAddr`], a `(host, port)` pair (the seed's address form) or a
+/// [`Target`]. The ping and client functions take it, as `bind` takes any address.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use peng3dnet::target::{Target, ToTarget};
+///
+/// let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+/// for target in [
+///     "127.0.0.1:9000".to_target(8080).unwrap(),
+///     addr.to_target(8080).unwrap(),
+///     ("127.0.0.1", 9000).to_target(8080).unwrap(),
+/// ] {
+///     assert_eq!(target.to_string(), "127.0.0.1:9000");
+/// }
+/// assert_eq!("example.org".to_target(8080).unwrap().port, 8080);
+/// ```
+pub trait ToTarget {
+    /// The target, with `default_port` where none is given.
+    fn to_target(&self, default_port: u16) -> Result<Target, BadTarget>;
+}
+
+impl ToTarget for str {
+    fn to_target(&self, default_port: u16) -> Result<Target, BadTarget> {
+        Target::parse(self, default_port)
+    }
+}
+
+impl ToTarget for String {
+    fn to_target(&self, default_port: u16) -> Result<Target, BadTarget> {
+        Target::parse(self, default_port)
+    }
+}
+
+impl ToTarget for SocketAddr {
+    fn to_target(&self, _default_port: u16) -> Result<Target, BadTarget> {
+        Ok(Target::from(*self))
+    }
+}
+
+impl ToTarget for Target {
+    fn to_target(&self, _default_port: u16) -> Result<Target, BadTarget> {
+        Ok(self.clone())
+    }
+}
+
+impl ToTarget for (&str, u16) {
+    fn to_target(&self, _default_port: u16) -> Result<Target, BadTarget> {
+        Target::parse(self.0, self.1).map(|t| Target {
+            host: t.host,
+            port: self.1,
+        })
+    }
+}
+
+impl ToTarget for (String, u16) {
+    fn to_target(&self, default_port: u16) -> Result<Target, BadTarget> {
+        (self.0.as_str(), self.1).to_target(default_port)
+    }
+}
+
+impl ToTarget for (IpAddr, u16) {
+    fn to_target(&self, _default_port: u16) -> Result<Target, BadTarget> {
+        Ok(Target::from(SocketAddr::from(*self)))
+    }
+}
+
+impl<T: ToTarget + ?Sized> ToTarget for &T {
+    fn to_target(&self, default_port: u16) -> Result<Target, BadTarget> {
+        (**self).to_target(default_port)
+    }
+}
+
 /// Why a target string is not a target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid target {0:?}: expected host, host:port or [v6]:port")]

@@ -384,7 +384,7 @@ fn blocking_ping_works_without_a_runtime() {
         )
         .unwrap();
     let reply =
-        peng3dnet::blocking::ping_server(&server.local_addr().to_string(), &PingOptions::default())
+        peng3dnet::blocking::ping_server(server.local_addr().to_string(), &PingOptions::default())
             .unwrap();
     assert!(reply.delay > Duration::ZERO);
     rt.block_on(server.shutdown());
@@ -475,5 +475,26 @@ async fn a_panic_in_application_code_closes_only_that_client_with_a_reason() {
     bystander.send("test:echo", &map([])).await.unwrap();
     assert!(ping_server(&addr, &PingOptions::default()).await.is_ok());
     bystander.close("done").await.unwrap();
+    server.shutdown().await;
+}
+
+/// `ping_server` takes anything that names a server, as `bind` does (issue 19).
+#[tokio::test]
+async fn ping_server_takes_a_string_an_address_or_a_host_port_pair() {
+    let (server, _closed) = echo_server(Config::default()).await;
+    let addr = server.local_addr();
+    let options = PingOptions::default();
+    for reply in [
+        ping_server(addr.to_string(), &options).await,
+        ping_server(addr, &options).await,
+        ping_server(("127.0.0.1", addr.port()), &options).await,
+        ping_server((addr.ip(), addr.port()), &options).await,
+    ] {
+        assert_eq!(reply.unwrap().peer, addr);
+    }
+    match ping_server("127.0.0.1:notaport", &options).await {
+        Err(PingError::Resolve { target, .. }) => assert_eq!(target, "127.0.0.1:notaport"),
+        other => panic!("expected a resolve error, got {other:?}"),
+    }
     server.shutdown().await;
 }
