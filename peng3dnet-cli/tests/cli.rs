@@ -5,6 +5,9 @@
 //! whose `listening on ADDR` line gives the port). Nothing sleeps to synchronise: the
 //! tests wait for output lines or process exits, each bounded by a timeout.
 
+#[path = "../../peng3dnet/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdout, Command as StdCommand, ExitStatus, Stdio};
@@ -577,4 +580,38 @@ async fn sigterm_shuts_serve_down_gracefully() {
     // Nothing else runs on this runtime now: a blocking wait is fine.
     let status = server.wait();
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
+}
+
+/// SIGTERM with a thousand clients connected and pings in flight: every client gets
+/// closeconn `servershutdown` after the pongs of every ping the server counted (the
+/// built-in `pings` counter), and the process exits within its drain bound (write timeout
+/// plus close linger, 12 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_thousand_pinging_clients_loses_nothing() {
+    const CLIENTS: usize = 1000;
+    let (mut server, addr) = serve(&[]);
+    let pingers = common::drain::connect_many(addr.parse().unwrap(), CLIENTS).await;
+    let outcomes = common::drain::run_all(pingers);
+    let signalled = Instant::now();
+    server.signal("-TERM");
+    let (pongs, max_counted, lost) = common::drain::tally(outcomes).await;
+    assert!(
+        lost.is_empty(),
+        "{} of {CLIENTS} lost: {lost:?}",
+        lost.len()
+    );
+    // The counter is taken before each pong is written: a pong lost after it was counted
+    // leaves the total of pongs below the highest count seen.
+    assert_eq!(pongs, max_counted);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait();
+        (status, server.stderr())
+    });
+    let (status, stderr) = status.await.unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        signalled.elapsed()
+    );
 }

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -437,7 +437,7 @@ impl Server {
     }
 
     /// Stops accepting, closes every client with `servershutdown` after flushing what was
-    /// queued for it, and waits until every connection is gone (each bounded by the write
+    /// queued for it and answering the pings it had already read, and waits until every connection is gone (each bounded by the write
     /// timeout and close linger).
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
@@ -689,6 +689,9 @@ impl<H: Handler> Conn<H> {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => {
+                    if let Some(closed) = self.answer_buffered().await {
+                        return closed;
+                    }
                     return Closed::ByUs(CloseReason::ServerShutdown);
                 }
                 command = rx.recv() => match command {
@@ -736,6 +739,25 @@ impl<H: Handler> Conn<H> {
                     });
                     return Closed::ByUs(CloseReason::Timeout);
                 }
+            }
+        }
+    }
+
+    /// At shutdown: handles the frames already read from the socket and waiting in the
+    /// read buffer, so that every ping the server read before the shutdown gets its pong
+    /// before the closeconn. Nothing more is read from the socket.
+    async fn answer_buffered(&mut self) -> Option<Closed> {
+        let mut buffered = std::mem::take(self.framed.read_buffer_mut());
+        loop {
+            match self.framed.codec_mut().decode(&mut buffered) {
+                Ok(Some(frame)) => {
+                    if let Some(closed) = self.on_frame(frame).await {
+                        return Some(closed);
+                    }
+                }
+                // A partial frame, or none: the rest was not read before the shutdown.
+                Ok(None) => return None,
+                Err(e) => return Some(self.frame_error(e)),
             }
         }
     }
