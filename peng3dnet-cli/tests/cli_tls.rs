@@ -85,3 +85,48 @@ fn the_cli_serves_and_pings_over_tls() {
         "{stderr}"
     );
 }
+
+/// The error record of a failed `ping -c 1 --json`.
+fn json_error(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["--json".as_ref()];
+    all.extend_from_slice(args);
+    let out = cli_ping(&all);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "error")
+        .unwrap_or_else(|| panic!("no error record in {stdout}"))
+}
+
+#[test]
+fn pinging_with_or_without_tls_by_mistake_says_what_to_change() {
+    let pki = Pki::new("cli-mistake");
+    let (ca, ca_file) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let tls = ServeProcess::start(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ]);
+    let plain = ServeProcess::start(&[]);
+
+    let started = std::time::Instant::now();
+    let e = json_error(&[format!("localhost:{}", tls.1).as_ref()]);
+    assert_eq!(e["kind"], "tls_required", "{e}");
+    assert_eq!(e["message"], "the server requires TLS: add --tls", "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+
+    let e = json_error(&[
+        "--ca".as_ref(),
+        ca_file.as_os_str(),
+        format!("localhost:{}", plain.1).as_ref(),
+    ]);
+    assert_eq!(e["kind"], "tls_not_used", "{e}");
+    assert_eq!(
+        e["message"], "the server does not use TLS (its answer is not a TLS record): drop --tls",
+        "{e}"
+    );
+}

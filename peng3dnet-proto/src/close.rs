@@ -40,6 +40,9 @@ pub enum CloseReason {
     ServerFull,
     /// `sendqueuefull`: the peer did not read and too much was queued for it.
     SendQueueFull,
+    /// `tlsrequired`: a TLS server got a connection that does not start a TLS handshake
+    /// (ours, not the reference's; sent in plain so that a plain client can read it).
+    TlsRequired,
     /// Any other reason an application chose.
     Other(String),
 }
@@ -63,6 +66,7 @@ impl CloseReason {
             CloseReason::Timeout => "timeout",
             CloseReason::ServerFull => "serverfull",
             CloseReason::SendQueueFull => "sendqueuefull",
+            CloseReason::TlsRequired => "tlsrequired",
             CloseReason::Other(s) => s,
         }
     }
@@ -86,6 +90,7 @@ impl From<&str> for CloseReason {
             "timeout" => CloseReason::Timeout,
             "serverfull" => CloseReason::ServerFull,
             "sendqueuefull" => CloseReason::SendQueueFull,
+            "tlsrequired" => CloseReason::TlsRequired,
             other => CloseReason::Other(other.to_owned()),
         }
     }

@@ -335,18 +335,143 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// A readable explanation of a TLS handshake failure, with the likely cause.
+/// The rustls error inside a handshake failure, if it is one.
+fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+}
+
+/// Whether a TLS handshake failed because the peer's bytes are not TLS at all (a plain
+/// peng3dnet server's hello, say).
+pub fn peer_is_not_tls(e: &io::Error) -> bool {
+    matches!(
+        rustls_error(e),
+        Some(rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. })
+    )
+}
+
+/// A short machine-readable kind for a handshake failure (the CLI's JSON `error_kind`):
+/// `tls_not_used`, `tls_certificate`, `tls_client_certificate`, or `tls`.
+pub fn handshake_error_kind(e: &io::Error) -> &'static str {
+    use rustls::AlertDescription as A;
+    match rustls_error(e) {
+        _ if peer_is_not_tls(e) => "tls_not_used",
+        Some(rustls::Error::InvalidCertificate(_)) => "tls_certificate",
+        Some(rustls::Error::AlertReceived(
+            A::CertificateRequired | A::BadCertificate | A::UnknownCA | A::CertificateUnknown,
+        )) => "tls_client_certificate",
+        _ => "tls",
+    }
+}
+
+/// A readable explanation of a TLS handshake failure, with the likely cause and the next
+/// step: one sentence, never Rust Debug output.
 pub fn describe_handshake_error(e: &io::Error) -> String {
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-    match inner {
-        Some(rustls::Error::InvalidCertificate(cert)) => format!("server certificate rejected: {cert:?}"),
-        Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) => {
-            format!("TLS handshake failed ({e}): the server does not seem to speak TLS")
+    use rustls::AlertDescription as A;
+    match rustls_error(e) {
+        Some(rustls::Error::InvalidCertificate(cert)) => {
+            format!("server certificate rejected: {}", describe_certificate_error(cert))
+        }
+        _ if peer_is_not_tls(e) => {
+            "TLS handshake failed: the server does not use TLS (its answer is not a TLS record); connect without TLS".into()
+        }
+        Some(rustls::Error::AlertReceived(A::CertificateRequired)) => {
+            "TLS handshake failed: the server requires a client certificate; give one (--tls-cert and --tls-key)".into()
+        }
+        Some(rustls::Error::AlertReceived(A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::DecryptError)) => {
+            "TLS handshake failed: the server refused our client certificate (not signed by a CA it trusts, or expired)".into()
+        }
+        Some(rustls::Error::AlertReceived(alert)) => {
+            format!("TLS handshake failed: the server sent the alert '{}'", alert_text(*alert))
+        }
+        Some(rustls::Error::NoCertificatesPresented) => {
+            "TLS handshake failed: the peer presented no certificate".into()
         }
         Some(other) => format!("TLS handshake failed: {other}"),
-        None if e.kind() == io::ErrorKind::UnexpectedEof => {
-            "TLS handshake failed: the server closed the connection (does it expect a client certificate, or not speak TLS?)".into()
+        None if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::ConnectionReset => {
+            "TLS handshake failed: the server closed the connection (it may require a client certificate, or not speak TLS)".into()
         }
         None => format!("TLS handshake failed: {e}"),
+    }
+}
+
+/// An alert's name in lower case words ("certificate required").
+fn alert_text(alert: rustls::AlertDescription) -> String {
+    let name = format!("{alert:?}");
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A name rustls lists as presented by a certificate (`DnsName("a.example")`,
+/// `IpAddress(127.0.0.1)`), as the bare name.
+fn presented_name(presented: &str) -> String {
+    match (presented.find('('), presented.rfind(')')) {
+        (Some(open), Some(close)) if open < close => {
+            presented[open + 1..close].trim_matches('"').to_owned()
+        }
+        _ => presented.to_owned(),
+    }
+}
+
+/// Why a certificate was rejected, in plain words with the next step.
+pub fn describe_certificate_error(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        C::Expired | C::ExpiredContext { .. } => {
+            "it has expired; the server needs a renewed certificate".into()
+        }
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "it is not valid yet (check the clocks of both machines)".into()
+        }
+        C::UnknownIssuer => {
+            "it is not signed by a trusted CA; give the CA that signed it with --ca, or the \
+             server's own certificate if it is self-signed"
+                .into()
+        }
+        C::NotValidForName => {
+            "it is not valid for this name; connect by a name it lists, or use --server-name".into()
+        }
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
+            let expected = match expected {
+                ServerName::DnsName(d) => d.as_ref().to_owned(),
+                ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+                _ => "the target".to_owned(),
+            };
+            if presented.is_empty() {
+                format!(
+                    "it is not valid for {expected}: it lists no names (no subjectAltName); \
+                     make one with subjectAltName, or give it to --ca to pin it"
+                )
+            } else {
+                format!(
+                    "it is not valid for {expected}, only for {}; connect by one of those \
+                     names, or use --server-name",
+                    presented
+                        .iter()
+                        .map(|p| presented_name(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        }
+        C::BadSignature | C::BadEncoding => "it is malformed or its signature is wrong".into(),
+        C::Revoked => "it has been revoked".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "it is not meant for TLS servers (extended key usage)".into()
+        }
+        C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate used as the server's own certificate; give that exact \
+             certificate to --ca to pin it, or have the server use a certificate signed by the CA"
+                .into()
+        }
+        other => format!("{other}"),
     }
 }
