@@ -174,7 +174,8 @@ pub struct ClientArgs {
     /// (or --ca) and its name.
     #[arg(long)]
     pub tls: bool,
-    /// Verify the server against the CA certificates in this PEM file (implies --tls).
+    /// Verify the server against the CA certificates in this PEM file (implies --tls); a
+    /// certificate of the file that is exactly the server's (a self-signed one) is pinned.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub ca: Option<PathBuf>,
     /// TLS without verifying the server's certificate or name, for self-signed test

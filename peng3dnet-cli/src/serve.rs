@@ -141,7 +141,7 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
             match ServerTls::from_pem_files(cert, key, clients) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
-                    error(format!("TLS: {e}"));
+                    error(format!("cannot serve over TLS: {e}"));
                     return Exit::Usage;
                 }
             }

@@ -130,3 +130,52 @@ fn pinging_with_or_without_tls_by_mistake_says_what_to_change() {
         "{e}"
     );
 }
+
+#[test]
+fn the_certificate_everyone_makes_first_works_when_given_to_ca() {
+    let pki = Pki::new("cli-openssl-like");
+    let (cert, key) = pki.self_signed_cn_only("cert", "localhost");
+    let serve = ServeProcess::start(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ]);
+    let out = cli_ping(&[
+        "--tls".as_ref(),
+        "--ca".as_ref(),
+        cert.as_os_str(),
+        format!("localhost:{}", serve.1).as_ref(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_names_a_key_that_does_not_match_its_certificate() {
+    let pki = Pki::new("cli-keymismatch");
+    let (cert, _) = pki.self_signed_cn_only("cert", "localhost");
+    let (_, other_key) = pki.self_signed_cn_only("other", "localhost");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_peng3dnet"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot serve over TLS: the private key {} does not match the certificate {}: give \
+             the key the certificate was made with",
+            other_key.display(),
+            cert.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -109,7 +109,7 @@ fn first_line(buf: &[u8]) -> String {
     preview(&buf[..end])
 }
 
-/// Up to [`PREVIEW_BYTES`] bytes as text: printable ASCII as is, the rest as `\xNN`.
+/// Up to 48 bytes as text: printable ASCII as is, the rest as `\xNN`.
 pub fn preview(buf: &[u8]) -> String {
     let mut out = String::new();
     for &b in buf.iter().take(PREVIEW_BYTES) {

@@ -290,7 +290,7 @@ impl PingSession {
                         false
                     }
                     Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(PingError::Io(e)),
+                    Err(e) => return Err(PingError::from_read(e)),
                 }
             };
             match server_greeting(&self.inbox, complete) {

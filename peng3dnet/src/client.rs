@@ -209,7 +209,7 @@ pub(crate) async fn read_greeting(
             }
             Err(_) => true,
             Ok(Ok(n)) => n == 0,
-            Ok(Err(e)) => return Err(ConnectionError::Io(e)),
+            Ok(Err(e)) => return Err(ConnectionError::from_read(e)),
         };
         if complete && buf.is_empty() {
             return Err(ConnectionError::ClosedByPeer(None));

@@ -179,6 +179,17 @@ fn reason_text(reason: &Option<CloseReason>) -> String {
 }
 
 impl ConnectionError {
+    /// A read error: a TLS failure that surfaces after the handshake (TLS 1.3 reports a
+    /// refused or missing client certificate with the first read) is [`Self::Tls`], any
+    /// other [`Self::Io`].
+    pub(crate) fn from_read(e: io::Error) -> Self {
+        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+            ConnectionError::Tls(e)
+        } else {
+            ConnectionError::Io(e)
+        }
+    }
+
     /// True if this error means the connection is gone (closed or broken), as opposed to a
     /// problem with one operation.
     pub fn is_disconnect(&self) -> bool {

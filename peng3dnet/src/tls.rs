@@ -44,6 +44,19 @@ pub enum TlsError {
     /// rustls refused the configuration (for example a key that does not match).
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The private key is not the certificate's.
+    #[error(
+        "the private key {} does not match the certificate {}: give the key the certificate \
+         was made with",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
     /// A client-certificate verifier could not be built.
     #[error("client CA: {0}")]
     Verifier(String),
@@ -120,6 +133,7 @@ impl ServerTls {
         key: &Path,
         clients: ClientCertPolicy,
     ) -> Result<Self, TlsError> {
+        let key_path = key;
         let certs = load_certs(cert)?;
         let key = load_key(key)?;
         let builder = ServerConfig::builder_with_provider(provider())
@@ -143,9 +157,14 @@ impl ServerTls {
                 )
             }
         };
-        Ok(Self::from_config(Arc::new(
-            builder.with_single_cert(certs, key)?,
-        )))
+        let config = builder.with_single_cert(certs, key).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                cert: cert.to_owned(),
+                key: key_path.to_owned(),
+            },
+            e => TlsError::Config(e),
+        })?;
+        Ok(Self::from_config(Arc::new(config)))
     }
 
     /// From a ready rustls configuration.
@@ -199,8 +218,16 @@ impl ClientTls {
     }
 
     /// Verifies servers against the CA certificates of a PEM file, with hostname checking.
+    ///
+    /// A certificate of the file that is exactly the server's certificate is accepted as
+    /// *pinned*, as `curl --cacert` accepts a self-signed server whose certificate it was
+    /// given: the certificate everyone makes first (`openssl req -x509 ... -subj
+    /// /CN=localhost`, a CA certificate without subjectAltName) works when passed to both
+    /// `serve --tls-cert` and `ping --ca`. A pinned certificate is trusted as it is: its
+    /// names, CA flag and dates are not checked, since the file names that very
+    /// certificate.
     pub fn with_ca_file(ca: &Path) -> Result<Self, TlsError> {
-        Self::with_roots(root_store(ca)?, None)
+        Self::with_roots_pinning(ca, None)
     }
 
     /// Like [`with_ca_file`](Self::with_ca_file), presenting a client certificate.
@@ -209,7 +236,31 @@ impl ClientTls {
         cert: &Path,
         key: &Path,
     ) -> Result<Self, TlsError> {
-        Self::with_roots(root_store(ca)?, Some((load_certs(cert)?, load_key(key)?)))
+        Self::with_roots_pinning(ca, Some((load_certs(cert)?, load_key(key)?)))
+    }
+
+    fn with_roots_pinning(
+        ca: &Path,
+        client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Self, TlsError> {
+        let pinned = load_certs(ca)?;
+        let roots = Arc::new(root_store(ca)?);
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { pinned, webpki }));
+        let config = match client_cert {
+            Some((certs, key)) => builder.with_client_auth_cert(certs, key)?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(ClientTls {
+            config: Arc::new(config),
+            verifies: true,
+            server_name: None,
+        })
     }
 
     fn with_roots(
@@ -282,6 +333,58 @@ impl ClientTls {
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = connector.connect(name, tcp).await?;
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
+    }
+}
+
+/// The verifier behind [`ClientTls::with_ca_file`]: a server certificate that is exactly
+/// one of the file's certificates is pinned; any other is verified against the file's
+/// certificates as CAs, with its name.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    pinned: Vec<CertificateDer<'static>>,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 
