@@ -615,3 +615,36 @@ async fn sigterm_with_a_thousand_pinging_clients_loses_nothing() {
         signalled.elapsed()
     );
 }
+
+/// A TLS client at a plain server: the server logs that the client speaks TLS (instead of
+/// refusing "a frame of 369295616 bytes"), and the client is told to drop --tls.
+#[test]
+fn a_plain_serve_recognises_a_tls_client() {
+    let pki = common::pki::Pki::new("cli-clienthello");
+    let (ca, _) = pki.ca("ca");
+    let (cert, _) = pki.leaf("server", &ca, &["localhost"], false);
+    let (mut server, addr) = serve(&[]);
+    let out = cmd()
+        .args(["ping", "-c", "1", "-W", "5", "--ca"])
+        .arg(&cert)
+        .arg(&addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("the server does not use TLS (its answer is not a TLS record): drop --tls"),
+        "{stderr}"
+    );
+    assert_clean_stderr(&stderr);
+    server.signal("-TERM");
+    assert_eq!(server.wait().code(), Some(0));
+    let log = server.stderr();
+    assert!(
+        log.contains(
+            "the client speaks TLS (it sent a TLS ClientHello), but this server does not use TLS"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("369295616"), "{log}");
+}

@@ -61,7 +61,7 @@ pub enum TlsError {
     #[error("client CA: {0}")]
     Verifier(String),
     /// The name to verify the server against is not a valid DNS name or IP address.
-    #[error("invalid server name {0:?} for TLS")]
+    #[error("'{0}' is not a valid server name for TLS (a DNS name or an IP address)")]
     ServerName(String),
 }
 
@@ -575,6 +575,19 @@ pub fn describe_certificate_error(e: &rustls::CertificateError) -> String {
              certificate to --ca to pin it, or have the server use a certificate signed by the CA"
                 .into()
         }
-        other => format!("{other}"),
+        C::UnhandledCriticalExtension => {
+            "it has a critical extension this client does not understand".into()
+        }
+        C::UnknownRevocationStatus
+        | C::ExpiredRevocationList
+        | C::ExpiredRevocationListContext { .. } => {
+            "its revocation status cannot be checked".into()
+        }
+        C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "it is signed with an algorithm this client does not support".into()
+        }
+        C::ApplicationVerificationFailure => "the application's own check refused it".into(),
+        _ => "it failed verification".into(),
     }
 }
