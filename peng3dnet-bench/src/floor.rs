@@ -146,6 +146,7 @@ async fn floor_connection(mut stream: TcpStream, wire: Arc<FloorWire>) {
 
 /// `peng3dnet floor` (hidden).
 pub(crate) async fn run_floor(args: BenchServerArgs) -> Exit {
+    let mut interrupts = peng3dnet_cli::Interrupts::install();
     let listener = match peng3dnet::server::listen(args.bind.as_str(), 16_384).await {
         Ok(l) => l,
         Err(e) => {
@@ -176,7 +177,7 @@ pub(crate) async fn run_floor(args: BenchServerArgs) -> Exit {
             }
         }
     });
-    peng3dnet_cli::interrupted().await;
+    interrupts.wait().await;
     accept.abort();
     Exit::Ok
 }
@@ -196,6 +197,7 @@ impl Handler for Echo {
 
 /// `peng3dnet echo-serve` (hidden): `serve`'s server plus an `interop:msg` echo.
 pub(crate) async fn run_echo(args: BenchServerArgs) -> Exit {
+    let mut interrupts = peng3dnet_cli::Interrupts::install();
     init_logging("warn");
     let responder = PingResponder::new().with_dynamic(builtin_dynamic_data(Instant::now()));
     let mut registry = Registry::new();
@@ -219,7 +221,7 @@ pub(crate) async fn run_echo(args: BenchServerArgs) -> Exit {
     {
         return Exit::System;
     }
-    peng3dnet_cli::interrupted().await;
+    interrupts.wait().await;
     server.shutdown().await;
     Exit::Ok
 }

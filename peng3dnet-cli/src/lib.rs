@@ -178,7 +178,8 @@ pub struct ClientArgs {
     /// (or --ca) and its name.
     #[arg(long)]
     pub tls: bool,
-    /// Verify the server against the CA certificates in this PEM file (implies --tls).
+    /// Verify the server against the CA certificates in this PEM file (implies --tls); a
+    /// certificate of the file that is exactly the server's (a self-signed one) is pinned.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub ca: Option<PathBuf>,
     /// TLS without verifying the server's certificate or name, for self-signed test
@@ -419,29 +420,64 @@ pub fn error(message: impl std::fmt::Display) {
     eprintln!("peng3dnet: {message}");
 }
 
-/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM. Never returns if the handlers cannot
-/// be installed.
-pub async fn interrupted() {
+/// Ctrl-C (SIGINT) and, on Unix, SIGTERM, caught from the moment of [`Interrupts::install`].
+///
+/// Install before announcing anything a supervisor or test may react to (a server's
+/// `listening on` line): a signal that arrives before the handlers exist kills the process
+/// at once, without a graceful shutdown, and its clients see a reset instead of
+/// closeconn `servershutdown`.
+pub struct Interrupts {
     #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let sigterm = async {
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    /// Installs the handlers now (must run inside the tokio runtime). A handler that cannot
+    /// be installed never fires.
+    pub fn install() -> Interrupts {
         #[cfg(unix)]
-        if let Some(term) = term.as_mut() {
-            if term.recv().await.is_some() {
-                return;
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Interrupts {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
-        std::future::pending::<()>().await;
-    };
-    let sigint = async {
+        #[cfg(not(unix))]
+        Interrupts {}
+    }
+
+    /// Waits for the next signal. Never returns if no handler could be installed.
+    pub async fn wait(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+                if let Some(signal) = signal {
+                    if signal.recv().await.is_some() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await;
+            }
+            tokio::select! {
+                _ = next(self.term.as_mut()) => {}
+                _ = next(self.int.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    tokio::select! {
-        _ = sigint => {}
-        _ = sigterm => {}
     }
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM, with handlers installed when this is
+/// first polled; see [`Interrupts`] to install them earlier. Never returns if the handlers
+/// cannot be installed.
+pub async fn interrupted() {
+    Interrupts::install().wait().await;
 }
 
 #[cfg(test)]

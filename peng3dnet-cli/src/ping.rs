@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peng3dnet::error::Phase;
 use peng3dnet::ping::{ping_server, PingError, PingOptions, PingReply, PingSession};
 use peng3dnet::target::{Family, Target};
 use peng3dnet::{CloseReason, Value};
@@ -400,11 +401,24 @@ pub(crate) fn describe(e: &PingError, allowed: Duration) -> (&'static str, Strin
                 format!("cannot connect to {addr}: {}", io_text(source)),
             )
         }
+        PingError::Timeout {
+            phase: Phase::WaitingForHello,
+            ..
+        } => (
+            "timeout",
+            format!(
+                "timed out waiting for hello (timeout {}s): the server accepted the connection \
+                 but sent nothing; it may use TLS (try --tls), not be a peng3dnet server, or be \
+                 overloaded",
+                allowed.as_secs_f64()
+            ),
+        ),
         PingError::Timeout { phase, .. } => (
             "timeout",
             format!("timed out {phase} (timeout {}s)", allowed.as_secs_f64()),
         ),
-        PingError::NotPeng3dnet(m) => ("not_peng3dnet", format!("not a peng3dnet server ({m})")),
+        PingError::TlsRequired => ("tls_required", "the server requires TLS: add --tls".into()),
+        PingError::NotPeng3dnet(m) => ("not_peng3dnet", format!("not a peng3dnet server: {m}")),
         PingError::ProtocolMismatch => (
             "protocol_mismatch",
             "protocol version mismatch: the server speaks another peng3dnet protocol version"
@@ -430,7 +444,11 @@ pub(crate) fn describe(e: &PingError, allowed: Duration) -> (&'static str, Strin
         PingError::Frame(peng3dnet::FrameError::Io(e)) => {
             ("io", format!("connection lost: {}", io_text(e)))
         }
-        PingError::Tls(_) => ("tls", e.to_string()),
+        PingError::Tls(io) if peng3dnet::tls::peer_is_not_tls(io) => (
+            "tls_not_used",
+            "the server does not use TLS (its answer is not a TLS record): drop --tls".into(),
+        ),
+        PingError::Tls(io) => (peng3dnet::tls::handshake_error_kind(io), e.to_string()),
         other => ("other", other.to_string()),
     }
 }

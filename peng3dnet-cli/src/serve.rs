@@ -11,7 +11,7 @@ use peng3dnet::PingRequest;
 use peng3dnet::{PingResponder, Value};
 
 use super::output::Out;
-use super::{error, from_json, from_toml, Exit, ServeArgs};
+use super::{error, from_json, from_toml, Exit, Interrupts, ServeArgs};
 
 /// The dynamic ping data every server of the CLI reports: `clients` (connections open),
 /// `uptime` (seconds since `started`) and `pings` (pings answered, this one included).
@@ -141,13 +141,15 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
             match ServerTls::from_pem_files(cert, key, clients) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
-                    error(format!("TLS: {e}"));
+                    error(format!("cannot serve over TLS: {e}"));
                     return Exit::Usage;
                 }
             }
         }
         _ => None,
     };
+    // Before the `listening on` line: a SIGTERM right after it must shut down gracefully.
+    let mut interrupts = Interrupts::install();
     let pingable = match Pingable::start(data, !args.no_writeback, &args.bind, tls).await {
         Ok(p) => p,
         Err(ServerError::Bind(e)) => {
@@ -165,7 +167,7 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
         return Exit::System;
     }
     tracing::info!(%addr, writeback = !args.no_writeback, "serving pings");
-    super::interrupted().await;
+    interrupts.wait().await;
     tracing::info!("shutting down");
     pingable.shutdown().await;
     tracing::info!("stopped");

@@ -5,6 +5,9 @@
 //! whose `listening on ADDR` line gives the port). Nothing sleeps to synchronise: the
 //! tests wait for output lines or process exits, each bounded by a timeout.
 
+#[path = "../../peng3dnet/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdout, Command as StdCommand, ExitStatus, Stdio};
@@ -577,4 +580,71 @@ async fn sigterm_shuts_serve_down_gracefully() {
     // Nothing else runs on this runtime now: a blocking wait is fine.
     let status = server.wait();
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
+}
+
+/// SIGTERM with a thousand clients connected and pings in flight: every client gets
+/// closeconn `servershutdown` after the pongs of every ping the server counted (the
+/// built-in `pings` counter), and the process exits within its drain bound (write timeout
+/// plus close linger, 12 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_thousand_pinging_clients_loses_nothing() {
+    const CLIENTS: usize = 1000;
+    let (mut server, addr) = serve(&[]);
+    let pingers = common::drain::connect_many(addr.parse().unwrap(), CLIENTS).await;
+    let outcomes = common::drain::run_all(pingers);
+    let signalled = Instant::now();
+    server.signal("-TERM");
+    let (pongs, max_counted, lost) = common::drain::tally(outcomes).await;
+    assert!(
+        lost.is_empty(),
+        "{} of {CLIENTS} lost: {lost:?}",
+        lost.len()
+    );
+    // The counter is taken before each pong is written: a pong lost after it was counted
+    // leaves the total of pongs below the highest count seen.
+    assert_eq!(pongs, max_counted);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait();
+        (status, server.stderr())
+    });
+    let (status, stderr) = status.await.unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
+
+/// A TLS client at a plain server: the server logs that the client speaks TLS (instead of
+/// refusing "a frame of 369295616 bytes"), and the client is told to drop --tls.
+#[test]
+fn a_plain_serve_recognises_a_tls_client() {
+    let pki = common::pki::Pki::new("cli-clienthello");
+    let (ca, _) = pki.ca("ca");
+    let (cert, _) = pki.leaf("server", &ca, &["localhost"], false);
+    let (mut server, addr) = serve(&[]);
+    let out = cmd()
+        .args(["ping", "-c", "1", "-W", "5", "--ca"])
+        .arg(&cert)
+        .arg(&addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("the server does not use TLS (its answer is not a TLS record): drop --tls"),
+        "{stderr}"
+    );
+    assert_clean_stderr(&stderr);
+    server.signal("-TERM");
+    assert_eq!(server.wait().code(), Some(0));
+    let log = server.stderr();
+    assert!(
+        log.contains(
+            "the client speaks TLS (it sent a TLS ClientHello), but this server does not use TLS"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("369295616"), "{log}");
 }

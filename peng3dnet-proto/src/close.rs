@@ -43,6 +43,9 @@ pub enum CloseReason {
     /// `internalerror`: the server's own code failed while handling this connection (a
     /// panic in an application hook or ping data provider); ours, not the reference's.
     InternalError,
+    /// `tlsrequired`: a TLS server got a connection that does not start a TLS handshake
+    /// (ours, not the reference's; sent in plain so that a plain client can read it).
+    TlsRequired,
     /// Any other reason an application chose.
     Other(String),
 }
@@ -67,6 +70,7 @@ impl CloseReason {
             CloseReason::ServerFull => "serverfull",
             CloseReason::SendQueueFull => "sendqueuefull",
             CloseReason::InternalError => "internalerror",
+            CloseReason::TlsRequired => "tlsrequired",
             CloseReason::Other(s) => s,
         }
     }
@@ -91,6 +95,7 @@ impl From<&str> for CloseReason {
             "serverfull" => CloseReason::ServerFull,
             "sendqueuefull" => CloseReason::SendQueueFull,
             "internalerror" => CloseReason::InternalError,
+            "tlsrequired" => CloseReason::TlsRequired,
             other => CloseReason::Other(other.to_owned()),
         }
     }

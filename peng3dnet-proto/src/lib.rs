@@ -100,6 +100,7 @@ pub mod pong;
 pub mod protocol;
 pub mod registry;
 pub mod security;
+pub mod sniff;
 pub mod stats;
 pub mod value;
 

@@ -31,13 +31,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 
-use crate::error::{FrameError, Phase, PingError};
+use crate::error::{closed_at_hello, greeting_error, FrameError, Phase, PingError};
 use crate::frame::{Frame, FrameCodec};
 use crate::ping::{echoed_seq, finish_reply, ping_message, PingOptions, PingReply, Timings};
 use crate::pong::unix_seconds;
 use crate::protocol::{closeconn_frame, ids, ClientProtocol, ConnType, Event};
 use crate::registry::Registry;
 use crate::security::SecurityLevel;
+use crate::sniff::{server_greeting, Greeting};
 use crate::target::ToTarget;
 use crate::tls::ClientTls;
 use crate::value::{self, Value};
@@ -262,7 +263,47 @@ impl PingSession {
         }
     }
 
+    /// Reads the server's first bytes into the inbox until they tell what the server is,
+    /// and fails at once if it is not a peng3dnet server (see
+    /// [`crate::sniff::server_greeting`]).
+    fn read_greeting(&mut self, deadline: Instant, allowance: Duration) -> Result<(), PingError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let complete = if left.is_zero() {
+                if self.inbox.is_empty() {
+                    return Err(PingError::Timeout {
+                        phase: Phase::WaitingForHello,
+                        after: allowance,
+                    });
+                }
+                true
+            } else {
+                self.socket.tcp().set_read_timeout(Some(left))?;
+                let mut chunk = [0u8; 512];
+                match self.socket.read(&mut chunk) {
+                    Ok(0) if self.inbox.is_empty() => return Err(PingError::ClosedByPeer(None)),
+                    Ok(0) => true,
+                    Ok(n) => {
+                        self.inbox.extend_from_slice(&chunk[..n]);
+                        false
+                    }
+                    Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(PingError::from_read(e)),
+                }
+            };
+            match server_greeting(&self.inbox, complete) {
+                Greeting::Peng3dnet => return Ok(()),
+                Greeting::Incomplete if !complete => continue,
+                other => {
+                    return Err(greeting_error(other)
+                        .unwrap_or_else(|| PingError::NotPeng3dnet("no hello".into())))
+                }
+            }
+        }
+    }
+
     fn await_hello(&mut self, deadline: Instant, allowance: Duration) -> Result<(), PingError> {
+        self.read_greeting(deadline, allowance)?;
         let frame = match self.read_frame(deadline, Phase::WaitingForHello, allowance) {
             Ok(frame) => frame,
             Err(PingError::Frame(e)) if !matches!(e, FrameError::Io(_)) => {
@@ -284,7 +325,7 @@ impl PingSession {
         }
         match step.event {
             Some(Event::Established(_)) => Ok(()),
-            Some(Event::PeerClosed(reason)) => Err(PingError::ClosedByPeer(reason)),
+            Some(Event::PeerClosed(reason)) => Err(closed_at_hello(reason)),
             Some(Event::Close(CloseReason::ProtoVersionMismatch)) => {
                 self.abort(CloseReason::ProtoVersionMismatch);
                 Err(PingError::ProtocolMismatch)

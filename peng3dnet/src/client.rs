@@ -7,15 +7,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
+use peng3dnet_proto::sniff::{server_greeting, Greeting};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 
 use crate::codec::Codec;
 use crate::config::Config;
-use crate::error::{ConnectionError, FrameError, Phase};
+use crate::error::{closed_at_hello, greeting_error, ConnectionError, FrameError, Phase};
 use crate::frame::Frame;
 use crate::protocol::{
     closeconn_frame, ClientProtocol, ClientState, CloseReason, ConnType, Event, Packet,
@@ -121,8 +123,13 @@ impl ClientBuilder {
         self.handshake(stream, deadline).await
     }
 
-    async fn handshake(self, stream: Stream, deadline: Instant) -> Result<Client, ConnectionError> {
+    async fn handshake(
+        self,
+        mut stream: Stream,
+        deadline: Instant,
+    ) -> Result<Client, ConnectionError> {
         let peer = stream.peer_addr()?;
+        let greeting = read_greeting(&mut stream, deadline, self.timeout).await?;
         let security = stream.security(self.tls.as_ref().is_some_and(ClientTls::verifies));
         let codec = Codec::new(self.config.limits.frame, self.config.compression);
         let protocol = ClientProtocol::new(
@@ -133,7 +140,7 @@ impl ClientBuilder {
         )
         .with_max_items(self.config.limits.max_items);
         let mut client = Client {
-            framed: Framed::new(stream, codec),
+            framed: framed_with(stream, codec, greeting),
             protocol,
             config: self.config,
             peer,
@@ -181,6 +188,48 @@ pub(crate) async fn open(
             after: started.elapsed(),
         }),
     }
+}
+
+/// Reads a server's first bytes until they tell what the server is, no later than
+/// `deadline`, and fails at once if it is not a peng3dnet server (a TLS server, SSH, HTTP,
+/// bytes that cannot start a frame). Returns the bytes read, to be decoded as frames.
+pub(crate) async fn read_greeting(
+    stream: &mut Stream,
+    deadline: Instant,
+    allowance: Duration,
+) -> Result<BytesMut, ConnectionError> {
+    let mut buf = BytesMut::with_capacity(512);
+    loop {
+        let complete = match timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Err(_) if buf.is_empty() => {
+                return Err(ConnectionError::Timeout {
+                    phase: Phase::WaitingForHello,
+                    after: allowance,
+                })
+            }
+            Err(_) => true,
+            Ok(Ok(n)) => n == 0,
+            Ok(Err(e)) => return Err(ConnectionError::from_read(e)),
+        };
+        if complete && buf.is_empty() {
+            return Err(ConnectionError::ClosedByPeer(None));
+        }
+        match server_greeting(&buf, complete) {
+            Greeting::Peng3dnet => return Ok(buf),
+            Greeting::Incomplete if !complete => continue,
+            other => {
+                return Err(greeting_error(other)
+                    .unwrap_or_else(|| ConnectionError::NotPeng3dnet("no hello".into())))
+            }
+        }
+    }
+}
+
+/// A [`Framed`] whose read buffer starts with `read` (bytes already taken from `stream`).
+pub(crate) fn framed_with(stream: Stream, codec: Codec, read: BytesMut) -> Framed<Stream, Codec> {
+    let mut parts = FramedParts::new::<Frame>(stream, codec);
+    parts.read_buf = read;
+    Framed::from_parts(parts)
 }
 
 /// Connects to the first address that accepts, before `deadline`.
@@ -278,9 +327,7 @@ impl Client {
             match step.event {
                 Some(Event::Established(_)) => return Ok(()),
                 Some(Event::Close(reason)) => return Err(self.fail(reason).await),
-                Some(Event::PeerClosed(reason)) => {
-                    return Err(ConnectionError::ClosedByPeer(reason))
-                }
+                Some(Event::PeerClosed(reason)) => return Err(closed_at_hello(reason)),
                 Some(Event::Packet(p)) => self.pending.push(p),
                 Some(Event::Ping(_) | Event::Pong(_)) | None => {}
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub use peng3dnet_proto::error::{FrameError, RegistryError, ValueError};
 use peng3dnet_proto::security::InsufficientSecurity;
+use peng3dnet_proto::sniff::Greeting;
 use peng3dnet_proto::CloseReason;
 
 /// What a connection was doing when its time ran out.
@@ -53,6 +54,20 @@ impl Phase {
     }
 }
 
+impl Phase {
+    /// The likely causes of a time-out in this phase, as a clause that follows the
+    /// time-out ("; ..."), or nothing.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Phase::WaitingForHello => {
+                "; the server accepted the connection but sent nothing: it may use TLS, \
+                 not be a peng3dnet server, or be overloaded"
+            }
+            _ => "",
+        }
+    }
+}
+
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -83,7 +98,7 @@ pub enum ConnectionError {
     },
     /// The peer did not do what was expected in time: reached (or not, when `phase` is
     /// [`Phase::Resolving`] or [`Phase::Connecting`]) but silent.
-    #[error("timed out {phase} (after {:.1} s)", .after.as_secs_f64())]
+    #[error("timed out {phase} (after {:.1} s){}", .after.as_secs_f64(), phase.hint())]
     Timeout {
         /// What we were waiting for.
         phase: Phase,
@@ -99,6 +114,10 @@ pub enum ConnectionError {
     /// The peer does not speak peng3dnet (its first bytes are not a hello).
     #[error("not a peng3dnet server: {0}")]
     NotPeng3dnet(String),
+    /// The server uses TLS and this connection does not: its first bytes were a TLS
+    /// record, or it closed with `tlsrequired`.
+    #[error("the server requires TLS")]
+    TlsRequired,
     /// The server speaks another version of the protocol.
     #[error("the server speaks another protocol version (protoversionmismatch)")]
     ProtocolMismatch,
@@ -126,6 +145,32 @@ pub enum ConnectionError {
     Io(#[from] io::Error),
 }
 
+/// The error for a server greeting that is not a peng3dnet hello, or `None` if it is one
+/// (or too short to tell).
+pub(crate) fn greeting_error(greeting: Greeting) -> Option<ConnectionError> {
+    Some(match greeting {
+        Greeting::Incomplete | Greeting::Peng3dnet => return None,
+        Greeting::Tls => ConnectionError::TlsRequired,
+        Greeting::Ssh(line) => {
+            ConnectionError::NotPeng3dnet(format!("it sent '{line}', an SSH banner"))
+        }
+        Greeting::Http(line) => {
+            ConnectionError::NotPeng3dnet(format!("it sent '{line}', an HTTP response"))
+        }
+        Greeting::Other(bytes) => ConnectionError::NotPeng3dnet(format!(
+            "its first bytes '{bytes}' cannot start a peng3dnet frame"
+        )),
+    })
+}
+
+/// The error for a closeconn received instead of (or as) the hello.
+pub(crate) fn closed_at_hello(reason: Option<CloseReason>) -> ConnectionError {
+    match reason {
+        Some(CloseReason::TlsRequired) => ConnectionError::TlsRequired,
+        other => ConnectionError::ClosedByPeer(other),
+    }
+}
+
 fn reason_text(reason: &Option<CloseReason>) -> String {
     match reason {
         Some(r) => r.to_string(),
@@ -134,6 +179,17 @@ fn reason_text(reason: &Option<CloseReason>) -> String {
 }
 
 impl ConnectionError {
+    /// A read error: a TLS failure that surfaces after the handshake (TLS 1.3 reports a
+    /// refused or missing client certificate with the first read) is [`Self::Tls`], any
+    /// other [`Self::Io`].
+    pub(crate) fn from_read(e: io::Error) -> Self {
+        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+            ConnectionError::Tls(e)
+        } else {
+            ConnectionError::Io(e)
+        }
+    }
+
     /// True if this error means the connection is gone (closed or broken), as opposed to a
     /// problem with one operation.
     pub fn is_disconnect(&self) -> bool {

@@ -222,14 +222,19 @@ impl PingSession {
     ) -> Result<PingSession, PingError> {
         let deadline = crate::deadline::at(start, options.timeout);
         let connect_start = Instant::now();
-        let (stream, tls) =
+        let (mut stream, tls) =
             crate::client::open(addrs, host, options.tls.as_ref(), deadline).await?;
         let security = stream.security(options.tls.as_ref().is_some_and(ClientTls::verifies));
         let peer = stream.peer_addr().map_err(PingError::Io)?;
         let connected = Instant::now();
+        let greeting = crate::client::read_greeting(&mut stream, deadline, options.timeout).await?;
         let config = options.config.clone();
         let mut session = PingSession {
-            framed: Framed::new(stream, Codec::new(config.limits.frame, config.compression)),
+            framed: crate::client::framed_with(
+                stream,
+                Codec::new(config.limits.frame, config.compression),
+                greeting,
+            ),
             protocol: ClientProtocol::new(
                 ConnType::Ping,
                 Registry::new(),
@@ -291,7 +296,7 @@ impl PingSession {
         }
         match step.event {
             Some(Event::Established(_)) => Ok(()),
-            Some(Event::PeerClosed(reason)) => Err(PingError::ClosedByPeer(reason)),
+            Some(Event::PeerClosed(reason)) => Err(crate::error::closed_at_hello(reason)),
             Some(Event::Close(CloseReason::ProtoVersionMismatch)) => {
                 self.abort(CloseReason::ProtoVersionMismatch).await;
                 Err(PingError::ProtocolMismatch)

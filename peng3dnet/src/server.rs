@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -455,7 +455,7 @@ impl Server {
     }
 
     /// Stops accepting, closes every client with `servershutdown` after flushing what was
-    /// queued for it, and waits until every connection is gone (each bounded by the write
+    /// queued for it and answering the pings it had already read, and waits until every connection is gone (each bounded by the write
     /// timeout and close linger).
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
@@ -509,7 +509,9 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
                 // A TLS client could not read a plain closeconn: it is simply closed.
                 if shared.tls.is_none() {
-                    shared.tracker.spawn(refuse(stream, linger));
+                    shared
+                        .tracker
+                        .spawn(refuse(stream, CloseReason::ServerFull, linger));
                 }
             }
         }
@@ -550,13 +552,34 @@ pub async fn listen(addr: impl ToSocketAddrs, max_connections: usize) -> io::Res
     }))
 }
 
-/// Tells a connection over the limit why it is refused, then closes it.
-async fn refuse(mut stream: TcpStream, within: Duration) {
-    let frame = closeconn_frame(Some(&CloseReason::ServerFull));
+/// How long a TLS server waits for a new connection's first bytes before it concludes that
+/// the peer is a plain client waiting for a hello (a TLS client sends its ClientHello at
+/// once) and answers with a plain closeconn `tlsrequired`.
+pub const TLS_GRACE: Duration = Duration::from_millis(750);
+
+/// Whether a connection to a TLS server starts with a TLS record: `Some(false)` if its
+/// first bytes are something else or it stays silent for `grace`, `None` if it closed.
+async fn first_bytes_tls(tcp: &TcpStream, grace: Duration) -> Option<bool> {
+    let mut first = [0u8; 2];
+    match timeout(grace, tcp.peek(&mut first)).await {
+        Err(_) => Some(false),
+        Ok(Ok(0)) | Ok(Err(_)) => None,
+        Ok(Ok(n)) => crate::sniff::client_speaks_tls(&first[..n]),
+    }
+}
+
+/// Tells a connection we refuse why (in plain, before any TLS), then closes it; drains
+/// what the peer sent so that the closeconn is not destroyed by a reset. Bounded by
+/// `within`.
+async fn refuse(mut stream: TcpStream, reason: CloseReason, within: Duration) {
+    let frame = closeconn_frame(Some(&reason));
     if let Ok(wire) = FrameCodec::default().to_bytes(frame) {
         let _ = timeout(within, async {
             stream.write_all(&wire).await?;
-            stream.shutdown().await
+            stream.shutdown().await?;
+            let mut sink = [0u8; 512];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), io::Error>(())
         })
         .await;
     }
@@ -593,7 +616,27 @@ async fn connection<H: Handler>(
         Some(tls) => match tokio::select! {
             // A peer in the middle of its TLS handshake does not hold up a shutdown.
             _ = shared.shutdown.cancelled() => return,
-            accepted = timeout_at(handshake_deadline, tls.accept(tcp)) => accepted,
+            accepted = timeout_at(handshake_deadline, async {
+                match first_bytes_tls(&tcp, TLS_GRACE.min(shared.limits.handshake_timeout)).await {
+                    Some(true) => Ok(tls.accept(tcp).await),
+                    Some(false) => Err(tcp),
+                    None => Ok(Err(io::ErrorKind::UnexpectedEof.into())),
+                }
+            }) => match accepted {
+                Ok(Err(tcp)) => {
+                    tracing::info!(
+                        peer = %addr,
+                        "refused: the client does not speak TLS (silent, or its first bytes are \
+                         not a TLS record); sent closeconn {}",
+                        CloseReason::TlsRequired
+                    );
+                    let within = shared.limits.write_timeout.min(Duration::from_secs(1));
+                    refuse(tcp, CloseReason::TlsRequired, within).await;
+                    return;
+                }
+                Ok(Ok(accepted)) => Ok(accepted),
+                Err(elapsed) => Err(elapsed),
+            },
         } {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -731,6 +774,9 @@ impl<H: Handler> Conn<H> {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => {
+                    if let Some(closed) = self.answer_buffered().await {
+                        return closed;
+                    }
                     return Closed::ByUs(CloseReason::ServerShutdown);
                 }
                 command = rx.recv() => match command {
@@ -782,10 +828,38 @@ impl<H: Handler> Conn<H> {
         }
     }
 
+    /// At shutdown: handles the frames already read from the socket and waiting in the
+    /// read buffer, so that every ping the server read before the shutdown gets its pong
+    /// before the closeconn. Nothing more is read from the socket.
+    async fn answer_buffered(&mut self) -> Option<Closed> {
+        let mut buffered = std::mem::take(self.framed.read_buffer_mut());
+        loop {
+            match self.framed.codec_mut().decode(&mut buffered) {
+                Ok(Some(frame)) => {
+                    if let Some(closed) = self.on_frame(frame).await {
+                        return Some(closed);
+                    }
+                }
+                // A partial frame, or none: the rest was not read before the shutdown.
+                Ok(None) => return None,
+                Err(e) => return Some(self.frame_error(e)),
+            }
+        }
+    }
+
     fn frame_error(&mut self, e: FrameError) -> Closed {
         match e.close_reason() {
             Some(reason) => {
-                self.refusal = Some(e.to_string());
+                self.refusal = Some(match e {
+                    FrameError::TooLarge { length, .. }
+                        if crate::sniff::length_is_tls_record(length) =>
+                    {
+                        "the client speaks TLS (it sent a TLS ClientHello), but this server \
+                         does not use TLS"
+                            .to_owned()
+                    }
+                    e => e.to_string(),
+                });
                 Closed::ByUs(reason)
             }
             None => Closed::SocketClosed,

@@ -44,11 +44,24 @@ pub enum TlsError {
     /// rustls refused the configuration (for example a key that does not match).
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The private key is not the certificate's.
+    #[error(
+        "the private key {} does not match the certificate {}: give the key the certificate \
+         was made with",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
     /// A client-certificate verifier could not be built.
     #[error("client CA: {0}")]
     Verifier(String),
     /// The name to verify the server against is not a valid DNS name or IP address.
-    #[error("invalid server name {0:?} for TLS")]
+    #[error("'{0}' is not a valid server name for TLS (a DNS name or an IP address)")]
     ServerName(String),
 }
 
@@ -120,6 +133,7 @@ impl ServerTls {
         key: &Path,
         clients: ClientCertPolicy,
     ) -> Result<Self, TlsError> {
+        let key_path = key;
         let certs = load_certs(cert)?;
         let key = load_key(key)?;
         let builder = ServerConfig::builder_with_provider(provider())
@@ -143,9 +157,14 @@ impl ServerTls {
                 )
             }
         };
-        Ok(Self::from_config(Arc::new(
-            builder.with_single_cert(certs, key)?,
-        )))
+        let config = builder.with_single_cert(certs, key).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                cert: cert.to_owned(),
+                key: key_path.to_owned(),
+            },
+            e => TlsError::Config(e),
+        })?;
+        Ok(Self::from_config(Arc::new(config)))
     }
 
     /// From a ready rustls configuration.
@@ -199,8 +218,16 @@ impl ClientTls {
     }
 
     /// Verifies servers against the CA certificates of a PEM file, with hostname checking.
+    ///
+    /// A certificate of the file that is exactly the server's certificate is accepted as
+    /// *pinned*, as `curl --cacert` accepts a self-signed server whose certificate it was
+    /// given: the certificate everyone makes first (`openssl req -x509 ... -subj
+    /// /CN=localhost`, a CA certificate without subjectAltName) works when passed to both
+    /// `serve --tls-cert` and `ping --ca`. A pinned certificate is trusted as it is: its
+    /// names, CA flag and dates are not checked, since the file names that very
+    /// certificate.
     pub fn with_ca_file(ca: &Path) -> Result<Self, TlsError> {
-        Self::with_roots(root_store(ca)?, None)
+        Self::with_roots_pinning(ca, None)
     }
 
     /// Like [`with_ca_file`](Self::with_ca_file), presenting a client certificate.
@@ -209,7 +236,31 @@ impl ClientTls {
         cert: &Path,
         key: &Path,
     ) -> Result<Self, TlsError> {
-        Self::with_roots(root_store(ca)?, Some((load_certs(cert)?, load_key(key)?)))
+        Self::with_roots_pinning(ca, Some((load_certs(cert)?, load_key(key)?)))
+    }
+
+    fn with_roots_pinning(
+        ca: &Path,
+        client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Self, TlsError> {
+        let pinned = load_certs(ca)?;
+        let roots = Arc::new(root_store(ca)?);
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { pinned, webpki }));
+        let config = match client_cert {
+            Some((certs, key)) => builder.with_client_auth_cert(certs, key)?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(ClientTls {
+            config: Arc::new(config),
+            verifies: true,
+            server_name: None,
+        })
     }
 
     fn with_roots(
@@ -285,6 +336,58 @@ impl ClientTls {
     }
 }
 
+/// The verifier behind [`ClientTls::with_ca_file`]: a server certificate that is exactly
+/// one of the file's certificates is pinned; any other is verified against the file's
+/// certificates as CAs, with its name.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    pinned: Vec<CertificateDer<'static>>,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
 /// The verifier behind [`ClientTls::dangerous_no_verification`]: accepts any certificate but
 /// still checks handshake signatures, so the session keys are genuine.
 #[derive(Debug)]
@@ -335,18 +438,156 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// A readable explanation of a TLS handshake failure, with the likely cause.
+/// The rustls error inside a handshake failure, if it is one.
+fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+}
+
+/// Whether a TLS handshake failed because the peer's bytes are not TLS at all (a plain
+/// peng3dnet server's hello, say).
+pub fn peer_is_not_tls(e: &io::Error) -> bool {
+    matches!(
+        rustls_error(e),
+        Some(rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. })
+    )
+}
+
+/// A short machine-readable kind for a handshake failure (the CLI's JSON `error_kind`):
+/// `tls_not_used`, `tls_certificate`, `tls_client_certificate`, or `tls`.
+pub fn handshake_error_kind(e: &io::Error) -> &'static str {
+    use rustls::AlertDescription as A;
+    match rustls_error(e) {
+        _ if peer_is_not_tls(e) => "tls_not_used",
+        Some(rustls::Error::InvalidCertificate(_)) => "tls_certificate",
+        Some(rustls::Error::AlertReceived(
+            A::CertificateRequired | A::BadCertificate | A::UnknownCA | A::CertificateUnknown,
+        )) => "tls_client_certificate",
+        _ => "tls",
+    }
+}
+
+/// A readable explanation of a TLS handshake failure, with the likely cause and the next
+/// step: one sentence, never Rust Debug output.
 pub fn describe_handshake_error(e: &io::Error) -> String {
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-    match inner {
-        Some(rustls::Error::InvalidCertificate(cert)) => format!("server certificate rejected: {cert:?}"),
-        Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) => {
-            format!("TLS handshake failed ({e}): the server does not seem to speak TLS")
+    use rustls::AlertDescription as A;
+    match rustls_error(e) {
+        Some(rustls::Error::InvalidCertificate(cert)) => {
+            format!("server certificate rejected: {}", describe_certificate_error(cert))
+        }
+        _ if peer_is_not_tls(e) => {
+            "TLS handshake failed: the server does not use TLS (its answer is not a TLS record); connect without TLS".into()
+        }
+        Some(rustls::Error::AlertReceived(A::CertificateRequired)) => {
+            "TLS handshake failed: the server requires a client certificate; give one (--tls-cert and --tls-key)".into()
+        }
+        Some(rustls::Error::AlertReceived(A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::DecryptError)) => {
+            "TLS handshake failed: the server refused our client certificate (not signed by a CA it trusts, or expired)".into()
+        }
+        Some(rustls::Error::AlertReceived(alert)) => {
+            format!("TLS handshake failed: the server sent the alert '{}'", alert_text(*alert))
+        }
+        Some(rustls::Error::NoCertificatesPresented) => {
+            "TLS handshake failed: the peer presented no certificate".into()
         }
         Some(other) => format!("TLS handshake failed: {other}"),
-        None if e.kind() == io::ErrorKind::UnexpectedEof => {
-            "TLS handshake failed: the server closed the connection (does it expect a client certificate, or not speak TLS?)".into()
+        None if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::ConnectionReset => {
+            "TLS handshake failed: the server closed the connection (it may require a client certificate, or not speak TLS)".into()
         }
         None => format!("TLS handshake failed: {e}"),
+    }
+}
+
+/// An alert's name in lower case words ("certificate required").
+fn alert_text(alert: rustls::AlertDescription) -> String {
+    let name = format!("{alert:?}");
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A name rustls lists as presented by a certificate (`DnsName("a.example")`,
+/// `IpAddress(127.0.0.1)`), as the bare name.
+fn presented_name(presented: &str) -> String {
+    match (presented.find('('), presented.rfind(')')) {
+        (Some(open), Some(close)) if open < close => {
+            presented[open + 1..close].trim_matches('"').to_owned()
+        }
+        _ => presented.to_owned(),
+    }
+}
+
+/// Why a certificate was rejected, in plain words with the next step.
+pub fn describe_certificate_error(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        C::Expired | C::ExpiredContext { .. } => {
+            "it has expired; the server needs a renewed certificate".into()
+        }
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "it is not valid yet (check the clocks of both machines)".into()
+        }
+        C::UnknownIssuer => {
+            "it is not signed by a trusted CA; give the CA that signed it with --ca, or the \
+             server's own certificate if it is self-signed"
+                .into()
+        }
+        C::NotValidForName => {
+            "it is not valid for this name; connect by a name it lists, or use --server-name".into()
+        }
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
+            let expected = match expected {
+                ServerName::DnsName(d) => d.as_ref().to_owned(),
+                ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+                _ => "the target".to_owned(),
+            };
+            if presented.is_empty() {
+                format!(
+                    "it is not valid for {expected}: it lists no names (no subjectAltName); \
+                     make one with subjectAltName, or give it to --ca to pin it"
+                )
+            } else {
+                format!(
+                    "it is not valid for {expected}, only for {}; connect by one of those \
+                     names, or use --server-name",
+                    presented
+                        .iter()
+                        .map(|p| presented_name(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        }
+        C::BadSignature | C::BadEncoding => "it is malformed or its signature is wrong".into(),
+        C::Revoked => "it has been revoked".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "it is not meant for TLS servers (extended key usage)".into()
+        }
+        C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate used as the server's own certificate; give that exact \
+             certificate to --ca to pin it, or have the server use a certificate signed by the CA"
+                .into()
+        }
+        C::UnhandledCriticalExtension => {
+            "it has a critical extension this client does not understand".into()
+        }
+        C::UnknownRevocationStatus
+        | C::ExpiredRevocationList
+        | C::ExpiredRevocationListContext { .. } => {
+            "its revocation status cannot be checked".into()
+        }
+        C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "it is signed with an algorithm this client does not support".into()
+        }
+        C::ApplicationVerificationFailure => "the application's own check refused it".into(),
+        _ => "it failed verification".into(),
     }
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
+pub mod drain;
 pub mod pki;
 
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
