@@ -36,7 +36,7 @@ pub enum Greeting {
 /// Whether `buf` starts with a TLS record header: content type handshake (22) or alert
 /// (21), then major version 3. One byte is enough for a tentative yes.
 pub fn is_tls_record(buf: &[u8]) -> bool {
-    matches!(buf.first(), Some(0x15 | 0x16)) && buf.get(1).map_or(true, |&v| v == 0x03)
+    matches!(buf.first(), Some(0x15 | 0x16)) && buf.get(1).is_none_or(|&v| v == 0x03)
 }
 
 /// Whether a length prefix read by a frame decoder is really the start of a TLS

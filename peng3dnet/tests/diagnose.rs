@@ -65,7 +65,7 @@ async fn ping_error(addr: SocketAddr, tls: Option<ClientTls>) -> (PingError, Dur
 }
 
 fn blocking_error(addr: SocketAddr) -> PingError {
-    peng3dnet::blocking::ping_server(&addr.to_string(), &options(None))
+    peng3dnet::blocking::ping_server(addr.to_string(), &options(None))
         .expect_err("the ping must fail")
 }
 
