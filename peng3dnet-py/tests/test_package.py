@@ -32,3 +32,10 @@ def test_public_api():
         assert hasattr(peng3dnet_rs, name), name
     assert inspect.iscoroutinefunction(peng3dnet_rs.ping_server_async)
     assert inspect.getdoc(peng3dnet_rs)
+
+
+def test_the_package_docstring_example_runs():
+    import doctest
+
+    failures, tried = doctest.testmod(peng3dnet_rs, verbose=False)
+    assert tried >= 3 and failures == 0

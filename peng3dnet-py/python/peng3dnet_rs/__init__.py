@@ -19,6 +19,8 @@ library underneath:
 - Failures raise subclasses of :class:`PingError` (see :mod:`peng3dnet_rs.errors`).
 """
 
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
 from ._native import (
     PROTOCOL_VERSION,
     REFERENCE_VERSION,
@@ -44,8 +46,16 @@ from .errors import (
 )
 
 
+if TYPE_CHECKING:  # names that exist only in the stubs
+    from ._native import Address, ClientTls, Data
 
-async def ping_server_async(addr, data=None, timeout=10.0, tls=None):
+
+async def ping_server_async(
+    addr: "Address",
+    data: "Optional[Data]" = None,
+    timeout: float = 10.0,
+    tls: "ClientTls" = None,
+) -> Dict[str, Any]:
     """:func:`ping_server` for asyncio: ``await ping_server_async(addr, ...)``.
 
     The ping runs on the package's own threads, not on the event loop; cancelling the
