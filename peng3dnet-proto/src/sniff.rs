@@ -7,7 +7,6 @@
 //! with a message that names what they found.
 
 use crate::frame::{FrameHeader, PREFIX_BYTES};
-use crate::protocol::ids;
 
 /// The largest first frame a peng3dnet server plausibly sends (a hello or a closeconn:
 /// a few dozen bytes). A length prefix above this is another protocol's bytes.
@@ -88,9 +87,9 @@ pub fn server_greeting(buf: &[u8], complete: bool) -> Greeting {
         None if complete => Greeting::Other(preview(buf)),
         None => Greeting::Incomplete,
         Some(h) => {
-            let plausible = (6..=MAX_GREETING_FRAME).contains(&h.length)
-                && (h.id == ids::HELLO || h.id == ids::CLOSECONN)
-                && h.flags & !0b11 == 0;
+            // Any well-formed small frame is a peng3dnet peer; that it is not a hello is
+            // the protocol layer's finding ("first packet has id N, not hello").
+            let plausible = (6..=MAX_GREETING_FRAME).contains(&h.length) && h.flags & !0b11 == 0;
             if plausible {
                 Greeting::Peng3dnet
             } else {
@@ -194,15 +193,21 @@ mod tests {
             server_greeting(b"220 mail ESMTP\r\n", false),
             Greeting::Other("220 mail ESMTP\\x0d\\x0a".into())
         );
-        // A zero-led length that is too large, or a first frame that is not hello.
+        // A zero-led length that is too large, or flags no one defines.
         assert!(matches!(
             server_greeting(&[0, 0x10, 0, 0, 0, 0, 0, 1, 0, 0], false),
             Greeting::Other(_)
         ));
         assert!(matches!(
-            server_greeting(&[0, 0, 0, 7, 0, 0, 0, 64, 0, 0, 0x80], false),
+            server_greeting(&[0, 0, 0, 7, 0, 0, 0, 1, 0x80, 0, 0x80], false),
             Greeting::Other(_)
         ));
+        // A well-formed frame that is not a hello is a peng3dnet peer breaking the
+        // protocol: the protocol layer says "first packet has id 64, not hello".
+        assert_eq!(
+            server_greeting(&[0, 0, 0, 7, 0, 0, 0, 64, 0, 0, 0x80], false),
+            Greeting::Peng3dnet
+        );
         assert_eq!(preview(&[b'a'; 60]).len(), PREVIEW_BYTES + 3);
     }
 }

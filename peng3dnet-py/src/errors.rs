@@ -61,7 +61,7 @@ fn build(py: Python<'_>, error: &PingError) -> PyResult<PyErr> {
             attrs.set_item("reason", reason.as_str())?;
             "ProtocolViolation"
         }
-        PingError::Tls(_) => "TlsError",
+        PingError::Tls(_) | PingError::TlsRequired => "TlsError",
         PingError::Io(_) | PingError::Frame(peng3dnet::FrameError::Io(_)) => "ConnectionLost",
         _ => "PingError",
     };

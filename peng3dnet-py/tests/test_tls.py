@@ -122,7 +122,7 @@ def test_required_client_certificate(certs):
         with_cert = {"ca": certs["ca"], "cert": certs["client_cert"], "key": certs["client_key"]}
         assert peng3dnet_rs.ping_server(server.address, tls=with_cert, timeout=5)["name"] == "mutual"
         # TLS 1.3: the server's refusal comes as an alert after the client's handshake.
-        with pytest.raises((peng3dnet_rs.TlsError, peng3dnet_rs.ConnectionLost), match="CertificateRequired"):
+        with pytest.raises((peng3dnet_rs.TlsError, peng3dnet_rs.ConnectionLost), match="requires a client certificate"):
             peng3dnet_rs.ping_server(server.address, tls={"ca": certs["ca"]}, timeout=5)
 
 

@@ -478,7 +478,7 @@ pub fn describe_handshake_error(e: &io::Error) -> String {
             "TLS handshake failed: the server does not use TLS (its answer is not a TLS record); connect without TLS".into()
         }
         Some(rustls::Error::AlertReceived(A::CertificateRequired)) => {
-            "TLS handshake failed: the server requires a client certificate; give one (--tls-cert and --tls-key)".into()
+            "TLS handshake failed: the server requires a client certificate; give one (the CLI: --cert and --key)".into()
         }
         Some(rustls::Error::AlertReceived(A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::DecryptError)) => {
             "TLS handshake failed: the server refused our client certificate (not signed by a CA it trusts, or expired)".into()

@@ -147,7 +147,7 @@ async fn client_certificates_missing_or_refused_are_told_apart() {
     assert_eq!(
         message,
         "TLS handshake failed: the server requires a client certificate; give one \
-         (--tls-cert and --tls-key)"
+         (the CLI: --cert and --key)"
     );
     assert_eq!(kind, "tls_client_certificate");
 
