@@ -155,6 +155,31 @@ pub struct FrameLimits {
     pub max_frame_length: usize,
     /// Largest body a compressed frame may inflate to, default 8 MiB.
     pub max_inflated_size: usize,
+    /// Most a compressed body may grow when inflated, as a factor of its compressed size
+    /// (default 100); every body may inflate to [`INFLATE_ALLOWANCE`] bytes whatever its
+    /// ratio. Bounds the CPU a small compressed frame can cost. 0 means no ratio cap.
+    pub max_inflate_ratio: usize,
+    /// Whether compressed frames are accepted at all (default `true`). A server refuses
+    /// them before a connection's type is set, where no packet is ever large.
+    pub allow_compressed: bool,
+}
+
+/// Bytes any compressed body may inflate to, whatever its ratio (see
+/// [`FrameLimits::max_inflate_ratio`]): more than every packet of the handshake and
+/// every ordinary ping needs.
+pub const INFLATE_ALLOWANCE: usize = 64 << 10;
+
+impl FrameLimits {
+    /// The most a compressed body of `compressed` bytes may inflate to under these limits.
+    pub fn inflate_cap(&self, compressed: usize) -> usize {
+        if self.max_inflate_ratio == 0 {
+            return self.max_inflated_size;
+        }
+        compressed
+            .saturating_mul(self.max_inflate_ratio)
+            .saturating_add(INFLATE_ALLOWANCE)
+            .min(self.max_inflated_size)
+    }
 }
 
 impl Default for FrameLimits {
@@ -162,6 +187,8 @@ impl Default for FrameLimits {
         FrameLimits {
             max_frame_length: 8 << 20,
             max_inflated_size: 8 << 20,
+            max_inflate_ratio: 100,
+            allow_compressed: true,
         }
     }
 }

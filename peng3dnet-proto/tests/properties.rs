@@ -118,6 +118,7 @@ fn small_limits() -> FrameLimits {
     FrameLimits {
         max_frame_length: 4096,
         max_inflated_size: 8192,
+        ..FrameLimits::default()
     }
 }
 

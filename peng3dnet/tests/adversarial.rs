@@ -60,6 +60,7 @@ fn limited_config(max_connections: usize) -> Config {
     config.limits.frame = FrameLimits {
         max_frame_length: MAX_FRAME,
         max_inflated_size: MAX_INFLATED,
+        ..FrameLimits::default()
     };
     config.limits.max_items = MAX_ITEMS;
     config.limits.handshake_timeout = HANDSHAKE;
