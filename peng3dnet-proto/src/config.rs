@@ -129,6 +129,24 @@ pub struct Limits {
     pub max_echo_bytes: usize,
     /// How long a closing connection waits for the peer to read its closeconn.
     pub close_linger: Duration,
+    /// Largest frame (and inflated body) a peer may send before its connection type is
+    /// set and, for classic connections, before the handshake is done (default 4 KiB:
+    /// every handshake packet is far smaller). Compressed frames are refused until then.
+    pub handshake_frame_length: usize,
+    /// Largest frame (and inflated body) a peer may send on a ping connection (default
+    /// 80 KiB: the default [`max_echo_bytes`](Self::max_echo_bytes) plus 16 KiB).
+    pub ping_frame_length: usize,
+    /// Time a frame that started arriving has to complete (default 30 s); a peer that
+    /// dribbles a large frame is closed with `timeout`. Checked at least every
+    /// `frame_timeout`, so a stalled frame is closed within twice this.
+    pub frame_timeout: Duration,
+    /// Bytes all connections of a server together may hold in partial frames larger than
+    /// 64 KiB and in inflate buffers (default 256 MiB). A frame that would exceed it is
+    /// refused with `serverfull`, counted in `Stats::budget_refused`.
+    pub frame_budget: usize,
+    /// Most connections one source address may hold at once; more are refused with
+    /// `serverfull`. 0 (the default) means no cap.
+    pub max_connections_per_addr: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +162,11 @@ impl Default for Limits {
             max_queued_bytes: 4 << 20,
             max_echo_bytes: 64 << 10,
             close_linger: Duration::from_secs(2),
+            handshake_frame_length: 4 << 10,
+            ping_frame_length: (64 << 10) + (16 << 10),
+            frame_timeout: Duration::from_secs(30),
+            frame_budget: 256 << 20,
+            max_connections_per_addr: 0,
         }
     }
 }

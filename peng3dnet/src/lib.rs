@@ -28,6 +28,7 @@ mod deadline;
 pub mod error;
 pub mod ping;
 pub mod server;
+mod server_codec;
 pub mod target;
 pub mod tls;
 pub mod transport;

@@ -24,7 +24,6 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::codec::Codec;
 use crate::config::{Config, Limits};
 use crate::error::{FrameError, RegistryError};
 use crate::frame::{Frame, FrameCodec};
@@ -35,6 +34,7 @@ use crate::protocol::{
 };
 use crate::registry::Registry;
 use crate::security::InsufficientSecurity;
+use crate::server_codec::{Budget, Phase, ServerCodec};
 use crate::stats::{ClientId, Stats};
 use crate::tls::{SecurityLevel, ServerTls};
 use crate::transport::Stream;
@@ -324,7 +324,9 @@ impl<H: Handler> ServerBuilder<H> {
             ),
             registry,
             limits: self.config.limits,
-            codec: FrameCodec::new(self.config.limits.frame, self.config.compression),
+            compression: self.config.compression,
+            budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
+            per_addr: Mutex::new(HashMap::new()),
             ping: self.ping,
             tls: self.tls,
             clients: Mutex::new(HashMap::new()),
@@ -348,7 +350,11 @@ struct Shared {
     setup: Arc<ServerSetup>,
     registry: Arc<Registry>,
     limits: Limits,
-    codec: FrameCodec,
+    compression: crate::config::Compression,
+    /// Bytes held in large partial frames and inflate buffers, across connections.
+    budget: Arc<Budget>,
+    /// Connections per source address, when `Limits::max_connections_per_addr` is set.
+    per_addr: Mutex<HashMap<std::net::IpAddr, usize>>,
     ping: Option<PingResponder>,
     tls: Option<ServerTls>,
     clients: Mutex<HashMap<ClientId, ClientHandle>>,
@@ -475,17 +481,33 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
             }
         };
         let _ = stream.set_nodelay(true);
+        let per_addr = shared.limits.max_connections_per_addr;
+        if per_addr > 0 && !take_addr_slot(&shared, addr.ip()) {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %addr, "refused: more than {per_addr} connections from this address");
+            if shared.tls.is_none() {
+                let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
+                shared.tracker.spawn(refuse(stream, linger));
+            }
+            continue;
+        }
         match shared.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 let shared2 = shared.clone();
                 let handler = handler.clone();
                 shared.tracker.spawn(async move {
-                    connection(stream, addr, shared2, handler).await;
+                    connection(stream, addr, shared2.clone(), handler).await;
+                    if per_addr > 0 {
+                        give_addr_slot(&shared2, addr.ip());
+                    }
                     drop(permit);
                 });
             }
             Err(_) => {
+                if per_addr > 0 {
+                    give_addr_slot(&shared, addr.ip());
+                }
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %addr, "refused: server full");
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
@@ -499,6 +521,28 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
 }
 
 use crate::deadline::after;
+
+/// Counts a connection from `ip`, unless it already holds the most allowed.
+fn take_addr_slot(shared: &Shared, ip: std::net::IpAddr) -> bool {
+    let mut per_addr = shared.per_addr.lock().unwrap_or_else(|e| e.into_inner());
+    let count = per_addr.entry(ip).or_insert(0);
+    if *count >= shared.limits.max_connections_per_addr {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+/// Forgets a connection from `ip`.
+fn give_addr_slot(shared: &Shared, ip: std::net::IpAddr) {
+    let mut per_addr = shared.per_addr.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = per_addr.get_mut(&ip) {
+        *count -= 1;
+        if *count == 0 {
+            per_addr.remove(&ip);
+        }
+    }
+}
 
 /// Binds a listener whose accept queue holds a burst of up to `max_connections`
 /// connections (at least 1024, as tokio's default; the kernel caps it at `somaxconn`), so
@@ -546,7 +590,7 @@ async fn refuse(mut stream: TcpStream, within: Duration) {
 
 /// Per-connection state the task needs besides the protocol.
 struct Conn<H: Handler> {
-    framed: Framed<Stream, Codec>,
+    framed: Framed<Stream, ServerCodec>,
     protocol: ServerProtocol,
     handle: ClientHandle,
     state: H::State,
@@ -603,7 +647,10 @@ async fn connection<H: Handler>(
     shared.clients().insert(id, handle.clone());
     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
-        framed: small_framed(stream, shared.codec.clone()),
+        framed: small_framed(
+            stream,
+            ServerCodec::new(shared.limits, shared.compression, shared.budget.clone()),
+        ),
         protocol: ServerProtocol::new(shared.setup.clone()),
         handle,
         state: H::State::default(),
@@ -644,9 +691,22 @@ async fn connection<H: Handler>(
 }
 
 /// Initial capacity of a connection's read buffer. Our frames are small (a ping is about
-/// 40 bytes); larger ones make the decoder reserve what they need, and the buffer keeps
-/// that capacity afterwards.
+/// 40 bytes); larger ones make the decoder reserve what they need, and the buffer gives
+/// that capacity back once the frame is consumed (see [`shrink_read_buffer`]).
 const READ_BUFFER: usize = 512;
+
+/// A read buffer holding more capacity than this after a frame is replaced by a small one.
+const KEEP_READ_CAPACITY: usize = 16 << 10;
+
+/// Gives back the capacity a large frame made the read buffer grow to: the frame's bytes
+/// were split off the same allocation, which stays alive as long as the buffer does.
+fn shrink_read_buffer(buf: &mut bytes::BytesMut) {
+    if buf.capacity() > KEEP_READ_CAPACITY && buf.len() <= KEEP_READ_CAPACITY / 2 {
+        let mut small = bytes::BytesMut::with_capacity(READ_BUFFER.max(buf.len()));
+        small.extend_from_slice(buf);
+        *buf = small;
+    }
+}
 
 /// A [`Framed`] with small buffers. `Framed::new` gives every connection 8 KiB for
 /// reading and 8 KiB for writing (and `from_parts` raises smaller buffers to that), which
@@ -654,8 +714,8 @@ const READ_BUFFER: usize = 512;
 /// them, 8.5 KiB with these (BENCHMARKS.md). `Framed::with_capacity` would also lower the
 /// write back-pressure boundary; here it stays at 8 KiB. The write buffer starts empty:
 /// the encoder reserves what each frame needs, and the buffer keeps that capacity.
-fn small_framed(stream: Stream, codec: FrameCodec) -> Framed<Stream, Codec> {
-    let mut framed = Framed::new(stream, Codec(codec));
+fn small_framed(stream: Stream, codec: ServerCodec) -> Framed<Stream, ServerCodec> {
+    let mut framed = Framed::new(stream, codec);
     *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
     *framed.write_buffer_mut() = bytes::BytesMut::new();
     framed
@@ -686,6 +746,11 @@ impl<H: Handler> Conn<H> {
             if self.settled && timer.deadline() > idle_deadline {
                 timer.as_mut().reset(idle_deadline);
             }
+            if let Some(frame_deadline) = self.framed.codec().frame_deadline() {
+                if timer.deadline() > frame_deadline {
+                    timer.as_mut().reset(frame_deadline);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = &mut cancelled => {
@@ -713,20 +778,36 @@ impl<H: Handler> Conn<H> {
                         None => return Closed::SocketClosed,
                         Some(Err(e)) => return self.frame_error(e),
                         Some(Ok(frame)) => {
-                            if let Some(closed) = self.on_frame(frame).await {
+                            let closed = self.on_frame(frame).await;
+                            shrink_read_buffer(self.framed.read_buffer_mut());
+                            if let Some(closed) = closed {
                                 return closed;
                             }
                         }
                     }
                 }
                 _ = &mut timer => {
+                    let now = Instant::now();
+                    let codec = self.framed.codec();
+                    if codec.frame_deadline().is_some_and(|d| now >= d) {
+                        self.refusal = Some(format!(
+                            "frame not completed within {:?}",
+                            codec.frame_timeout()
+                        ));
+                        return Closed::ByUs(CloseReason::Timeout);
+                    }
+                    // A frame that starts arriving while we wait is only seen here: wake
+                    // at least every frame timeout to check it.
+                    let check = codec
+                        .frame_deadline()
+                        .unwrap_or_else(|| crate::deadline::at(now, codec.frame_timeout()));
                     let deadline = if self.settled {
                         idle_deadline
                     } else {
                         handshake_deadline
                     };
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
+                    if now < deadline {
+                        timer.as_mut().reset(deadline.min(check));
                         continue;
                     }
                     self.refusal = Some(if self.settled {
@@ -741,6 +822,12 @@ impl<H: Handler> Conn<H> {
     }
 
     fn frame_error(&mut self, e: FrameError) -> Closed {
+        if matches!(e, FrameError::BudgetExhausted { .. }) {
+            self.shared
+                .stats
+                .budget_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
         match e.close_reason() {
             Some(reason) => {
                 self.refusal = Some(e.to_string());
@@ -765,6 +852,9 @@ impl<H: Handler> Conn<H> {
             Event::Established(conntype) => {
                 if conntype != ConnType::Ping {
                     self.settled = true;
+                    self.framed.codec_mut().set_phase(Phase::Established);
+                } else {
+                    self.framed.codec_mut().set_phase(Phase::Ping);
                 }
                 self.handler.on_established(&self.handle, &mut self.state);
             }

@@ -714,7 +714,8 @@ async fn server_survives_every_attack_while_serving_pings_promptly() {
         one(simple_attack(
             addr,
             "deeply nested settype",
-            raw_frame(ids::SETTYPE, 0, &deep_array(5000)),
+            // Within the 4 KiB limit before settype, far deeper than max_depth.
+            raw_frame(ids::SETTYPE, 0, &deep_array(3000)),
             CloseReason::InvalidPacket,
         )),
         one(simple_attack(
@@ -1339,4 +1340,164 @@ fn payload_helpers_build_what_they_claim() {
         c.decode(&mut b).unwrap(),
         Some(Frame::new(70, &b"\x80"[..]))
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The read path: frame limits by state, the frame deadline, the server-wide budget, the
+// per-address cap, and buffers given back.
+
+/// The header of an 8,000,000-byte frame and 100 KB of its body, no hello.
+fn big_partial_frame() -> Vec<u8> {
+    let mut w = 8_000_000u32.to_be_bytes().to_vec();
+    w.extend_from_slice(&64u32.to_be_bytes());
+    w.extend_from_slice(&0u16.to_be_bytes());
+    w.resize(w.len() + 100_000, 0);
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_before_settype_is_refused_at_once_with_default_limits() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let (server, _closes) = pingable_server(Config::default()).await;
+    let mut a = Attacker::connect_hello(server.local_addr()).await;
+    a.send(&big_partial_frame()).await;
+    assert_eq!(
+        a.close_reason(Duration::from_secs(3)).await,
+        Ok("packettoolarge".into())
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_frames_before_settype_are_refused() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let (server, _closes) = pingable_server(Config::default()).await;
+    let settype = value::encode(&map([("conntype", "ping".into())])).to_vec();
+    let mut a = Attacker::connect_hello(server.local_addr()).await;
+    a.send(&compressed_frame(ids::SETTYPE, settype)).await;
+    assert_eq!(
+        a.close_reason(Duration::from_secs(3)).await,
+        Ok("invalidpacket".into())
+    );
+    server.shutdown().await;
+}
+
+/// A ping connection that has had its first pong.
+async fn settled_pinger(addr: SocketAddr) -> Attacker {
+    let mut a = Attacker::connect_hello(addr).await;
+    let mut w = settype_ping();
+    w.extend(wire(&[Frame::new(ids::PING, ping_body(&[]))]));
+    a.send(&w).await;
+    let pong = a.next_frame(Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!(pong.id, ids::PONG);
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_never_completes_is_closed_at_the_frame_deadline_not_the_idle_timeout() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.idle_timeout = Duration::from_secs(60);
+    config.limits.frame_timeout = Duration::from_millis(300);
+    let (server, _closes) = pingable_server(config).await;
+    let mut a = settled_pinger(server.local_addr()).await;
+    let started = Instant::now();
+    // The first 20 bytes of a 1000-byte ping, then nothing.
+    a.send(&raw_frame(ids::PING, 0, &[0; 994])[..20]).await;
+    assert_eq!(
+        a.close_reason(Duration::from_secs(10)).await,
+        Ok("timeout".into())
+    );
+    let took = started.elapsed();
+    assert!(
+        took < 2 * Duration::from_millis(300) + SLACK,
+        "closed after {took:?}"
+    );
+    server.shutdown().await;
+}
+
+/// A ping whose body is a map with a `time` and a bin of `n` bytes.
+fn big_ping(n: usize) -> Vec<u8> {
+    raw_frame(
+        ids::PING,
+        0,
+        &ping_body(&[("blob", Value::Binary(vec![7; n]))]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_partial_frames_past_the_server_budget_are_refused_with_serverfull() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.ping_frame_length = 1 << 20;
+    config.limits.frame_budget = 1_500_000;
+    let (server, _closes) = pingable_server(config).await;
+    let ping = big_ping(1_000_000);
+    let (mut a, mut b) = (
+        settled_pinger(server.local_addr()).await,
+        settled_pinger(server.local_addr()).await,
+    );
+    // Both start a 1 MB ping; together they need more than the budget.
+    a.send(&ping[..200_000]).await;
+    b.send(&ping[..200_000]).await;
+    // Exactly one is refused (whichever came second); the other completes its ping.
+    let a_refused = tokio::select! {
+        r = a.close_reason(Duration::from_secs(5)) => {
+            assert_eq!(r, Ok("serverfull".into()));
+            true
+        }
+        r = b.close_reason(Duration::from_secs(5)) => {
+            assert_eq!(r, Ok("serverfull".into()));
+            false
+        }
+    };
+    let kept = if a_refused { &mut b } else { &mut a };
+    kept.send(&ping[200_000..]).await;
+    let pong = kept
+        .next_frame(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong.id, ids::PONG);
+    assert_eq!(
+        server
+            .stats()
+            .budget_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_per_address_cap_are_refused_with_serverfull() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.max_connections_per_addr = 2;
+    let (server, _closes) = pingable_server(config).await;
+    let addr = server.local_addr();
+    let (a, b) = (
+        Attacker::connect_hello(addr).await,
+        Attacker::connect_hello(addr).await,
+    );
+    let mut c = Attacker::connect(addr).await;
+    assert_eq!(
+        c.close_reason(Duration::from_secs(3)).await,
+        Ok("serverfull".into())
+    );
+    // A slot given back is free again: once b's connection is gone, a new one is served
+    // (retried: the slot is given back just after the socket closes).
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = Attacker::connect(addr).await;
+        let first = d.next_frame(Duration::from_secs(5)).await.unwrap().unwrap();
+        if first.id == ids::HELLO {
+            break;
+        }
+        assert_eq!(first.id, ids::CLOSECONN);
+        assert!(Instant::now() < deadline, "the slot was never given back");
+    }
+    drop(a);
+    server.shutdown().await;
 }
