@@ -117,6 +117,10 @@ pub enum SendError {
     InsufficientSecurity(#[from] InsufficientSecurity),
 }
 
+/// Bytes a queued message is charged besides its body: its frame header, its queue
+/// node and its allocation.
+const QUEUE_OVERHEAD: usize = 64;
+
 enum Command {
     Send(Frame),
     Close(CloseReason),
@@ -136,6 +140,8 @@ pub struct ClientHandle {
     queued: Arc<AtomicUsize>,
     /// Cap on `queued`.
     max_queued: usize,
+    /// The queue overflowed and a close command is queued.
+    closing: Arc<std::sync::atomic::AtomicBool>,
     /// The server's registry, to name packets.
     registry: Arc<Registry>,
     /// How secure the connection is (TLS, client certificate).
@@ -177,14 +183,23 @@ impl ClientHandle {
         self.send_id(id, body)
     }
 
-    /// Queues a packet by id (custom connection types use ids without names).
+    /// Queues a packet by id (custom connection types use ids without names). An id the
+    /// registry names gets the same minimum security check as [`send`](Self::send).
     pub fn send_id(&self, id: u32, body: &Value) -> Result<(), SendError> {
+        if let Some(name) = self.registry.name(id) {
+            InsufficientSecurity::check(&self.registry, name, self.security)?;
+        }
         let frame = Frame::new(id, value::encode(body));
-        let len = frame.body.len();
+        // Each message costs its frame header and queue node besides its body, so a flood
+        // of tiny messages is bounded too.
+        let len = frame.body.len() + QUEUE_OVERHEAD;
         let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.max_queued {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            let _ = self.tx.send(Command::Close(CloseReason::SendQueueFull));
+            // One close command, however many sends are refused.
+            if !self.closing.swap(true, Ordering::AcqRel) {
+                let _ = self.tx.send(Command::Close(CloseReason::SendQueueFull));
+            }
             return Err(SendError::QueueFull(self.id));
         }
         self.tx.send(Command::Send(frame)).map_err(|_| {
@@ -641,6 +656,7 @@ async fn connection<H: Handler>(
         tx,
         queued: Arc::new(AtomicUsize::new(0)),
         max_queued: shared.limits.max_queued_bytes,
+        closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         registry: shared.registry.clone(),
         security,
     };
@@ -758,7 +774,9 @@ impl<H: Handler> Conn<H> {
                 }
                 command = rx.recv() => match command {
                     Some(Command::Send(frame)) => {
-                        self.handle.queued.fetch_sub(frame.body.len(), Ordering::AcqRel);
+                        self.handle
+                            .queued
+                            .fetch_sub(frame.body.len() + QUEUE_OVERHEAD, Ordering::AcqRel);
                         if let Err(closed) = self.write(frame).await {
                             return closed;
                         }

@@ -1501,3 +1501,75 @@ async fn connections_past_the_per_address_cap_are_refused_with_serverfull() {
     drop(a);
     server.shutdown().await;
 }
+
+/// On establishment, sends tiny messages until the queue is full, from the connection's
+/// own task (so nothing drains meanwhile), and records how many went in and how a send of
+/// a secured packet by id fared.
+struct Flooder {
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    secured: Arc<Mutex<Option<String>>>,
+    done: Arc<Notify>,
+}
+
+impl Handler for Flooder {
+    type State = ();
+    fn on_established(&self, client: &ClientHandle, _: &mut ()) {
+        let secured = client.send_id(64, &Value::Nil);
+        *self.secured.lock().unwrap() = Some(match secured {
+            Ok(()) => "sent".into(),
+            Err(e) => e.to_string(),
+        });
+        let mut n = 0;
+        while client.send_id(65, &Value::Nil).is_ok() {
+            n += 1;
+        }
+        self.queued.store(n, std::sync::atomic::Ordering::SeqCst);
+        self.done.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_messages_are_bounded_by_the_send_queue_and_send_id_checks_security() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.max_queued_bytes = 64 << 10;
+    let mut registry = peng3dnet::Registry::new();
+    registry.register("test:secret").unwrap();
+    registry.register("test:tiny").unwrap();
+    registry
+        .set_min_security("test:secret", peng3dnet::SecurityLevel::Encrypted)
+        .unwrap();
+    let flooder = Flooder {
+        queued: Default::default(),
+        secured: Default::default(),
+        done: Default::default(),
+    };
+    let (queued, secured, done) = (
+        flooder.queued.clone(),
+        flooder.secured.clone(),
+        flooder.done.clone(),
+    );
+    let server = Server::builder()
+        .config(config)
+        .registry(registry)
+        .conntype("raw")
+        .handler(flooder)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut a = Attacker::connect_hello(server.local_addr()).await;
+    a.send(&wire(&[settype_frame(&ConnType::from_name("raw"))]))
+        .await;
+    timeout(Duration::from_secs(5), done.notified())
+        .await
+        .unwrap();
+    let n = queued.load(std::sync::atomic::Ordering::SeqCst);
+    // One-byte bodies: 65,536 of them fit a 64 KiB cap counted in body bytes only.
+    assert!(n > 0 && n < 2048, "{n} one-byte messages queued");
+    let secured = secured.lock().unwrap().clone().unwrap();
+    assert!(
+        secured.contains("test:secret"),
+        "send_id of a secured packet: {secured}"
+    );
+    server.shutdown().await;
+}
