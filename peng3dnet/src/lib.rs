@@ -26,6 +26,7 @@ pub mod client;
 pub mod codec;
 mod deadline;
 pub mod error;
+mod fdlimit;
 pub mod ping;
 pub mod server;
 mod server_codec;

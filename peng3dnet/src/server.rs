@@ -329,7 +329,18 @@ impl<H: Handler> ServerBuilder<H> {
             }
             types.push(t);
         }
-        let listener = listen(addr, self.config.limits.max_connections).await?;
+        let soft = crate::fdlimit::raise();
+        let max_connections = crate::fdlimit::cap(self.config.limits.max_connections, soft);
+        if max_connections < self.config.limits.max_connections {
+            tracing::warn!(
+                "open-file limit is {}: serving at most {max_connections} connections instead of {} (raise the hard limit, `ulimit -Hn`, to serve more)",
+                soft.unwrap_or(0),
+                self.config.limits.max_connections,
+            );
+        } else if let Some(soft) = soft {
+            tracing::debug!("open-file limit is {soft}");
+        }
+        let listener = listen(addr, max_connections).await?;
         let local_addr = listener.local_addr()?;
         let registry = Arc::new(self.registry);
         let shared = Arc::new(Shared {
@@ -346,7 +357,8 @@ impl<H: Handler> ServerBuilder<H> {
             tls: self.tls,
             clients: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            slots: Arc::new(Semaphore::new(self.config.limits.max_connections)),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             local_addr,
@@ -375,6 +387,9 @@ struct Shared {
     clients: Mutex<HashMap<ClientId, ClientHandle>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
+    /// The connection cap in force: `Limits::max_connections`, lowered to fit the
+    /// open-file limit.
+    max_connections: usize,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
@@ -421,6 +436,12 @@ impl Server {
     /// Handles of all connected clients.
     pub fn clients(&self) -> Vec<ClientHandle> {
         self.shared.clients().values().cloned().collect()
+    }
+
+    /// Most connections served at once: `Limits::max_connections`, or less when the
+    /// process's open-file limit (raised to its hard limit at start) cannot hold that many.
+    pub fn max_connections(&self) -> usize {
+        self.shared.max_connections
     }
 
     /// Number of connected clients.
