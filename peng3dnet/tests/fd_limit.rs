@@ -4,20 +4,20 @@
 
 use peng3dnet::Server;
 
-fn limits() -> (u64, u64) {
+fn limits() -> (libc::rlim_t, libc::rlim_t) {
     let mut l = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
-    (l.rlim_cur as u64, l.rlim_max as u64)
+    (l.rlim_cur, l.rlim_max)
 }
 
-fn set(soft: u64, hard: u64) {
+fn set(soft: libc::rlim_t, hard: libc::rlim_t) {
     let l = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+        rlim_cur: soft,
+        rlim_max: hard,
     };
     // SAFETY: setrlimit reads the struct it is given.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) }, 0);
@@ -32,7 +32,7 @@ async fn the_soft_limit_is_raised_and_the_connection_cap_stays_below_the_limit()
     set(1024, hard);
     let server = Server::builder().bind("127.0.0.1:0").await.unwrap();
     assert_eq!(limits(), (hard, hard), "soft limit raised to the hard one");
-    assert!((server.max_connections() as u64) < hard);
+    assert!((server.max_connections() as libc::rlim_t) < hard);
     server.shutdown().await;
 
     // A hard limit of 1024: the default 16,384 connections cannot be served.
