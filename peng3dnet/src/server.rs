@@ -117,6 +117,9 @@ pub enum SendError {
     InsufficientSecurity(#[from] InsufficientSecurity),
 }
 
+/// Most bytes a closing connection reads (and discards) while it lingers.
+const LINGER_MAX_BYTES: usize = 64 << 10;
+
 /// Bytes a queued message is charged besides its body: its frame header, its queue
 /// node and its allocation.
 const QUEUE_OVERHEAD: usize = 64;
@@ -998,7 +1001,16 @@ impl<H: Handler> Conn<H> {
             // for its whole life (resident memory per idle connection, and a 4 KiB copy at
             // every spawn), though only closing connections use it.
             let mut sink = vec![0u8; 4096];
-            while stream.read(&mut sink).await? > 0 {}
+            // Bounded in bytes too: a refused flooder's stray body is not worth reading
+            // (2,000 of them sending 1 MB each cost a second of CPU).
+            let mut left = LINGER_MAX_BYTES;
+            while left > 0 {
+                let n = stream.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n);
+            }
             Ok::<(), io::Error>(())
         })
         .await;
