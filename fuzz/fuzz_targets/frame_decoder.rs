@@ -13,6 +13,8 @@ use peng3dnet_proto::frame::FrameCodec;
 const LIMITS: FrameLimits = FrameLimits {
     max_frame_length: 1 << 17,
     max_inflated_size: 1 << 16,
+    max_inflate_ratio: 100,
+    allow_compressed: true,
 };
 
 fuzz_target!(|data: &[u8]| {

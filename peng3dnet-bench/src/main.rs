@@ -5,7 +5,8 @@
 //!   connections), printing throughput, latency percentiles and errors;
 //! - `floor`: the comparison's floor, a do-nothing server answering with pre-encoded bytes;
 //! - `echo-serve`: our real server as `peng3dnet serve` runs it, plus an echo of the
-//!   classic packet `interop:msg` for `load --mode classic`.
+//!   classic packet `interop:msg` for `load --mode classic`;
+//! - `attack`: the security audit's memory and CPU attacks, with the server's figures.
 //!
 //! The framing comes from `peng3dnet-proto`; output and server set-up from the CLI crate.
 
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use peng3dnet_cli::Exit;
 
+mod attack;
 mod bench;
 mod floor;
 
@@ -34,6 +36,9 @@ enum Command {
     Floor(floor::BenchServerArgs),
     /// `peng3dnet serve` plus an echo of the classic packet `interop:msg`.
     EchoServe(floor::BenchServerArgs),
+    /// The security audit's memory and CPU attacks on a running server, with its RSS and
+    /// CPU time before and after and a pinger's latency meanwhile.
+    Attack(attack::AttackArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
             Command::Load(args) => bench::run(args).await,
             Command::Floor(args) => floor::run_floor(args).await,
             Command::EchoServe(args) => floor::run_echo(args).await,
+            Command::Attack(args) => attack::run(args).await,
         }
     });
     runtime.shutdown_background();

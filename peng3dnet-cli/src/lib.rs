@@ -324,8 +324,17 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs <= 0.0 {
         return Err(format!("{s:?} must be a positive number of seconds"));
     }
+    if secs > MAX_SECONDS as f64 {
+        return Err(format!(
+            "{s:?} is too large: at most {MAX_SECONDS} seconds (one year)"
+        ));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too large"))
 }
+
+/// Longest duration any option accepts: one year. Deadlines are computed as
+/// `now + duration`, which must not overflow the clock.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
 /// Parses `KEY=VALUE`: VALUE as JSON if it parses, else as a string.
 pub fn parse_key_value(s: &str) -> Result<(String, Value), String> {
@@ -417,7 +426,8 @@ pub async fn run(cli: Cli) -> Exit {
 
 /// Prints one error line on stderr, prefixed with the program name.
 pub fn error(message: impl std::fmt::Display) {
-    eprintln!("peng3dnet: {message}");
+    // Messages may quote a peer (a close reason): no terminal controls reach stderr.
+    eprintln!("peng3dnet: {}", output::escape_text(&message.to_string()));
 }
 
 /// Ctrl-C (SIGINT) and, on Unix, SIGTERM, caught from the moment of [`Interrupts::install`].

@@ -393,14 +393,44 @@ pub fn key_string(k: &Value) -> String {
     }
 }
 
-/// A scalar as text for the human-readable display: strings without quotes, binary as
-/// `<N bytes: hex>`, others as JSON.
+/// Text from a peer, made safe for a terminal: C0 controls (newline and tab included),
+/// DEL and C1 controls become `\xNN` (C0, DEL) or `\u{NN}` (C1) escapes, so a hostile
+/// server cannot retitle, clear or otherwise drive the user's terminal, nor forge lines.
+pub fn escape_text(s: &str) -> String {
+    if !s.chars().any(is_control) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !is_control(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:02x}}}", c as u32);
+        }
+    }
+    out
+}
+
+/// C0 controls, DEL and C1 controls.
+fn is_control(c: char) -> bool {
+    matches!(c as u32, 0x00..=0x1f | 0x7f..=0x9f)
+}
+
+/// A map key for the human-readable display: [`key_string`], escaped.
+fn key_text(k: &Value) -> String {
+    escape_text(&key_string(k))
+}
+
+/// A scalar as text for the human-readable display: strings without quotes (escaped,
+/// see [`escape_text`]), binary as `<N bytes: hex>`, others as JSON.
 fn scalar_text(v: &Value) -> String {
     match v {
         Value::Binary(b) => format!("<{} bytes: {}>", b.len(), hex(b)),
         other => match to_json(other) {
-            serde_json::Value::String(s) => s,
-            json => json.to_string(),
+            serde_json::Value::String(s) => escape_text(&s),
+            json => escape_text(&json.to_string()),
         },
     }
 }
@@ -429,7 +459,7 @@ fn pretty_into(out: &mut String, v: &Value, indent: usize) {
     match v {
         Value::Map(entries) => {
             for (k, val) in entries {
-                let key = key_string(k);
+                let key = key_text(k);
                 if is_nested(val) {
                     let _ = writeln!(out, "{pad}{key}:");
                     pretty_into(out, val, indent + 2);
@@ -593,6 +623,26 @@ mod tests {
                 "big": u64::MAX, "null": [null, 1], "e": {"ext": 5, "hex": "ab"}
             })
         );
+    }
+
+    #[test]
+    fn terminal_controls_are_escaped_in_keys_and_values() {
+        let hostile = "\x1b]0;pwned\x07\x1b[2J\u{9b}31m\x7f\nforged";
+        let v = Value::Map(vec![
+            (Value::from(hostile), Value::from(hostile)),
+            (
+                Value::from("list"),
+                Value::Array(vec![Value::from(hostile)]),
+            ),
+        ]);
+        let text = pretty(&v, 0);
+        assert!(
+            !text.chars().any(|c| is_control(c) && c != '\n'),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(text.contains("\\x1b]0;pwned\\x07\\x1b[2J\\u{9b}31m\\x7f\\x0aforged"));
+        assert_eq!(escape_text("plain ü"), "plain ü");
     }
 
     #[test]

@@ -121,7 +121,10 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     }
     let mut exit = Exit::Ok;
     while let Some(joined) = tasks.join_next().await {
-        exit = exit.max(joined.unwrap_or(Exit::System));
+        exit = exit.max(joined.unwrap_or_else(|e| {
+            error(task_failure(&e));
+            Exit::System
+        }));
     }
     signals.abort();
     exit
@@ -187,6 +190,7 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
     let mut tally = Tally::default();
     let mut sent = 0u64;
     let mut broken_pipe = false;
+    let mut failed_task = false;
 
     loop {
         let more = s.count.is_none_or(|c| sent < c);
@@ -200,7 +204,17 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
             Ok(_) = stop.wait_for(|v| *v) => break,
             _ = &mut deadline => break,
             Some(joined) = inflight.join_next() => {
-                let Ok((seq, result, session)) = joined else { continue };
+                let (seq, result, session) = match joined {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        // A ping task that failed is an error the user sees, never a
+                        // silent loss.
+                        tally.errors += 1;
+                        failed_task = true;
+                        report(&s, &out, &name, Some(addr), None, "internal", &task_failure(&e));
+                        continue;
+                    }
+                };
                 idle_session = session;
                 let shown = match result {
                     Ok(reply) => {
@@ -253,13 +267,21 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
     } else {
         out.print(&output::summary_text(&name, &tally, s.verbose))
     };
-    if printed.is_err() {
+    if printed.is_err() || failed_task {
         Exit::System
     } else if tally.received > 0 {
         Exit::Ok
     } else {
         Exit::NoAnswer
     }
+}
+
+/// A one-line message for a ping task that panicked or was cancelled.
+fn task_failure(e: &tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "internal error: a ping task was cancelled".to_owned();
+    }
+    format!("internal error: a ping task failed ({e})")
 }
 
 /// One ping over the target's session, connecting it first if there is none. Hands the

@@ -257,6 +257,11 @@ fn bad_arguments_exit_3() {
         &["status"],
         &["serve", "--data-file", "/nonexistent/data.json"],
         &["nosuchcommand"],
+        // Durations past the cap are refused, not a panic on instant overflow.
+        &["ping", "-w", "1e19", "localhost"],
+        &["ping", "-c", "1", "-W", "1e19", "localhost"],
+        &["status", "-W", "1e19", "localhost"],
+        &["ping", "-i", "1e12", "localhost"],
     ];
     for args in cases {
         let out = cmd().args(*args).output().unwrap();
@@ -647,4 +652,74 @@ fn a_plain_serve_recognises_a_tls_client() {
         "{log}"
     );
     assert!(!log.contains("369295616"), "{log}");
+}
+
+/// Terminal controls a hostile server may put in its strings: retitle, clear, CSI (C1).
+const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J\u{9b}2J\x7f";
+
+fn assert_no_terminal_controls(text: &str) {
+    assert!(
+        !text
+            .chars()
+            .any(|c| c != '\n' && matches!(c as u32, 0..=0x1f | 0x7f..=0x9f)),
+        "terminal controls in output: {text:?}"
+    );
+}
+
+#[test]
+fn status_escapes_a_hostile_servers_keys_and_values() {
+    let data = format!("{HOSTILE}key={HOSTILE}value");
+    let (_server, addr) = serve(&["--data", &data]);
+    let out = cmd().args(["status", &addr]).output().unwrap();
+    let stdout = stdout_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_no_terminal_controls(&stdout);
+    assert!(
+        stdout.contains(r"\x1b]0;pwned\x07\x1b[2J\u{9b}2J\x7fkey: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r"\x1b]0;pwned\x07\x1b[2J\u{9b}2J\x7fvalue"),
+        "{stdout}"
+    );
+}
+
+/// A server that says hello, then closes every connection with a hostile reason.
+fn hostile_closer() -> String {
+    use peng3dnet::frame::FrameCodec;
+    use peng3dnet::protocol::{closeconn_frame, hello_frame};
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let codec = FrameCodec::default();
+    let mut wire = codec.to_bytes(hello_frame()).unwrap().to_vec();
+    let reason = CloseReason::from(HOSTILE);
+    wire.extend_from_slice(&codec.to_bytes(closeconn_frame(Some(&reason))).unwrap());
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let wire = wire.clone();
+            thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(LIMIT));
+                let _ = stream.write_all(&wire);
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn close_reasons_from_a_hostile_server_are_escaped() {
+    let addr = hostile_closer();
+    for args in [&["ping", "-c", "1", &addr][..], &["status", &addr][..]] {
+        let out = cmd().args(args).output().unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_no_terminal_controls(&stderr);
+        assert_no_terminal_controls(&stdout_of(&out));
+        assert!(stderr.contains(r"\x1b]0;pwned\x07"), "{args:?}: {stderr}");
+        assert_clean_stderr(&stderr);
+    }
 }

@@ -129,6 +129,24 @@ pub struct Limits {
     pub max_echo_bytes: usize,
     /// How long a closing connection waits for the peer to read its closeconn.
     pub close_linger: Duration,
+    /// Largest frame (and inflated body) a peer may send before its connection type is
+    /// set and, for classic connections, before the handshake is done (default 4 KiB:
+    /// every handshake packet is far smaller). Compressed frames are refused until then.
+    pub handshake_frame_length: usize,
+    /// Largest frame (and inflated body) a peer may send on a ping connection (default
+    /// 80 KiB: the default [`max_echo_bytes`](Self::max_echo_bytes) plus 16 KiB).
+    pub ping_frame_length: usize,
+    /// Time a frame that started arriving has to complete (default 30 s); a peer that
+    /// dribbles a large frame is closed with `timeout`. Checked at least every
+    /// `frame_timeout`, so a stalled frame is closed within twice this.
+    pub frame_timeout: Duration,
+    /// Bytes all connections of a server together may hold in partial frames larger than
+    /// 64 KiB and in inflate buffers (default 256 MiB). A frame that would exceed it is
+    /// refused with `serverfull`, counted in `Stats::budget_refused`.
+    pub frame_budget: usize,
+    /// Most connections one source address may hold at once; more are refused with
+    /// `serverfull`. 0 (the default) means no cap.
+    pub max_connections_per_addr: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +162,11 @@ impl Default for Limits {
             max_queued_bytes: 4 << 20,
             max_echo_bytes: 64 << 10,
             close_linger: Duration::from_secs(2),
+            handshake_frame_length: 4 << 10,
+            ping_frame_length: (64 << 10) + (16 << 10),
+            frame_timeout: Duration::from_secs(30),
+            frame_budget: 256 << 20,
+            max_connections_per_addr: 0,
         }
     }
 }
@@ -155,6 +178,31 @@ pub struct FrameLimits {
     pub max_frame_length: usize,
     /// Largest body a compressed frame may inflate to, default 8 MiB.
     pub max_inflated_size: usize,
+    /// Most a compressed body may grow when inflated, as a factor of its compressed size
+    /// (default 100); every body may inflate to [`INFLATE_ALLOWANCE`] bytes whatever its
+    /// ratio. Bounds the CPU a small compressed frame can cost. 0 means no ratio cap.
+    pub max_inflate_ratio: usize,
+    /// Whether compressed frames are accepted at all (default `true`). A server refuses
+    /// them before a connection's type is set, where no packet is ever large.
+    pub allow_compressed: bool,
+}
+
+/// Bytes any compressed body may inflate to, whatever its ratio (see
+/// [`FrameLimits::max_inflate_ratio`]): more than every packet of the handshake and
+/// every ordinary ping needs.
+pub const INFLATE_ALLOWANCE: usize = 64 << 10;
+
+impl FrameLimits {
+    /// The most a compressed body of `compressed` bytes may inflate to under these limits.
+    pub fn inflate_cap(&self, compressed: usize) -> usize {
+        if self.max_inflate_ratio == 0 {
+            return self.max_inflated_size;
+        }
+        compressed
+            .saturating_mul(self.max_inflate_ratio)
+            .saturating_add(INFLATE_ALLOWANCE)
+            .min(self.max_inflated_size)
+    }
 }
 
 impl Default for FrameLimits {
@@ -162,6 +210,8 @@ impl Default for FrameLimits {
         FrameLimits {
             max_frame_length: 8 << 20,
             max_inflated_size: 8 << 20,
+            max_inflate_ratio: 100,
+            allow_compressed: true,
         }
     }
 }

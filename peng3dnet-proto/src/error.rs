@@ -34,6 +34,19 @@ pub enum FrameError {
         /// Configured maximum inflated size.
         max: usize,
     },
+    /// A compressed frame where none is accepted (before the connection type is set).
+    #[error("compressed frame refused before the connection type is set")]
+    CompressedRefused,
+    /// Too many bytes of partial frames and inflate buffers are held across the server;
+    /// this peer's large frame is refused.
+    #[error("server memory budget for incoming frames exhausted ({needed} bytes needed)")]
+    BudgetExhausted {
+        /// Bytes this frame needed.
+        needed: usize,
+    },
+    /// A frame that started arriving did not complete in time.
+    #[error("frame not completed within {0:?}")]
+    FrameTimeout(std::time::Duration),
     /// A compressed body is not a valid zlib stream.
     #[error("invalid zlib body: {0}")]
     Inflate(String),
@@ -62,9 +75,11 @@ impl FrameError {
             FrameError::TooLarge { .. } | FrameError::InflatedTooLarge { .. } => {
                 Some(CloseReason::PacketTooLarge)
             }
-            FrameError::TooShort { .. } | FrameError::Inflate(_) => {
-                Some(CloseReason::InvalidPacket)
-            }
+            FrameError::TooShort { .. }
+            | FrameError::Inflate(_)
+            | FrameError::CompressedRefused => Some(CloseReason::InvalidPacket),
+            FrameError::BudgetExhausted { .. } => Some(CloseReason::ServerFull),
+            FrameError::FrameTimeout(_) => Some(CloseReason::Timeout),
             FrameError::Encrypted => Some(CloseReason::EncryptionUnsupported),
             FrameError::Truncated { .. }
             | FrameError::OutgoingTooLarge { .. }

@@ -125,6 +125,12 @@ impl FrameCodec {
     pub fn limits(&self) -> &FrameLimits {
         &self.limits
     }
+
+    /// Changes the receive limits, from the next frame on (a server tightens them before
+    /// a connection's type is set and loosens them once it is established).
+    pub fn set_limits(&mut self, limits: FrameLimits) {
+        self.limits = limits;
+    }
 }
 
 impl FrameCodec {
@@ -160,7 +166,11 @@ impl FrameCodec {
             return Err(FrameError::Encrypted);
         }
         let body = if flags & FLAG_COMPRESSED != 0 {
-            inflate(&packet, self.limits.max_inflated_size)?
+            if !self.limits.allow_compressed {
+                return Err(FrameError::CompressedRefused);
+            }
+            let cap = self.limits.inflate_cap(packet.len());
+            inflate(&packet, cap)?
         } else {
             packet.freeze()
         };
@@ -240,7 +250,10 @@ fn inflate(data: &[u8], max: usize) -> Result<Bytes, FrameError> {
             }
             // Grow by at most one chunk past the cap, so overflow is detected without
             // allocating the claimed size.
-            let room = (max + 1 - out.len()).min(out.len().max(CHUNK));
+            let room = max
+                .saturating_add(1)
+                .saturating_sub(out.len())
+                .min(out.len().max(CHUNK));
             out.reserve_exact(room);
         }
         let consumed = decompress.total_in() as usize;
@@ -400,6 +413,7 @@ mod tests {
     fn a_zlib_bomb_is_stopped_at_the_inflate_cap() {
         let limits = FrameLimits {
             max_inflated_size: 1 << 20,
+            max_inflate_ratio: 0,
             ..FrameLimits::default()
         };
         let mut c = FrameCodec::new(limits, Compression::default());
@@ -413,6 +427,77 @@ mod tests {
         let err = c.decode(&mut wire).unwrap_err();
         assert!(matches!(err, FrameError::InflatedTooLarge { max } if max == 1 << 20));
         assert_eq!(err.close_reason(), Some(CloseReason::PacketTooLarge));
+    }
+
+    fn compressed_wire(inflated: &[u8]) -> BytesMut {
+        let body = deflate(inflated, 9);
+        let mut wire = BytesMut::new();
+        wire.put_u32((HEADER_BYTES + body.len()) as u32);
+        wire.put_u32(64);
+        wire.put_u16(FLAG_COMPRESSED);
+        wire.extend_from_slice(&body);
+        wire
+    }
+
+    #[test]
+    fn the_inflate_ratio_is_capped_beyond_the_allowance() {
+        let mut c = codec();
+        // Highly compressible, but within the allowance: fine.
+        let small = vec![0u8; crate::config::INFLATE_ALLOWANCE];
+        assert_eq!(
+            c.decode(&mut compressed_wire(&small))
+                .unwrap()
+                .unwrap()
+                .body
+                .len(),
+            small.len()
+        );
+        // 8 MB of zeros from a few KiB: refused at about 100 times the compressed size.
+        let mut bomb = compressed_wire(&vec![0u8; 8_000_000]);
+        let compressed = bomb.len() - PREFIX_BYTES;
+        let err = c.decode(&mut bomb).unwrap_err();
+        assert!(
+            matches!(err, FrameError::InflatedTooLarge { max } if max == compressed * 100 + crate::config::INFLATE_ALLOWANCE),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compressed_frames_can_be_refused_outright() {
+        let mut c = FrameCodec::new(
+            FrameLimits {
+                allow_compressed: false,
+                ..FrameLimits::default()
+            },
+            Compression::default(),
+        );
+        let err = c.decode(&mut compressed_wire(b"\x80")).unwrap_err();
+        assert!(matches!(err, FrameError::CompressedRefused));
+        assert_eq!(err.close_reason(), Some(CloseReason::InvalidPacket));
+    }
+
+    #[test]
+    fn an_unbounded_inflate_cap_does_not_overflow() {
+        let data = vec![5u8; 70_000];
+        assert_eq!(
+            inflate(&deflate(&data, 6), usize::MAX).unwrap()[..],
+            data[..]
+        );
+        let mut c = FrameCodec::new(
+            FrameLimits {
+                max_inflated_size: usize::MAX,
+                ..FrameLimits::default()
+            },
+            Compression::default(),
+        );
+        assert_eq!(
+            c.decode(&mut compressed_wire(&data))
+                .unwrap()
+                .unwrap()
+                .body
+                .len(),
+            70_000
+        );
     }
 
     #[test]

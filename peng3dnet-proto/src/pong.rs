@@ -250,9 +250,14 @@ impl PingResponder {
         }
         let writeback = self.writeback;
         let entries = u32::from(writeback) + dynamic_entries.len() as u32 + static_part.count + 2;
-        let mut out = Vec::with_capacity(
-            64 + ping_body.len() + static_part.entries.len() + VERSION_ENTRY.len(),
-        );
+        // The ping's bytes are reserved only when they are echoed.
+        let echoed = if writeback && ping_body.len() <= max_echo_bytes {
+            ping_body.len()
+        } else {
+            0
+        };
+        let mut out =
+            Vec::with_capacity(64 + echoed + static_part.entries.len() + VERSION_ENTRY.len());
         write_map_len(&mut out, entries);
         if writeback {
             value::encode_into(&mut out, &Value::from("oldmsg"));

@@ -22,8 +22,11 @@ impl fmt::Display for ClientId {
 pub struct Stats {
     /// Connections accepted since start.
     pub accepted: AtomicU64,
-    /// Connections refused with `serverfull`.
+    /// Connections refused with `serverfull` (server full, or too many from one address).
     pub refused: AtomicU64,
+    /// Frames refused because the server's budget for incoming frames
+    /// (`Limits::frame_budget`) was spent.
+    pub budget_refused: AtomicU64,
     /// Pings answered.
     pub pings: AtomicU64,
     /// Connections open now (what the server's `client_count` returns, without taking the

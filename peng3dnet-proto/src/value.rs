@@ -62,10 +62,16 @@ pub fn encode_into(out: &mut Vec<u8>, value: &Value) {
     write_value(out, value);
 }
 
-/// Decodes one msgpack document, refusing nesting deeper than `max_depth` and any bytes
-/// after the document.
+/// The deepest nesting any decode accepts, whatever `max_depth` a caller asks for: the
+/// decoder recurses once per level, and a raised limit must not let a peer overflow the
+/// stack of a 2 MiB runtime thread.
+pub const MAX_DEPTH_CLAMP: usize = 512;
+
+/// Decodes one msgpack document, refusing nesting deeper than `max_depth` (clamped to
+/// [`MAX_DEPTH_CLAMP`]) and any bytes after the document.
 pub fn decode(body: &[u8], max_depth: usize) -> Result<Value, ValueError> {
-    let depth = max_depth.min(usize::from(u16::MAX)) as u16;
+    let max_depth = max_depth.min(MAX_DEPTH_CLAMP);
+    let depth = max_depth as u16;
     let mut reader = Reader { buf: body, pos: 0 };
     let value = match read_value(&mut reader, depth) {
         Ok(value) => value,
@@ -481,6 +487,7 @@ pub fn decode_bounded(
     max_depth: usize,
     max_items: usize,
 ) -> Result<Value, ValueError> {
+    let max_depth = max_depth.min(MAX_DEPTH_CLAMP);
     check_items(body, max_depth, max_items)?;
     decode(body, max_depth)
 }
@@ -588,6 +595,26 @@ pub fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raised_max_depth_is_clamped_so_deep_nesting_cannot_overflow_the_stack() {
+        // 200,000 nested one-element arrays: recursing that deep would overflow a thread
+        // stack; clamped, it is a plain error.
+        let body: Vec<u8> = std::iter::repeat_n(0x91u8, 200_000).chain([0xc0]).collect();
+        let run = move || {
+            (
+                decode(&body, usize::MAX).is_err(),
+                decode_bounded(&body, usize::MAX, usize::MAX).is_err(),
+            )
+        };
+        let on_small_stack = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(on_small_stack, (true, true));
+    }
 
     #[test]
     fn types_are_encoded_as_python_msgpack_does() {

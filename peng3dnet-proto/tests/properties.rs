@@ -118,6 +118,7 @@ fn small_limits() -> FrameLimits {
     FrameLimits {
         max_frame_length: 4096,
         max_inflated_size: 8192,
+        ..FrameLimits::default()
     }
 }
 
@@ -338,6 +339,47 @@ proptest! {
         depth in 0usize..80,
     ) {
         let _ = value::decode(&bytes, depth);
+    }
+
+    /// Whatever the limits (an unbounded inflate cap included), a compressed frame never
+    /// panics the decoder and never inflates past `inflate_cap` of its compressed size.
+    #[test]
+    fn compressed_frames_respect_the_inflate_cap_whatever_the_limits(
+        inflated in 0usize..300_000,
+        fill in any::<u8>(),
+        max_inflated in prop_oneof![Just(usize::MAX), 0usize..400_000],
+        ratio in prop_oneof![Just(0usize), Just(usize::MAX), 1usize..200],
+        allow in any::<bool>(),
+    ) {
+        let limits = FrameLimits {
+            max_inflated_size: max_inflated,
+            max_inflate_ratio: ratio,
+            allow_compressed: allow,
+            ..FrameLimits::default()
+        };
+        let compression = Compression { enabled: true, threshold: 0, level: 6 };
+        let mut wire = BytesMut::new();
+        FrameCodec::new(FrameLimits::default(), compression)
+            .encode(Frame::new(64, vec![fill; inflated]), &mut wire)
+            .unwrap();
+        let compressed = wire.len() - LENGTH_BYTES - 6;
+        match FrameCodec::new(limits, compression).decode(&mut wire) {
+            Ok(Some(frame)) => {
+                prop_assert!(allow);
+                prop_assert!(frame.body.len() <= limits.inflate_cap(compressed));
+                prop_assert_eq!(frame.body.len(), inflated);
+            }
+            Ok(None) => prop_assert!(false, "a whole frame was not decoded"),
+            Err(e) => {
+                let reason = e.close_reason().map(|r| r.as_str().to_owned());
+                if allow {
+                    prop_assert_eq!(reason.as_deref(), Some("packettoolarge"));
+                    prop_assert!(inflated > limits.inflate_cap(compressed));
+                } else {
+                    prop_assert_eq!(reason.as_deref(), Some("invalidpacket"));
+                }
+            }
+        }
     }
 }
 

@@ -24,7 +24,6 @@ use tokio_util::codec::{Decoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::codec::Codec;
 use crate::config::{Config, Limits};
 use crate::error::{FrameError, RegistryError};
 use crate::frame::{Frame, FrameCodec};
@@ -35,6 +34,7 @@ use crate::protocol::{
 };
 use crate::registry::Registry;
 use crate::security::InsufficientSecurity;
+use crate::server_codec::{Budget, Phase, ServerCodec};
 use crate::stats::{ClientId, Stats};
 use crate::tls::{SecurityLevel, ServerTls};
 use crate::transport::Stream;
@@ -117,6 +117,13 @@ pub enum SendError {
     InsufficientSecurity(#[from] InsufficientSecurity),
 }
 
+/// Most bytes a closing connection reads (and discards) while it lingers.
+const LINGER_MAX_BYTES: usize = 64 << 10;
+
+/// Bytes a queued message is charged besides its body: its frame header, its queue
+/// node and its allocation.
+const QUEUE_OVERHEAD: usize = 64;
+
 enum Command {
     Send(Frame),
     Close(CloseReason),
@@ -136,6 +143,8 @@ pub struct ClientHandle {
     queued: Arc<AtomicUsize>,
     /// Cap on `queued`.
     max_queued: usize,
+    /// The queue overflowed and a close command is queued.
+    closing: Arc<std::sync::atomic::AtomicBool>,
     /// The server's registry, to name packets.
     registry: Arc<Registry>,
     /// How secure the connection is (TLS, client certificate).
@@ -177,14 +186,23 @@ impl ClientHandle {
         self.send_id(id, body)
     }
 
-    /// Queues a packet by id (custom connection types use ids without names).
+    /// Queues a packet by id (custom connection types use ids without names). An id the
+    /// registry names gets the same minimum security check as [`send`](Self::send).
     pub fn send_id(&self, id: u32, body: &Value) -> Result<(), SendError> {
+        if let Some(name) = self.registry.name(id) {
+            InsufficientSecurity::check(&self.registry, name, self.security)?;
+        }
         let frame = Frame::new(id, value::encode(body));
-        let len = frame.body.len();
+        // Each message costs its frame header and queue node besides its body, so a flood
+        // of tiny messages is bounded too.
+        let len = frame.body.len() + QUEUE_OVERHEAD;
         let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.max_queued {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            let _ = self.tx.send(Command::Close(CloseReason::SendQueueFull));
+            // One close command, however many sends are refused.
+            if !self.closing.swap(true, Ordering::AcqRel) {
+                let _ = self.tx.send(Command::Close(CloseReason::SendQueueFull));
+            }
             return Err(SendError::QueueFull(self.id));
         }
         self.tx.send(Command::Send(frame)).map_err(|_| {
@@ -327,7 +345,18 @@ impl<H: Handler> ServerBuilder<H> {
             }
             types.push(t);
         }
-        let listener = listen(addr, self.config.limits.max_connections).await?;
+        let soft = crate::fdlimit::raise();
+        let max_connections = crate::fdlimit::cap(self.config.limits.max_connections, soft);
+        if max_connections < self.config.limits.max_connections {
+            tracing::warn!(
+                "open-file limit is {}: serving at most {max_connections} connections instead of {} (raise the hard limit, `ulimit -Hn`, to serve more)",
+                soft.unwrap_or(0),
+                self.config.limits.max_connections,
+            );
+        } else if let Some(soft) = soft {
+            tracing::debug!("open-file limit is {soft}");
+        }
+        let listener = listen(addr, max_connections).await?;
         let local_addr = listener.local_addr()?;
         let registry = Arc::new(self.registry);
         let shared = Arc::new(Shared {
@@ -337,12 +366,15 @@ impl<H: Handler> ServerBuilder<H> {
             ),
             registry,
             limits: self.config.limits,
-            codec: FrameCodec::new(self.config.limits.frame, self.config.compression),
+            compression: self.config.compression,
+            budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
+            per_addr: Mutex::new(HashMap::new()),
             ping: self.ping,
             tls: self.tls,
             clients: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            slots: Arc::new(Semaphore::new(self.config.limits.max_connections)),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             local_addr,
@@ -361,12 +393,19 @@ struct Shared {
     setup: Arc<ServerSetup>,
     registry: Arc<Registry>,
     limits: Limits,
-    codec: FrameCodec,
+    compression: crate::config::Compression,
+    /// Bytes held in large partial frames and inflate buffers, across connections.
+    budget: Arc<Budget>,
+    /// Connections per source address, when `Limits::max_connections_per_addr` is set.
+    per_addr: Mutex<HashMap<std::net::IpAddr, usize>>,
     ping: Option<PingResponder>,
     tls: Option<ServerTls>,
     clients: Mutex<HashMap<ClientId, ClientHandle>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
+    /// The connection cap in force: `Limits::max_connections`, lowered to fit the
+    /// open-file limit.
+    max_connections: usize,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
@@ -418,6 +457,12 @@ impl Server {
     /// Handles of all connected clients.
     pub fn clients(&self) -> Vec<ClientHandle> {
         self.shared.clients().values().cloned().collect()
+    }
+
+    /// Most connections served at once: `Limits::max_connections`, or less when the
+    /// process's open-file limit (raised to its hard limit at start) cannot hold that many.
+    pub fn max_connections(&self) -> usize {
+        self.shared.max_connections
     }
 
     /// Number of connected clients.
@@ -493,17 +538,35 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
             }
         };
         let _ = stream.set_nodelay(true);
+        let per_addr = shared.limits.max_connections_per_addr;
+        if per_addr > 0 && !take_addr_slot(&shared, addr.ip()) {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %addr, "refused: more than {per_addr} connections from this address");
+            if shared.tls.is_none() {
+                let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
+                shared
+                    .tracker
+                    .spawn(refuse(stream, CloseReason::ServerFull, linger));
+            }
+            continue;
+        }
         match shared.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 let shared2 = shared.clone();
                 let handler = handler.clone();
                 shared.tracker.spawn(async move {
-                    connection(stream, addr, shared2, handler).await;
+                    connection(stream, addr, shared2.clone(), handler).await;
+                    if per_addr > 0 {
+                        give_addr_slot(&shared2, addr.ip());
+                    }
                     drop(permit);
                 });
             }
             Err(_) => {
+                if per_addr > 0 {
+                    give_addr_slot(&shared, addr.ip());
+                }
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %addr, "refused: server full");
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
@@ -519,6 +582,28 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
 }
 
 use crate::deadline::after;
+
+/// Counts a connection from `ip`, unless it already holds the most allowed.
+fn take_addr_slot(shared: &Shared, ip: std::net::IpAddr) -> bool {
+    let mut per_addr = shared.per_addr.lock().unwrap_or_else(|e| e.into_inner());
+    let count = per_addr.entry(ip).or_insert(0);
+    if *count >= shared.limits.max_connections_per_addr {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+/// Forgets a connection from `ip`.
+fn give_addr_slot(shared: &Shared, ip: std::net::IpAddr) {
+    let mut per_addr = shared.per_addr.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = per_addr.get_mut(&ip) {
+        *count -= 1;
+        if *count == 0 {
+            per_addr.remove(&ip);
+        }
+    }
+}
 
 /// Binds a listener whose accept queue holds a burst of up to `max_connections`
 /// connections (at least 1024, as tokio's default; the kernel caps it at `somaxconn`), so
@@ -587,7 +672,7 @@ async fn refuse(mut stream: TcpStream, reason: CloseReason, within: Duration) {
 
 /// Per-connection state the task needs besides the protocol.
 struct Conn<H: Handler> {
-    framed: Framed<Stream, Codec>,
+    framed: Framed<Stream, ServerCodec>,
     protocol: ServerProtocol,
     handle: ClientHandle,
     state: H::State,
@@ -658,13 +743,17 @@ async fn connection<H: Handler>(
         tx,
         queued: Arc::new(AtomicUsize::new(0)),
         max_queued: shared.limits.max_queued_bytes,
+        closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         registry: shared.registry.clone(),
         security,
     };
     shared.clients().insert(id, handle.clone());
     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
-        framed: small_framed(stream, shared.codec.clone()),
+        framed: small_framed(
+            stream,
+            ServerCodec::new(shared.limits, shared.compression, shared.budget.clone()),
+        ),
         protocol: ServerProtocol::new(shared.setup.clone()),
         handle,
         state: H::State::default(),
@@ -729,9 +818,22 @@ fn guarded<R>(peer: SocketAddr, what: &str, f: impl FnOnce() -> R) -> Result<R, 
 }
 
 /// Initial capacity of a connection's read buffer. Our frames are small (a ping is about
-/// 40 bytes); larger ones make the decoder reserve what they need, and the buffer keeps
-/// that capacity afterwards.
+/// 40 bytes); larger ones make the decoder reserve what they need, and the buffer gives
+/// that capacity back once the frame is consumed (see [`shrink_read_buffer`]).
 const READ_BUFFER: usize = 512;
+
+/// A read buffer holding more capacity than this after a frame is replaced by a small one.
+const KEEP_READ_CAPACITY: usize = 16 << 10;
+
+/// Gives back the capacity a large frame made the read buffer grow to: the frame's bytes
+/// were split off the same allocation, which stays alive as long as the buffer does.
+fn shrink_read_buffer(buf: &mut bytes::BytesMut) {
+    if buf.capacity() > KEEP_READ_CAPACITY && buf.len() <= KEEP_READ_CAPACITY / 2 {
+        let mut small = bytes::BytesMut::with_capacity(READ_BUFFER.max(buf.len()));
+        small.extend_from_slice(buf);
+        *buf = small;
+    }
+}
 
 /// A [`Framed`] with small buffers. `Framed::new` gives every connection 8 KiB for
 /// reading and 8 KiB for writing (and `from_parts` raises smaller buffers to that), which
@@ -739,8 +841,8 @@ const READ_BUFFER: usize = 512;
 /// them, 8.5 KiB with these (BENCHMARKS.md). `Framed::with_capacity` would also lower the
 /// write back-pressure boundary; here it stays at 8 KiB. The write buffer starts empty:
 /// the encoder reserves what each frame needs, and the buffer keeps that capacity.
-fn small_framed(stream: Stream, codec: FrameCodec) -> Framed<Stream, Codec> {
-    let mut framed = Framed::new(stream, Codec(codec));
+fn small_framed(stream: Stream, codec: ServerCodec) -> Framed<Stream, ServerCodec> {
+    let mut framed = Framed::new(stream, codec);
     *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
     *framed.write_buffer_mut() = bytes::BytesMut::new();
     framed
@@ -771,6 +873,11 @@ impl<H: Handler> Conn<H> {
             if self.settled && timer.deadline() > idle_deadline {
                 timer.as_mut().reset(idle_deadline);
             }
+            if let Some(frame_deadline) = self.framed.codec().frame_deadline() {
+                if timer.deadline() > frame_deadline {
+                    timer.as_mut().reset(frame_deadline);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = &mut cancelled => {
@@ -781,7 +888,9 @@ impl<H: Handler> Conn<H> {
                 }
                 command = rx.recv() => match command {
                     Some(Command::Send(frame)) => {
-                        self.handle.queued.fetch_sub(frame.body.len(), Ordering::AcqRel);
+                        self.handle
+                            .queued
+                            .fetch_sub(frame.body.len() + QUEUE_OVERHEAD, Ordering::AcqRel);
                         if let Err(closed) = self.write(frame).await {
                             return closed;
                         }
@@ -801,20 +910,36 @@ impl<H: Handler> Conn<H> {
                         None => return Closed::SocketClosed,
                         Some(Err(e)) => return self.frame_error(e),
                         Some(Ok(frame)) => {
-                            if let Some(closed) = self.on_frame(frame).await {
+                            let closed = self.on_frame(frame).await;
+                            shrink_read_buffer(self.framed.read_buffer_mut());
+                            if let Some(closed) = closed {
                                 return closed;
                             }
                         }
                     }
                 }
                 _ = &mut timer => {
+                    let now = Instant::now();
+                    let codec = self.framed.codec();
+                    if codec.frame_deadline().is_some_and(|d| now >= d) {
+                        self.refusal = Some(format!(
+                            "frame not completed within {:?}",
+                            codec.frame_timeout()
+                        ));
+                        return Closed::ByUs(CloseReason::Timeout);
+                    }
+                    // A frame that starts arriving while we wait is only seen here: wake
+                    // at least every frame timeout to check it.
+                    let check = codec
+                        .frame_deadline()
+                        .unwrap_or_else(|| crate::deadline::at(now, codec.frame_timeout()));
                     let deadline = if self.settled {
                         idle_deadline
                     } else {
                         handshake_deadline
                     };
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
+                    if now < deadline {
+                        timer.as_mut().reset(deadline.min(check));
                         continue;
                     }
                     self.refusal = Some(if self.settled {
@@ -848,6 +973,12 @@ impl<H: Handler> Conn<H> {
     }
 
     fn frame_error(&mut self, e: FrameError) -> Closed {
+        if matches!(e, FrameError::BudgetExhausted { .. }) {
+            self.shared
+                .stats
+                .budget_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
         match e.close_reason() {
             Some(reason) => {
                 self.refusal = Some(match e {
@@ -881,6 +1012,9 @@ impl<H: Handler> Conn<H> {
             Event::Established(conntype) => {
                 if conntype != ConnType::Ping {
                     self.settled = true;
+                    self.framed.codec_mut().set_phase(Phase::Established);
+                } else {
+                    self.framed.codec_mut().set_phase(Phase::Ping);
                 }
                 let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
                 if let Err(closed) = guarded(handle.addr, "on_established", || {
@@ -997,7 +1131,16 @@ impl<H: Handler> Conn<H> {
             // for its whole life (resident memory per idle connection, and a 4 KiB copy at
             // every spawn), though only closing connections use it.
             let mut sink = vec![0u8; 4096];
-            while stream.read(&mut sink).await? > 0 {}
+            // Bounded in bytes too: a refused flooder's stray body is not worth reading
+            // (2,000 of them sending 1 MB each cost a second of CPU).
+            let mut left = LINGER_MAX_BYTES;
+            while left > 0 {
+                let n = stream.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n);
+            }
             Ok::<(), io::Error>(())
         })
         .await;

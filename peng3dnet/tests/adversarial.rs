@@ -60,6 +60,7 @@ fn limited_config(max_connections: usize) -> Config {
     config.limits.frame = FrameLimits {
         max_frame_length: MAX_FRAME,
         max_inflated_size: MAX_INFLATED,
+        ..FrameLimits::default()
     };
     config.limits.max_items = MAX_ITEMS;
     config.limits.handshake_timeout = HANDSHAKE;
@@ -105,6 +106,12 @@ struct Recorder(Arc<CloseLog>);
 impl Handler for Recorder {
     type State = ();
     fn on_close(&self, client: &ClientHandle, _: &mut (), closed: &Closed) {
+        // The canary's pings end this way and no attack does: with thousands of
+        // connections in the suite, a canary ping may reuse an attacker's port after the
+        // attacker is closed, and must not overwrite what the attacker got.
+        if *closed == Closed::ByPeer(Some(CloseReason::PingComplete)) {
+            return;
+        }
         self.0
             .closed
             .lock()
@@ -713,7 +720,8 @@ async fn server_survives_every_attack_while_serving_pings_promptly() {
         one(simple_attack(
             addr,
             "deeply nested settype",
-            raw_frame(ids::SETTYPE, 0, &deep_array(5000)),
+            // Within the 4 KiB limit before settype, far deeper than max_depth.
+            raw_frame(ids::SETTYPE, 0, &deep_array(3000)),
             CloseReason::InvalidPacket,
         )),
         one(simple_attack(
@@ -1338,4 +1346,350 @@ fn payload_helpers_build_what_they_claim() {
         c.decode(&mut b).unwrap(),
         Some(Frame::new(70, &b"\x80"[..]))
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The read path: frame limits by state, the frame deadline, the server-wide budget, the
+// per-address cap, and buffers given back.
+
+/// The header of an 8,000,000-byte frame and 200 KB of its body, no hello (2,000 of them
+/// held 400 MB of server memory before the small limit before settype).
+fn big_partial_frame() -> Vec<u8> {
+    let mut w = 8_000_000u32.to_be_bytes().to_vec();
+    w.extend_from_slice(&64u32.to_be_bytes());
+    w.extend_from_slice(&0u16.to_be_bytes());
+    w.resize(w.len() + 200_000, 0);
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_before_settype_is_refused_at_once_with_default_limits() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let (server, _closes) = pingable_server(Config::default()).await;
+    let mut a = Attacker::connect_hello(server.local_addr()).await;
+    a.send(&big_partial_frame()).await;
+    assert_eq!(
+        a.close_reason(Duration::from_secs(3)).await,
+        Ok("packettoolarge".into())
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_frames_before_settype_are_refused() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let (server, _closes) = pingable_server(Config::default()).await;
+    let settype = value::encode(&map([("conntype", "ping".into())])).to_vec();
+    let mut a = Attacker::connect_hello(server.local_addr()).await;
+    a.send(&compressed_frame(ids::SETTYPE, settype)).await;
+    assert_eq!(
+        a.close_reason(Duration::from_secs(3)).await,
+        Ok("invalidpacket".into())
+    );
+    server.shutdown().await;
+}
+
+/// A ping connection that has had its first pong.
+async fn settled_pinger(addr: SocketAddr) -> Attacker {
+    let mut a = Attacker::connect_hello(addr).await;
+    let mut w = settype_ping();
+    w.extend(wire(&[Frame::new(ids::PING, ping_body(&[]))]));
+    a.send(&w).await;
+    let pong = a.next_frame(Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!(pong.id, ids::PONG);
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_never_completes_is_closed_at_the_frame_deadline_not_the_idle_timeout() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.idle_timeout = Duration::from_secs(60);
+    config.limits.frame_timeout = Duration::from_millis(300);
+    let (server, _closes) = pingable_server(config).await;
+    let mut a = settled_pinger(server.local_addr()).await;
+    let started = Instant::now();
+    // The first 20 bytes of a 1000-byte ping, then nothing.
+    a.send(&raw_frame(ids::PING, 0, &[0; 994])[..20]).await;
+    assert_eq!(
+        a.close_reason(Duration::from_secs(10)).await,
+        Ok("timeout".into())
+    );
+    let took = started.elapsed();
+    assert!(
+        took < 2 * Duration::from_millis(300) + SLACK,
+        "closed after {took:?}"
+    );
+    server.shutdown().await;
+}
+
+/// A ping whose body is a map with a `time` and a bin of `n` bytes.
+fn big_ping(n: usize) -> Vec<u8> {
+    raw_frame(
+        ids::PING,
+        0,
+        &ping_body(&[("blob", Value::Binary(vec![7; n]))]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_partial_frames_past_the_server_budget_are_refused_with_serverfull() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.ping_frame_length = 1 << 20;
+    config.limits.frame_budget = 1_500_000;
+    let (server, _closes) = pingable_server(config).await;
+    let ping = big_ping(1_000_000);
+    let (mut a, mut b) = (
+        settled_pinger(server.local_addr()).await,
+        settled_pinger(server.local_addr()).await,
+    );
+    // Both start a 1 MB ping; together they need more than the budget.
+    a.send(&ping[..200_000]).await;
+    b.send(&ping[..200_000]).await;
+    // Exactly one is refused (whichever came second); the other completes its ping.
+    let a_refused = tokio::select! {
+        r = a.close_reason(Duration::from_secs(5)) => {
+            assert_eq!(r, Ok("serverfull".into()));
+            true
+        }
+        r = b.close_reason(Duration::from_secs(5)) => {
+            assert_eq!(r, Ok("serverfull".into()));
+            false
+        }
+    };
+    let kept = if a_refused { &mut b } else { &mut a };
+    kept.send(&ping[200_000..]).await;
+    let pong = kept
+        .next_frame(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong.id, ids::PONG);
+    assert_eq!(
+        server
+            .stats()
+            .budget_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_per_address_cap_are_refused_with_serverfull() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.max_connections_per_addr = 2;
+    let (server, _closes) = pingable_server(config).await;
+    let addr = server.local_addr();
+    let (a, b) = (
+        Attacker::connect_hello(addr).await,
+        Attacker::connect_hello(addr).await,
+    );
+    let mut c = Attacker::connect(addr).await;
+    assert_eq!(
+        c.close_reason(Duration::from_secs(3)).await,
+        Ok("serverfull".into())
+    );
+    // A slot given back is free again: once b's connection is gone, a new one is served
+    // (retried: the slot is given back just after the socket closes).
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = Attacker::connect(addr).await;
+        let first = d.next_frame(Duration::from_secs(5)).await.unwrap().unwrap();
+        if first.id == ids::HELLO {
+            break;
+        }
+        assert_eq!(first.id, ids::CLOSECONN);
+        assert!(Instant::now() < deadline, "the slot was never given back");
+    }
+    drop(a);
+    server.shutdown().await;
+}
+
+/// On establishment, sends tiny messages until the queue is full, from the connection's
+/// own task (so nothing drains meanwhile), and records how many went in and how a send of
+/// a secured packet by id fared.
+struct Flooder {
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    secured: Arc<Mutex<Option<String>>>,
+    done: Arc<Notify>,
+}
+
+impl Handler for Flooder {
+    type State = ();
+    fn on_established(&self, client: &ClientHandle, _: &mut ()) {
+        let secured = client.send_id(64, &Value::Nil);
+        *self.secured.lock().unwrap() = Some(match secured {
+            Ok(()) => "sent".into(),
+            Err(e) => e.to_string(),
+        });
+        let mut n = 0;
+        while client.send_id(65, &Value::Nil).is_ok() {
+            n += 1;
+        }
+        self.queued.store(n, std::sync::atomic::Ordering::SeqCst);
+        self.done.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_messages_are_bounded_by_the_send_queue_and_send_id_checks_security() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.max_queued_bytes = 64 << 10;
+    let mut registry = peng3dnet::Registry::new();
+    registry.register("test:secret").unwrap();
+    registry.register("test:tiny").unwrap();
+    registry
+        .set_min_security("test:secret", peng3dnet::SecurityLevel::Encrypted)
+        .unwrap();
+    let flooder = Flooder {
+        queued: Default::default(),
+        secured: Default::default(),
+        done: Default::default(),
+    };
+    let (queued, secured, done) = (
+        flooder.queued.clone(),
+        flooder.secured.clone(),
+        flooder.done.clone(),
+    );
+    let server = Server::builder()
+        .config(config)
+        .registry(registry)
+        .conntype("raw")
+        .handler(flooder)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut a = Attacker::connect_hello(server.local_addr()).await;
+    a.send(&wire(&[settype_frame(&ConnType::from_name("raw"))]))
+        .await;
+    timeout(Duration::from_secs(5), done.notified())
+        .await
+        .unwrap();
+    let n = queued.load(std::sync::atomic::Ordering::SeqCst);
+    // One-byte bodies: 65,536 of them fit a 64 KiB cap counted in body bytes only.
+    assert!(n > 0 && n < 2048, "{n} one-byte messages queued");
+    let secured = secured.lock().unwrap().clone().unwrap();
+    assert!(
+        secured.contains("test:secret"),
+        "send_id of a secured packet: {secured}"
+    );
+    server.shutdown().await;
+}
+
+/// Pings `addr` one after another until stopped; returns every round trip.
+fn pinger(addr: SocketAddr, stop: CancellationToken) -> tokio::task::JoinHandle<Vec<Duration>> {
+    tokio::spawn(async move {
+        let options = PingOptions {
+            timeout: Duration::from_secs(5),
+            ..PingOptions::default()
+        };
+        let mut rtts = Vec::new();
+        let mut pace = tokio::time::interval(Duration::from_millis(10));
+        while !stop.is_cancelled() {
+            pace.tick().await;
+            let started = Instant::now();
+            ping_server(&addr.to_string(), &options).await.unwrap();
+            rtts.push(started.elapsed());
+        }
+        rtts
+    })
+}
+
+fn p99(mut rtts: Vec<Duration>) -> Duration {
+    assert!(!rtts.is_empty());
+    rtts.sort();
+    rtts[(rtts.len() * 99).div_ceil(100) - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_half_sent_8mb_frames_before_the_handshake_hold_little_memory() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    if fd_soft_limit() < 4400 {
+        panic!(
+            "this test needs 4,400 descriptors; the soft limit is {}",
+            fd_soft_limit()
+        );
+    }
+    let (server, _closes) = pingable_server(Config::default()).await;
+    let addr = server.local_addr();
+    let before = rss();
+    let stop = CancellationToken::new();
+    let canary = pinger(addr, stop.clone());
+    let mut held = JoinSet::new();
+    let all_sent = Arc::new(tokio::sync::Semaphore::new(0));
+    // 50 attackers connecting and sending at a time (this process is both the attacker
+    // and the server, on two threads); every one then stays connected.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(50));
+    for _ in 0..2000 {
+        let all_sent = all_sent.clone();
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
+        held.spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let _ = stream.write_all(&big_partial_frame()).await;
+            drop(permit);
+            all_sent.add_permits(1);
+            // Held open (and not read) until the test ends.
+            std::future::pending::<()>().await;
+        });
+    }
+    let _ = timeout(Duration::from_secs(60), all_sent.acquire_many(2000))
+        .await
+        .unwrap();
+    let grown = rss().saturating_sub(before);
+    stop.cancel();
+    let rtts = canary.await.unwrap();
+    held.abort_all();
+    let p99 = p99(rtts);
+    assert!(grown < 256 << 20, "RSS grew {} MiB", grown >> 20);
+    // The 100 ms target is for a release build with the attackers in another process
+    // (`peng3dnet-bench flood`, BENCHMARKS.md); here, a debug build shares two threads
+    // with 2,000 attackers, so the bound is the suite's PROMPT.
+    assert!(p99 < PROMPT, "pinger p99 {p99:?}");
+    server.shutdown().await;
+}
+
+/// Counts application packets.
+struct Counter(Arc<tokio::sync::Semaphore>);
+
+impl Handler for Counter {
+    type State = ();
+    fn on_packet(&self, _: &ClientHandle, _: &mut (), _: peng3dnet::Packet) {
+        self.0.add_permits(1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_frames_once_consumed_give_their_buffers_back() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let seen = Arc::new(tokio::sync::Semaphore::new(0));
+    let server = Server::builder()
+        .conntype("bulk")
+        .handler(Counter(seen.clone()))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let mut frame = wire(&[settype_frame(&ConnType::from_name("bulk"))]);
+    frame.extend(raw_frame(64, 0, &zero_bin(4 << 20)));
+    let before = rss();
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut a = Attacker::connect_hello(addr).await;
+        a.send(&frame).await;
+        conns.push(a);
+    }
+    drop(frame);
+    let _ = timeout(Duration::from_secs(30), seen.acquire_many(20))
+        .await
+        .unwrap();
+    let grown = rss().saturating_sub(before);
+    // Before: each connection kept its 4 MiB read buffer, 80 MiB in all.
+    assert!(grown < 40 << 20, "RSS grew {} MiB", grown >> 20);
+    drop(conns);
+    server.shutdown().await;
 }

@@ -1,0 +1,207 @@
+//! The server's read side of a connection: the frame codec with limits that follow the
+//! connection's state, a server-wide budget for large partial frames and inflate buffers,
+//! and a deadline for a frame that started arriving.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::config::{Compression, FrameLimits, Limits};
+use crate::error::FrameError;
+use crate::frame::{Frame, FrameCodec, FrameHeader, FLAG_COMPRESSED, LENGTH_BYTES, PREFIX_BYTES};
+
+/// Partial frames up to this size are not charged to the budget: every connection may
+/// hold one without asking.
+pub(crate) const UNBUDGETED: usize = 64 << 10;
+
+/// Bytes held across a server's connections in large partial frames and inflate buffers.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes `n` bytes, or none if that would pass the maximum.
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Which frame limits are in force on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Before settype (and before the classic handshake is done): small, uncompressed.
+    Handshake,
+    /// An established ping connection: about the echo cap.
+    Ping,
+    /// An established classic or custom connection: the configured frame limits.
+    Established,
+}
+
+/// The codec of a server connection (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct ServerCodec {
+    inner: FrameCodec,
+    limits: Limits,
+    budget: Arc<Budget>,
+    /// Bytes of `budget` this connection holds for its partial frame.
+    held: usize,
+    /// When the partial frame at the front of the buffer started arriving.
+    started: Option<Instant>,
+}
+
+impl ServerCodec {
+    pub(crate) fn new(limits: Limits, compression: Compression, budget: Arc<Budget>) -> Self {
+        let mut codec = ServerCodec {
+            inner: FrameCodec::new(limits.frame, compression),
+            limits,
+            budget,
+            held: 0,
+            started: None,
+        };
+        codec.set_phase(Phase::Handshake);
+        codec
+    }
+
+    /// Applies the limits of `phase` from the next frame on.
+    pub(crate) fn set_phase(&mut self, phase: Phase) {
+        let full = self.limits.frame;
+        let small = |length: usize, compressed: bool| FrameLimits {
+            max_frame_length: length.min(full.max_frame_length),
+            max_inflated_size: length.min(full.max_inflated_size),
+            allow_compressed: compressed && full.allow_compressed,
+            ..full
+        };
+        self.inner.set_limits(match phase {
+            Phase::Handshake => small(self.limits.handshake_frame_length, false),
+            // A raised echo cap raises the ping limit with it.
+            Phase::Ping => small(
+                self.limits
+                    .ping_frame_length
+                    .max(self.limits.max_echo_bytes.saturating_add(16 << 10)),
+                true,
+            ),
+            Phase::Established => full,
+        });
+    }
+
+    /// When the partial frame now buffered must be complete, if there is one.
+    pub(crate) fn frame_deadline(&self) -> Option<Instant> {
+        self.started
+            .map(|s| crate::deadline::at(s, self.limits.frame_timeout))
+    }
+
+    /// The frame timeout in force.
+    pub(crate) fn frame_timeout(&self) -> Duration {
+        self.limits.frame_timeout
+    }
+
+    fn release(&mut self) {
+        if self.held > 0 {
+            self.budget.give_back(self.held);
+            self.held = 0;
+        }
+    }
+
+    /// Charges `n` bytes to the budget for the frame now buffered (what it holds already
+    /// counts).
+    fn charge(&mut self, n: usize) -> Result<(), FrameError> {
+        if n <= self.held {
+            return Ok(());
+        }
+        if !self.budget.try_take(n - self.held) {
+            return Err(FrameError::BudgetExhausted { needed: n });
+        }
+        self.held = n;
+        Ok(())
+    }
+}
+
+impl Drop for ServerCodec {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl Decoder for ServerCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if src.is_empty() {
+            self.started = None;
+            self.release();
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let started = *self.started.get_or_insert(now);
+        if let Some(length) = FrameHeader::peek_length(src) {
+            let limits = self.inner.limits();
+            if length <= limits.max_frame_length {
+                let wire = LENGTH_BYTES + length;
+                if src.len() < wire {
+                    // Partial: a large one is charged before the decoder reserves room
+                    // for it, and it must complete in time.
+                    if now.duration_since(started) > self.limits.frame_timeout {
+                        return Err(FrameError::FrameTimeout(self.limits.frame_timeout));
+                    }
+                    if wire > UNBUDGETED {
+                        self.charge(wire)?;
+                    }
+                } else if let Some(header) = FrameHeader::parse(src) {
+                    // Complete: a compressed body needs room to inflate into.
+                    if header.flags & FLAG_COMPRESSED != 0 && limits.allow_compressed {
+                        let cap =
+                            limits.inflate_cap(length.saturating_sub(PREFIX_BYTES - LENGTH_BYTES));
+                        self.charge(cap.max(wire))?;
+                    }
+                }
+            }
+        }
+        let decoded = self.inner.decode(src);
+        if !matches!(decoded, Ok(None)) {
+            // A frame came out (or the connection is refused): the next one starts now.
+            self.release();
+            self.started = (!src.is_empty()).then_some(now);
+        }
+        decoded
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<Frame> for ServerCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.inner.encode(frame, dst)
+    }
+}
