@@ -413,9 +413,11 @@ pub fn escape_text(s: &str) -> String {
     out
 }
 
-/// C0 controls, DEL and C1 controls.
+/// C0 controls, DEL and C1 controls, and the bidirectional overrides and isolates that
+/// reorder the text around them on the screen.
 fn is_control(c: char) -> bool {
     matches!(c as u32, 0x00..=0x1f | 0x7f..=0x9f)
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A map key for the human-readable display: [`key_string`], escaped.

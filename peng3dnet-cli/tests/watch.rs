@@ -391,7 +391,7 @@ fn browser_sorts_shows_details_and_escapes_what_servers_send() {
     );
     let up = line_with(&screen, &server.addr).unwrap();
     assert!(up.contains("browser-test") && up.contains("/8"), "{up}");
-    assert!(up.contains(r"hi\u{1b}]0;pwned"), "motd not escaped: {up}");
+    assert!(up.contains(r"hi\x1b]0;pwned"), "motd not escaped: {up}");
 
     // The selection starts on the first target given (the refused one, last row): Up
     // moves it to the server, Enter shows its data.
@@ -401,7 +401,7 @@ fn browser_sorts_shows_details_and_escapes_what_servers_send() {
     let want = [
         format!("address: {}", server.addr),
         "name: browser-test".to_owned(),
-        r"motd: hi\u{1b}]0;pwned\u{7}\u{1b}[2J".to_owned(),
+        r"motd: hi\x1b]0;pwned\x07\x1b[2J".to_owned(),
         "version: 0.1.3a0".to_owned(),
     ];
     tmux.wait_for("the server's details", |s| {

@@ -266,32 +266,14 @@ impl Model {
     }
 }
 
-/// Server-provided or user-provided text made safe to draw: control characters (C0, DEL,
-/// C1, so no escape sequence reaches the terminal) and bidirectional overrides are shown
-/// as escapes (`\n`, `\u{1b}`), and the text is cut after `max` characters (with `…`).
+/// Server-provided or user-provided text made safe to draw: escaped as all text output is
+/// ([`crate::output::escape_text`]: C0, DEL, C1 and bidirectional controls), and cut after
+/// `max` characters of the original (with `…`).
 pub(crate) fn clean(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() || is_bidi_control(c) => {
-                out.push_str(&c.escape_unicode().to_string());
-            }
-            c => out.push(c),
-        }
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", crate::output::escape_text(&text[..cut])),
+        None => crate::output::escape_text(text),
     }
-    out
-}
-
-/// Characters that reorder the text around them on the screen.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -442,7 +424,7 @@ mod tests {
         assert!(!cleaned.chars().any(|c| c.is_control()), "{cleaned:?}");
         assert_eq!(
             cleaned,
-            "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m\\r\\nx\\u{202e}y"
+            "\\x1b]0;pwned\\x07\\x1b[2J\\u{9b}31m\\x0d\\x0ax\\u{202e}y"
         );
         assert_eq!(clean("abcdef", 3), "abc…");
         assert_eq!(clean("abc", 3), "abc");

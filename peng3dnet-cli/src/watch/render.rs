@@ -747,7 +747,7 @@ mod tests {
         let text = lines.join("\n");
         for want in [
             "address: 127.0.0.1:9000",
-            "motd: hello\\u{1b}[2J",
+            "motd: hello\\x1b[2J",
             "peng3dnet:",
             "version: 0.1.3a0",
             "loss:    10.0% of 10 pings",
@@ -790,8 +790,11 @@ mod tests {
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{text:?}"
         );
-        assert!(text.contains("\\u{1b}]0;owned\\u{7}x"), "{text}");
-        assert!(text.contains("\\u{1b}[31mred\\u{9b}0m\\r\\nline"), "{text}");
+        assert!(text.contains("\\x1b]0;owned\\x07x"), "{text}");
+        assert!(
+            text.contains("\\x1b[31mred\\u{9b}0m\\x0d\\x0aline"),
+            "{text}"
+        );
     }
 
     #[test]
