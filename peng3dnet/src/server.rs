@@ -28,6 +28,7 @@ use crate::codec::Codec;
 use crate::config::{Config, Limits};
 use crate::error::{FrameError, RegistryError};
 use crate::frame::{Frame, FrameCodec};
+use crate::observe::{ObservedCodec, ServerObserver};
 use crate::pong::{PingRequest, PingResponder, ServerTiming};
 use crate::protocol::{
     closeconn_frame, hello_frame, ids, CloseReason, ConnType, Event, Packet, ServerProtocol,
@@ -228,6 +229,7 @@ pub struct ServerBuilder<H: Handler = NoHandler> {
     ping: Option<PingResponder>,
     conntypes: Vec<String>,
     tls: Option<ServerTls>,
+    observer: Option<Arc<dyn ServerObserver>>,
 }
 
 /// Errors starting a server.
@@ -254,6 +256,7 @@ impl Default for ServerBuilder<NoHandler> {
             ping: None,
             conntypes: Vec::new(),
             tls: None,
+            observer: None,
         }
     }
 }
@@ -280,7 +283,15 @@ impl<H: Handler> ServerBuilder<H> {
             ping: self.ping,
             conntypes: self.conntypes,
             tls: self.tls,
+            observer: self.observer,
         }
+    }
+
+    /// Tells `observer` about connections, refusals, pings and bytes (for metrics; see
+    /// [`crate::observe`]).
+    pub fn observer(mut self, observer: Arc<dyn ServerObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Serves over TLS: every connection starts with a TLS handshake, bounded by the
@@ -347,6 +358,7 @@ impl<H: Handler> ServerBuilder<H> {
             tracker: TaskTracker::new(),
             local_addr,
             stats: Stats::default(),
+            observer: self.observer,
         });
         let handler = Arc::new(self.handler);
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), handler));
@@ -371,6 +383,7 @@ struct Shared {
     tracker: TaskTracker,
     local_addr: SocketAddr,
     stats: Stats,
+    observer: Option<Arc<dyn ServerObserver>>,
 }
 
 impl Shared {
@@ -496,6 +509,9 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
         match shared.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Some(observer) = &shared.observer {
+                    observer.accepted();
+                }
                 let shared2 = shared.clone();
                 let handler = handler.clone();
                 shared.tracker.spawn(async move {
@@ -505,6 +521,9 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
             }
             Err(_) => {
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(observer) = &shared.observer {
+                    observer.refused(CloseReason::ServerFull.as_str());
+                }
                 tracing::warn!(peer = %addr, "refused: server full");
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
                 // A TLS client could not read a plain closeconn: it is simply closed.
@@ -564,7 +583,7 @@ async fn refuse(mut stream: TcpStream, within: Duration) {
 
 /// Per-connection state the task needs besides the protocol.
 struct Conn<H: Handler> {
-    framed: Framed<Stream, Codec>,
+    framed: Framed<Stream, ObservedCodec>,
     protocol: ServerProtocol,
     handle: ClientHandle,
     state: H::State,
@@ -578,6 +597,8 @@ struct Conn<H: Handler> {
     refusal: Option<String>,
     /// A write timed out: the peer does not read, so nothing more is sent to it.
     unwritable: bool,
+    /// The connection type, once the peer chose it (for the observer).
+    conntype: Option<ConnType>,
 }
 
 async fn connection<H: Handler>(
@@ -597,10 +618,16 @@ async fn connection<H: Handler>(
         } {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
+                if let Some(observer) = &shared.observer {
+                    observer.tls_handshake_failed();
+                }
                 tracing::warn!(peer = %addr, "TLS handshake failed: {e}");
                 return;
             }
             Err(_) => {
+                if let Some(observer) = &shared.observer {
+                    observer.tls_handshake_failed();
+                }
                 tracing::warn!(peer = %addr, "TLS handshake timed out");
                 return;
             }
@@ -620,8 +647,9 @@ async fn connection<H: Handler>(
     };
     shared.clients().insert(id, handle.clone());
     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(peer = %addr, client = %id, "connection opened");
     let mut conn = Conn {
-        framed: small_framed(stream, shared.codec.clone()),
+        framed: small_framed(stream, shared.codec.clone(), shared.observer.clone()),
         protocol: ServerProtocol::new(shared.setup.clone()),
         handle,
         state: H::State::default(),
@@ -630,6 +658,7 @@ async fn connection<H: Handler>(
         settled: false,
         refusal: None,
         unwritable: false,
+        conntype: None,
     };
     let connected = {
         let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
@@ -654,7 +683,17 @@ async fn connection<H: Handler>(
             conn.close_gracefully(&mut rx, reason).await;
         }
         Closed::ByPeer(reason) => {
-            tracing::debug!(peer = %addr, client = %id, "peer closed: {reason:?}");
+            match reason {
+                None | Some(CloseReason::PingComplete | CloseReason::SocketClose) => {
+                    let reason = reason
+                        .as_ref()
+                        .map_or("no reason given", CloseReason::as_str);
+                    tracing::debug!(peer = %addr, client = %id, "peer closed the connection: {reason}")
+                }
+                Some(reason) => {
+                    tracing::info!(peer = %addr, client = %id, %reason, "peer closed the connection: {reason}")
+                }
+            }
             // Bounded: a TLS close_notify cannot be sent to a peer that does not read.
             let write_timeout = shared.limits.write_timeout;
             let _ = timeout(write_timeout, conn.framed.get_mut().shutdown()).await;
@@ -663,6 +702,9 @@ async fn connection<H: Handler>(
     }
     shared.clients().remove(&id);
     shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    if let Some(observer) = &shared.observer {
+        observer.closed(conn.conntype.as_ref(), &closed);
+    }
     let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
     let _ = guarded(addr, "on_close", || {
         handler.on_close(handle, state, &closed)
@@ -696,8 +738,16 @@ const READ_BUFFER: usize = 512;
 /// them, 8.5 KiB with these (BENCHMARKS.md). `Framed::with_capacity` would also lower the
 /// write back-pressure boundary; here it stays at 8 KiB. The write buffer starts empty:
 /// the encoder reserves what each frame needs, and the buffer keeps that capacity.
-fn small_framed(stream: Stream, codec: FrameCodec) -> Framed<Stream, Codec> {
-    let mut framed = Framed::new(stream, Codec(codec));
+fn small_framed(
+    stream: Stream,
+    codec: FrameCodec,
+    observer: Option<Arc<dyn ServerObserver>>,
+) -> Framed<Stream, ObservedCodec> {
+    let codec = ObservedCodec {
+        codec: Codec(codec),
+        observer,
+    };
+    let mut framed = Framed::new(stream, codec);
     *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
     *framed.write_buffer_mut() = bytes::BytesMut::new();
     framed
@@ -794,6 +844,8 @@ impl<H: Handler> Conn<H> {
 
     async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
         let received_at = SystemTime::now();
+        // Only an observer needs the handling time: no clock read per frame without one.
+        let received_clock = self.shared.observer.as_ref().map(|_| Instant::now());
         // Kept (a reference count, no copy) to echo the ping's own bytes in the pong.
         let ping_body = frame.body.clone();
         let frame_id = frame.id;
@@ -807,6 +859,10 @@ impl<H: Handler> Conn<H> {
             Event::Established(conntype) => {
                 if conntype != ConnType::Ping {
                     self.settled = true;
+                }
+                if let Some(observer) = &self.shared.observer {
+                    observer.established(&conntype);
+                    self.conntype = Some(conntype);
                 }
                 let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
                 if let Err(closed) = guarded(handle.addr, "on_established", || {
@@ -844,6 +900,9 @@ impl<H: Handler> Conn<H> {
                     Ok(pong) => pong,
                     Err(closed) => return Some(closed),
                 };
+                if let (Some(observer), Some(clock)) = (&self.shared.observer, received_clock) {
+                    observer.ping_answered(clock.elapsed());
+                }
                 if let Err(closed) = self.write(Frame::new(ids::PONG, pong)).await {
                     return Some(closed);
                 }
