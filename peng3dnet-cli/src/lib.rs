@@ -111,9 +111,17 @@ Examples:
 Every pong carries, besides the static data, the dynamic fields clients (connected
 clients), uptime (seconds since start, float) and pings (pings answered, this one
 included: the first pong says 1); static data with the same key overrides them. --data overrides --data-file.
-Prints `listening on ADDR` on stdout once bound. Ctrl-C or SIGTERM shuts down
-gracefully: every client is closed with `servershutdown`, exit status 0.
-A bind failure (address in use...) exits with status 4.";
+Prints `listening on ADDR` on stdout once bound (one line per --bind), then
+`metrics on http://ADDR/metrics` with --metrics. Ctrl-C or SIGTERM shuts down
+gracefully: every client is closed with `servershutdown`, exit status 0. SIGHUP rereads
+--config, --data-file and the TLS files and applies them without dropping a connection;
+a broken file changes nothing and the log says why.
+A bind failure (address in use...) exits with status 4.
+
+  peng3dnet serve --config serve.toml                  settings from a TOML file
+  peng3dnet serve --check-config serve.toml            validate it, print the effective settings
+  peng3dnet serve --metrics 127.0.0.1:9587 --log-format json
+See docs/operations.md (prometheus.yml, systemd unit, health checks).";
 
 const DEMO_AFTER: &str = "\
 Example:
