@@ -166,6 +166,15 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
             None
         }
     };
+    // SIGINT and SIGTERM too: polled once here so that their handlers are installed
+    // before `listening on` is printed (a signal right after it stops us gracefully).
+    let interrupt = super::interrupted();
+    tokio::pin!(interrupt);
+    tokio::select! {
+        biased;
+        _ = &mut interrupt => return Exit::Ok,
+        _ = std::future::ready(()) => {}
+    }
     let metrics = settings.metrics.as_ref().map(|_| Metrics::new());
     let responder = PingResponder::new()
         .with_writeback(!settings.no_writeback)
@@ -256,7 +265,7 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
         #[cfg(not(unix))]
         let hup = std::future::pending::<()>();
         tokio::select! {
-            _ = super::interrupted() => break,
+            _ = &mut interrupt => break,
             _ = hup => {
                 let ok = reload(&args, &mut running, &responder, tls.as_ref());
                 if let Some(metrics) = &metrics {
