@@ -26,7 +26,11 @@ use clap::{Args, Parser, Subcommand};
 use peng3dnet::target::Family;
 use peng3dnet::Value;
 
+pub mod config_file;
 mod demo;
+mod exporter;
+mod http;
+pub mod metrics;
 pub mod output;
 mod ping;
 pub mod serve;
@@ -107,9 +111,17 @@ Examples:
 Every pong carries, besides the static data, the dynamic fields clients (connected
 clients), uptime (seconds since start, float) and pings (pings answered, this one
 included: the first pong says 1); static data with the same key overrides them. --data overrides --data-file.
-Prints `listening on ADDR` on stdout once bound. Ctrl-C or SIGTERM shuts down
-gracefully: every client is closed with `servershutdown`, exit status 0.
-A bind failure (address in use...) exits with status 4.";
+Prints `listening on ADDR` on stdout once bound (one line per --bind), then
+`metrics on http://ADDR/metrics` with --metrics. Ctrl-C or SIGTERM shuts down
+gracefully: every client is closed with `servershutdown`, exit status 0. SIGHUP rereads
+--config, --data-file and the TLS files and applies them without dropping a connection;
+a broken file changes nothing and the log says why.
+A bind failure (address in use...) exits with status 4.
+
+  peng3dnet serve --config serve.toml                  settings from a TOML file
+  peng3dnet serve --check-config serve.toml            validate it, print the effective settings
+  peng3dnet serve --metrics 127.0.0.1:9587 --log-format json
+See docs/operations.md (prometheus.yml, systemd unit, health checks).";
 
 const DEMO_AFTER: &str = "\
 Example:
@@ -150,6 +162,10 @@ pub enum Command {
     /// A live view in the terminal: latency graphs, or a server browser sorted by latency.
     #[command(after_help = watch::WATCH_AFTER)]
     Watch(watch::WatchArgs),
+    /// A Prometheus exporter that probes peng3dnet servers (as blackbox_exporter does):
+    /// GET /probe?target=HOST:PORT.
+    #[command(after_help = exporter::EXPORTER_AFTER)]
+    Exporter(ExporterArgs),
 }
 
 /// Options shared by `ping` and `status`.
@@ -271,31 +287,99 @@ pub struct StatusArgs {
     pub client: ClientArgs,
 }
 
-/// `serve` arguments.
-#[derive(Debug, Args)]
+/// `serve` arguments. Every setting can also come from `--config FILE`; flags override it.
+#[derive(Debug, Args, Default)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
-    pub bind: String,
+    /// Settings from a TOML file: keys named as the long flags (bind, metrics,
+    /// max-connections...), static data as a [data] table. Flags override it.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    pub config: Option<PathBuf>,
+    /// Validate this settings file, print the effective settings (the file and the other
+    /// flags) and exit: 0 if valid, 3 if not.
+    #[arg(long = "check-config", value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+    /// Address to listen on (repeatable) [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Vec<String>,
+    /// Serve metrics (Prometheus text format) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Static data KEY=VALUE for every pong (repeatable); VALUE is parsed as JSON if it
     /// parses, else taken as a string.
     #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub data: Vec<(String, Value)>,
-    /// Static data from a file: a JSON object (.json) or a TOML table (.toml).
+    /// Static data from a file: a JSON object (.json) or a TOML table (.toml). Reread on
+    /// SIGHUP.
     #[arg(long = "data-file", value_name = "FILE")]
     pub data_file: Option<PathBuf>,
     /// Do not echo the ping back under `oldmsg`.
     #[arg(long = "no-writeback")]
     pub no_writeback: bool,
-    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
-    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key. Reread on SIGHUP.
+    #[arg(long = "tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
-    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    #[arg(long = "tls-key", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Require client certificates signed by the CA in this PEM file.
-    #[arg(long = "tls-client-ca", value_name = "FILE", requires = "tls_cert")]
+    #[arg(long = "tls-client-ca", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Most connections at once; more are refused with `serverfull` [default: 16384].
+    #[arg(long = "max-connections", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest frame a peer may send, in bytes [default: 8388608].
+    #[arg(long = "max-frame-length", value_name = "BYTES")]
+    pub max_frame_length: Option<usize>,
+    /// Largest body a compressed frame may inflate to, in bytes [default: 8388608].
+    #[arg(long = "max-inflated-size", value_name = "BYTES")]
+    pub max_inflated_size: Option<usize>,
+    /// Deepest msgpack nesting accepted [default: 64].
+    #[arg(long = "max-depth", value_name = "N")]
+    pub max_depth: Option<usize>,
+    /// Most msgpack values one body may hold [default: 262144].
+    #[arg(long = "max-items", value_name = "N")]
+    pub max_items: Option<usize>,
+    /// Most bytes queued for one peer before it is closed as too slow [default: 4194304].
+    #[arg(long = "max-queued-bytes", value_name = "BYTES")]
+    pub max_queued_bytes: Option<usize>,
+    /// Largest ping echoed back whole under `oldmsg`, in bytes [default: 65536].
+    #[arg(long = "max-echo-bytes", value_name = "BYTES")]
+    pub max_echo_bytes: Option<usize>,
+    /// Seconds from connect until the handshake (or first ping) is done [default: 10].
+    #[arg(long = "handshake-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub handshake_timeout: Option<Duration>,
+    /// Seconds an established connection may stay silent [default: 300].
+    #[arg(long = "idle-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub idle_timeout: Option<Duration>,
+    /// Seconds a write may wait for a peer that does not read [default: 10].
+    #[arg(long = "write-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub write_timeout: Option<Duration>,
+    /// Seconds a closing connection waits for the peer to read its closeconn [default: 2].
+    #[arg(long = "close-linger", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub close_linger: Option<Duration>,
+    /// Log line format on stderr [default: text].
+    #[arg(long = "log-format", value_name = "FORMAT")]
+    pub log_format: Option<config_file::LogFormat>,
+    /// Debug logging (RUST_LOG overrides).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `exporter` arguments.
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// Address to serve /probe and /metrics on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9588")]
+    pub listen: String,
+    /// Most probes running at once; more wait for a free slot within their timeout.
+    #[arg(long = "max-concurrent", value_name = "N", default_value = "32", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_concurrent: u64,
+    /// Probe timeout when the scrape sets none (seconds).
+    #[arg(long = "timeout", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// Log line format on stderr [default: text].
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "text")]
+    pub log_format: config_file::LogFormat,
     /// Debug logging (RUST_LOG overrides).
     #[arg(short, long)]
     pub verbose: bool,
@@ -421,6 +505,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Watch(args) => watch::run(args).await,
+        Command::Exporter(args) => exporter::run(args).await,
     }
 }
 

@@ -5,13 +5,19 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use peng3dnet::server::{Server, ServerError};
-use peng3dnet::tls::{ClientCertPolicy, ServerTls};
-use peng3dnet::value::{map, update};
+use peng3dnet::tls::ServerTls;
+use peng3dnet::value::map;
 use peng3dnet::PingRequest;
 use peng3dnet::{PingResponder, Value};
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::config_file::{self, LogFormat, Settings};
+use super::metrics::Metrics;
 use super::output::Out;
-use super::{error, from_json, from_toml, Exit, Interrupts, ServeArgs};
+use super::{error, from_json, from_toml, Exit, ServeArgs};
 
 /// The dynamic ping data every server of the CLI reports: `clients` (connections open),
 /// `uptime` (seconds since `started`) and `pings` (pings answered, this one included).
@@ -71,13 +77,22 @@ impl Pingable {
 
 /// Sets up logging to stderr: `default` level unless RUST_LOG says otherwise.
 pub fn init_logging(default: &str) {
+    init_logging_as(default, LogFormat::Text);
+}
+
+/// Sets up logging to stderr in `format`: `default` level unless RUST_LOG says otherwise.
+pub fn init_logging_as(default: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Reads static data from a `.json` or `.toml` file; the top level must be a map.
@@ -113,63 +128,227 @@ pub(crate) fn read_data_file(path: &Path) -> Result<Value, String> {
 
 /// `peng3dnet serve`.
 pub(crate) async fn run(args: ServeArgs) -> Exit {
-    init_logging(if args.verbose { "debug" } else { "info" });
-    let mut data = map([]);
-    if let Some(path) = &args.data_file {
-        match read_data_file(path) {
-            Ok(file) => data = file,
-            Err(message) => {
-                error(message);
-                return Exit::Usage;
+    let settings = match config_file::settings(&args) {
+        Ok(settings) => settings,
+        Err(message) => {
+            error(message);
+            return Exit::Usage;
+        }
+    };
+    // Everything a start needs, read now: a bad file is an error before binding.
+    let (data, tls) = match settings
+        .load_data()
+        .and_then(|d| Ok((d, settings.load_tls()?)))
+    {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            error(message);
+            return Exit::Usage;
+        }
+    };
+    if args.check_config.is_some() {
+        return match Out.line(settings.to_toml().trim_end()) {
+            Ok(()) => Exit::Ok,
+            Err(_) => Exit::System,
+        };
+    }
+    init_logging_as(
+        if settings.verbose { "debug" } else { "info" },
+        settings.log_format,
+    );
+    // Installed before anything is printed: from `listening on` on, SIGHUP reloads
+    // instead of killing.
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP ({e}); reloading is off");
+            None
+        }
+    };
+    // SIGINT and SIGTERM too, before `listening on` is printed: a signal right after it
+    // stops us gracefully.
+    let mut interrupts = super::Interrupts::install();
+    let metrics = settings.metrics.as_ref().map(|_| Metrics::new());
+    let responder = PingResponder::new()
+        .with_writeback(!settings.no_writeback)
+        .with_static_data(data)
+        .with_dynamic(builtin_dynamic_data(Instant::now()));
+    let mut config = peng3dnet::Config::default();
+    config.limits = settings.limits();
+    let mut servers = Vec::new();
+    for bind in &settings.bind {
+        let mut builder = Server::builder()
+            .config(config.clone())
+            .pingable(responder.clone());
+        if let Some(tls) = &tls {
+            builder = builder.tls(tls.clone());
+        }
+        if let Some(metrics) = &metrics {
+            builder = builder.observer(Arc::new(metrics.clone()));
+        }
+        match builder.bind(bind.as_str()).await {
+            Ok(server) => servers.push(server),
+            Err(e) => {
+                match e {
+                    ServerError::Bind(e) => error(format!("cannot listen on {bind}: {e}")),
+                    e => error(format!("cannot start the server: {e}")),
+                }
+                for server in servers {
+                    server.shutdown().await;
+                }
+                return Exit::System;
             }
         }
     }
-    let extra = Value::Map(
-        args.data
-            .iter()
-            .map(|(k, v)| (Value::from(k.as_str()), v.clone()))
-            .collect(),
-    );
-    update(&mut data, &extra);
-
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let clients = match &args.tls_client_ca {
-                Some(ca) => ClientCertPolicy::Required(ca.clone()),
-                None => ClientCertPolicy::None,
-            };
-            match ServerTls::from_pem_files(cert, key, clients) {
-                Ok(tls) => Some(tls),
-                Err(e) => {
-                    error(format!("cannot serve over TLS: {e}"));
-                    return Exit::Usage;
+    let stop = CancellationToken::new();
+    let mut metrics_task = None;
+    if let (Some(addr), Some(metrics)) = (&settings.metrics, &metrics) {
+        let listener = match tokio::net::TcpListener::bind(addr.as_str()).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                error(format!("cannot listen on {addr} (metrics): {e}"));
+                for server in servers {
+                    server.shutdown().await;
+                }
+                return Exit::System;
+            }
+        };
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        metrics_task = Some((
+            local,
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                stop.clone(),
+            )),
+        ));
+    }
+    let mut lines: Vec<String> = servers
+        .iter()
+        .map(|s| format!("listening on {}", s.local_addr()))
+        .collect();
+    if let Some((addr, _)) = &metrics_task {
+        lines.push(format!("metrics on http://{addr}/metrics"));
+    }
+    if lines.iter().any(|line| Out.line(line).is_err()) {
+        for server in servers {
+            server.shutdown().await;
+        }
+        return Exit::System;
+    }
+    for server in &servers {
+        tracing::info!(addr = %server.local_addr(), writeback = !settings.no_writeback, "serving pings");
+    }
+    let mut running = settings;
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    if signal.recv().await.is_none() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupts.wait() => break,
+            _ = hup => {
+                let ok = reload(&args, &mut running, &responder, tls.as_ref());
+                if let Some(metrics) = &metrics {
+                    metrics.reloaded(ok);
                 }
             }
         }
-        _ => None,
-    };
-    // Before the `listening on` line: a SIGTERM right after it must shut down gracefully.
-    let mut interrupts = Interrupts::install();
-    let pingable = match Pingable::start(data, !args.no_writeback, &args.bind, tls).await {
-        Ok(p) => p,
-        Err(ServerError::Bind(e)) => {
-            error(format!("cannot listen on {}: {e}", args.bind));
-            return Exit::System;
-        }
-        Err(e) => {
-            error(format!("cannot start the server: {e}"));
-            return Exit::System;
-        }
-    };
-    let addr = pingable.server().local_addr();
-    if Out.line(&format!("listening on {addr}")).is_err() {
-        pingable.shutdown().await;
-        return Exit::System;
     }
-    tracing::info!(%addr, writeback = !args.no_writeback, "serving pings");
-    interrupts.wait().await;
     tracing::info!("shutting down");
-    pingable.shutdown().await;
+    for server in servers {
+        server.shutdown().await;
+    }
+    stop.cancel();
+    if let Some((_, task)) = metrics_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Exit::Ok
+}
+
+/// SIGHUP: rereads the settings file, the data file and the TLS files, and applies what
+/// can change while running (the static data, the TLS certificate, key and client CA).
+/// On any error, nothing changes and the log says why. Returns whether it succeeded.
+fn reload(
+    args: &ServeArgs,
+    running: &mut Settings,
+    responder: &PingResponder,
+    tls: Option<&ServerTls>,
+) -> bool {
+    tracing::info!("SIGHUP: reloading");
+    let loaded = config_file::settings(args).and_then(|new| {
+        let data = new.load_data()?;
+        let new_tls = new.load_tls()?;
+        Ok((new, data, new_tls))
+    });
+    let (new, data, new_tls) = match loaded {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            tracing::error!("reload failed, keeping the running settings: {message}");
+            return false;
+        }
+    };
+    let fixed = running.fixed_differences(&new);
+    if !fixed.is_empty() {
+        tracing::warn!(
+            "reload: these settings changed but cannot change while running (restart to apply them): {}",
+            fixed.join(", ")
+        );
+    }
+    responder.set_static_data(data);
+    if let (Some(tls), Some(new_tls)) = (tls, &new_tls) {
+        tls.replace(new_tls);
+    }
+    // What runs now: the new data and TLS files, the old fixed settings.
+    let mut applied = new;
+    applied.bind = running.bind.clone();
+    applied.metrics = running.metrics.clone();
+    applied.no_writeback = running.no_writeback;
+    applied.log_format = running.log_format;
+    applied.verbose = running.verbose;
+    if running.tls_cert.is_some() != applied.tls_cert.is_some() {
+        applied.tls_cert = running.tls_cert.clone();
+        applied.tls_key = running.tls_key.clone();
+        applied.tls_client_ca = running.tls_client_ca.clone();
+    }
+    let limits_changed = running.limits() != applied.limits();
+    if limits_changed {
+        let old = running.clone();
+        applied.max_connections = old.max_connections;
+        applied.max_frame_length = old.max_frame_length;
+        applied.max_inflated_size = old.max_inflated_size;
+        applied.max_depth = old.max_depth;
+        applied.max_items = old.max_items;
+        applied.max_queued_bytes = old.max_queued_bytes;
+        applied.max_echo_bytes = old.max_echo_bytes;
+        applied.handshake_timeout = old.handshake_timeout;
+        applied.idle_timeout = old.idle_timeout;
+        applied.write_timeout = old.write_timeout;
+        applied.close_linger = old.close_linger;
+    }
+    *running = applied;
+    tracing::info!(
+        tls = tls.is_some() && new_tls.is_some(),
+        "reloaded: static data{}",
+        if tls.is_some() && new_tls.is_some() {
+            ", TLS certificate and key"
+        } else {
+            ""
+        }
+    );
+    true
 }

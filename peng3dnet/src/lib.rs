@@ -13,6 +13,7 @@
 //! | [`tls`] | TLS set-up with rustls; security levels |
 //! | [`target`] | `host:port` targets and name resolution |
 //! | [`server`] | listener, per-connection tasks, limits, graceful shutdown |
+//! | [`observe`] | a server's events for metrics |
 //! | [`client`] | a classic (or custom-type) client connection |
 //! | [`ping`] | pinging a server: [`ping_server`], [`PingReply`], sessions |
 //! | [`blocking`] | the same ping client for synchronous code, on `std::net` |
@@ -27,6 +28,7 @@ pub mod codec;
 mod deadline;
 pub mod error;
 mod fdlimit;
+pub mod observe;
 pub mod ping;
 pub mod server;
 mod server_codec;

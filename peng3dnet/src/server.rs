@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, Limits};
 use crate::error::{FrameError, RegistryError};
 use crate::frame::{Frame, FrameCodec};
+use crate::observe::{ObservedCodec, ServerObserver};
 use crate::pong::{PingRequest, PingResponder, ServerTiming};
 use crate::protocol::{
     closeconn_frame, hello_frame, ids, CloseReason, ConnType, Event, Packet, ServerProtocol,
@@ -246,6 +247,7 @@ pub struct ServerBuilder<H: Handler = NoHandler> {
     ping: Option<PingResponder>,
     conntypes: Vec<String>,
     tls: Option<ServerTls>,
+    observer: Option<Arc<dyn ServerObserver>>,
 }
 
 /// Errors starting a server.
@@ -272,6 +274,7 @@ impl Default for ServerBuilder<NoHandler> {
             ping: None,
             conntypes: Vec::new(),
             tls: None,
+            observer: None,
         }
     }
 }
@@ -298,7 +301,15 @@ impl<H: Handler> ServerBuilder<H> {
             ping: self.ping,
             conntypes: self.conntypes,
             tls: self.tls,
+            observer: self.observer,
         }
+    }
+
+    /// Tells `observer` about connections, refusals, pings and bytes (for metrics; see
+    /// [`crate::observe`]).
+    pub fn observer(mut self, observer: Arc<dyn ServerObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Serves over TLS: every connection starts with a TLS handshake, bounded by the
@@ -379,6 +390,7 @@ impl<H: Handler> ServerBuilder<H> {
             tracker: TaskTracker::new(),
             local_addr,
             stats: Stats::default(),
+            observer: self.observer,
         });
         let handler = Arc::new(self.handler);
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), handler));
@@ -410,6 +422,7 @@ struct Shared {
     tracker: TaskTracker,
     local_addr: SocketAddr,
     stats: Stats,
+    observer: Option<Arc<dyn ServerObserver>>,
 }
 
 impl Shared {
@@ -528,7 +541,7 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning,
                 // and keep serving the connections we have.
-                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tracing::warn!("accept failed: {e}; retrying in {} ms", backoff.as_millis());
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -541,7 +554,7 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
         let per_addr = shared.limits.max_connections_per_addr;
         if per_addr > 0 && !take_addr_slot(&shared, addr.ip()) {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %addr, "refused: more than {per_addr} connections from this address");
+            tracing::info!(peer = %addr, "refused: more than {per_addr} connections from this address");
             if shared.tls.is_none() {
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
                 shared
@@ -553,6 +566,9 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
         match shared.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Some(observer) = &shared.observer {
+                    observer.accepted();
+                }
                 let shared2 = shared.clone();
                 let handler = handler.clone();
                 shared.tracker.spawn(async move {
@@ -568,7 +584,10 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
                     give_addr_slot(&shared, addr.ip());
                 }
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %addr, "refused: server full");
+                if let Some(observer) = &shared.observer {
+                    observer.refused(CloseReason::ServerFull.as_str());
+                }
+                tracing::info!(peer = %addr, "refused: server full");
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
                 // A TLS client could not read a plain closeconn: it is simply closed.
                 if shared.tls.is_none() {
@@ -672,7 +691,7 @@ async fn refuse(mut stream: TcpStream, reason: CloseReason, within: Duration) {
 
 /// Per-connection state the task needs besides the protocol.
 struct Conn<H: Handler> {
-    framed: Framed<Stream, ServerCodec>,
+    framed: Framed<Stream, ObservedCodec<ServerCodec>>,
     protocol: ServerProtocol,
     handle: ClientHandle,
     state: H::State,
@@ -686,6 +705,8 @@ struct Conn<H: Handler> {
     refusal: Option<String>,
     /// A write timed out: the peer does not read, so nothing more is sent to it.
     unwritable: bool,
+    /// The connection type, once the peer chose it (for the observer).
+    conntype: Option<ConnType>,
 }
 
 async fn connection<H: Handler>(
@@ -725,11 +746,17 @@ async fn connection<H: Handler>(
         } {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                tracing::warn!(peer = %addr, "TLS handshake failed: {e}");
+                if let Some(observer) = &shared.observer {
+                    observer.tls_handshake_failed();
+                }
+                tracing::info!(peer = %addr, "TLS handshake failed: {e}");
                 return;
             }
             Err(_) => {
-                tracing::warn!(peer = %addr, "TLS handshake timed out");
+                if let Some(observer) = &shared.observer {
+                    observer.tls_handshake_failed();
+                }
+                tracing::info!(peer = %addr, "TLS handshake timed out");
                 return;
             }
         },
@@ -749,10 +776,12 @@ async fn connection<H: Handler>(
     };
     shared.clients().insert(id, handle.clone());
     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(peer = %addr, client = %id, "connection opened");
     let mut conn = Conn {
         framed: small_framed(
             stream,
             ServerCodec::new(shared.limits, shared.compression, shared.budget.clone()),
+            shared.observer.clone(),
         ),
         protocol: ServerProtocol::new(shared.setup.clone()),
         handle,
@@ -762,6 +791,7 @@ async fn connection<H: Handler>(
         settled: false,
         refusal: None,
         unwritable: false,
+        conntype: None,
     };
     let connected = {
         let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
@@ -776,7 +806,7 @@ async fn connection<H: Handler>(
             // Exactly one line per refusal, with the peer's address and the reason.
             match (&conn.refusal, reason) {
                 (Some(why), _) => {
-                    tracing::warn!(peer = %addr, client = %id, %reason, "refused: {why}")
+                    tracing::info!(peer = %addr, client = %id, %reason, "refused: {why}")
                 }
                 (None, CloseReason::ServerShutdown | CloseReason::PingComplete) => {
                     tracing::debug!(peer = %addr, client = %id, "closing: {reason}")
@@ -786,7 +816,17 @@ async fn connection<H: Handler>(
             conn.close_gracefully(&mut rx, reason).await;
         }
         Closed::ByPeer(reason) => {
-            tracing::debug!(peer = %addr, client = %id, "peer closed: {reason:?}");
+            match reason {
+                None | Some(CloseReason::PingComplete | CloseReason::SocketClose) => {
+                    let reason = reason
+                        .as_ref()
+                        .map_or("no reason given", CloseReason::as_str);
+                    tracing::debug!(peer = %addr, client = %id, "peer closed the connection: {reason}")
+                }
+                Some(reason) => {
+                    tracing::info!(peer = %addr, client = %id, %reason, "peer closed the connection: {reason}")
+                }
+            }
             // Bounded: a TLS close_notify cannot be sent to a peer that does not read.
             let write_timeout = shared.limits.write_timeout;
             let _ = timeout(write_timeout, conn.framed.get_mut().shutdown()).await;
@@ -795,6 +835,9 @@ async fn connection<H: Handler>(
     }
     shared.clients().remove(&id);
     shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    if let Some(observer) = &shared.observer {
+        observer.closed(conn.conntype.as_ref(), &closed);
+    }
     let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
     let _ = guarded(addr, "on_close", || {
         handler.on_close(handle, state, &closed)
@@ -841,7 +884,12 @@ fn shrink_read_buffer(buf: &mut bytes::BytesMut) {
 /// them, 8.5 KiB with these (BENCHMARKS.md). `Framed::with_capacity` would also lower the
 /// write back-pressure boundary; here it stays at 8 KiB. The write buffer starts empty:
 /// the encoder reserves what each frame needs, and the buffer keeps that capacity.
-fn small_framed(stream: Stream, codec: ServerCodec) -> Framed<Stream, ServerCodec> {
+fn small_framed(
+    stream: Stream,
+    codec: ServerCodec,
+    observer: Option<Arc<dyn ServerObserver>>,
+) -> Framed<Stream, ObservedCodec<ServerCodec>> {
+    let codec = ObservedCodec { codec, observer };
     let mut framed = Framed::new(stream, codec);
     *framed.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
     *framed.write_buffer_mut() = bytes::BytesMut::new();
@@ -873,7 +921,7 @@ impl<H: Handler> Conn<H> {
             if self.settled && timer.deadline() > idle_deadline {
                 timer.as_mut().reset(idle_deadline);
             }
-            if let Some(frame_deadline) = self.framed.codec().frame_deadline() {
+            if let Some(frame_deadline) = self.framed.codec().codec.frame_deadline() {
                 if timer.deadline() > frame_deadline {
                     timer.as_mut().reset(frame_deadline);
                 }
@@ -920,7 +968,7 @@ impl<H: Handler> Conn<H> {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    let codec = self.framed.codec();
+                    let codec = &self.framed.codec().codec;
                     if codec.frame_deadline().is_some_and(|d| now >= d) {
                         self.refusal = Some(format!(
                             "frame not completed within {:?}",
@@ -999,6 +1047,8 @@ impl<H: Handler> Conn<H> {
 
     async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
         let received_at = SystemTime::now();
+        // Only an observer needs the handling time: no clock read per frame without one.
+        let received_clock = self.shared.observer.as_ref().map(|_| Instant::now());
         // Kept (a reference count, no copy) to echo the ping's own bytes in the pong.
         let ping_body = frame.body.clone();
         let frame_id = frame.id;
@@ -1012,9 +1062,13 @@ impl<H: Handler> Conn<H> {
             Event::Established(conntype) => {
                 if conntype != ConnType::Ping {
                     self.settled = true;
-                    self.framed.codec_mut().set_phase(Phase::Established);
+                    self.framed.codec_mut().codec.set_phase(Phase::Established);
                 } else {
-                    self.framed.codec_mut().set_phase(Phase::Ping);
+                    self.framed.codec_mut().codec.set_phase(Phase::Ping);
+                }
+                if let Some(observer) = &self.shared.observer {
+                    observer.established(&conntype);
+                    self.conntype = Some(conntype);
                 }
                 let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
                 if let Err(closed) = guarded(handle.addr, "on_established", || {
@@ -1052,6 +1106,9 @@ impl<H: Handler> Conn<H> {
                     Ok(pong) => pong,
                     Err(closed) => return Some(closed),
                 };
+                if let (Some(observer), Some(clock)) = (&self.shared.observer, received_clock) {
+                    observer.ping_answered(clock.elapsed());
+                }
                 if let Err(closed) = self.write(Frame::new(ids::PONG, pong)).await {
                     return Some(closed);
                 }

@@ -116,8 +116,12 @@ pub enum ClientCertPolicy {
 
 /// A server's TLS: its certificate chain and key, and its policy for client certificates.
 #[derive(Clone)]
+///
+/// Clones share one configuration: [`ServerTls::replace`] on any clone (the one kept by
+/// the program after handing another to the server) changes it for all of them, so a
+/// running server can take a new certificate without a restart.
 pub struct ServerTls {
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<arc_swap::ArcSwap<ServerConfig>>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -170,13 +174,21 @@ impl ServerTls {
     /// From a ready rustls configuration.
     pub fn from_config(config: Arc<ServerConfig>) -> Self {
         ServerTls {
-            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            config: Arc::new(arc_swap::ArcSwap::new(config)),
         }
+    }
+
+    /// Uses `new`'s certificate, key and client-certificate policy for every handshake
+    /// from now on, in this value and every clone of it (a server's included). Handshakes
+    /// under way and established connections keep what they started with.
+    pub fn replace(&self, new: &ServerTls) {
+        self.config.store(new.config.load_full());
     }
 
     /// Runs the server side of the TLS handshake.
     pub(crate) async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
-        let tls = self.acceptor.accept(tcp).await?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
+        let tls = acceptor.accept(tcp).await?;
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))))
     }
 }

@@ -611,9 +611,9 @@ async fn check_outcomes(outcomes: &[Outcome], closes: &CloseLog, mark: usize) {
     for o in outcomes {
         let lines = logs.get(&o.peer).map(Vec::as_slice).unwrap_or_default();
         let reason = format!("reason={}", o.expected);
-        if lines.len() != 1 || !lines[0].contains(&reason) || !lines[0].contains("WARN") {
+        if lines.len() != 1 || !lines[0].contains(&reason) || !lines[0].contains("INFO") {
             problems.push(format!(
-                "{} ({}): expected one WARN log line with {reason}, got {lines:#?}",
+                "{} ({}): expected one INFO log line with {reason}, got {lines:#?}",
                 o.name, o.peer
             ));
         }

@@ -1,0 +1,437 @@
+//! `serve --config FILE`: every `serve` setting in one TOML file, keys named as the long
+//! flags (`bind`, `metrics`, `max-connections`...), static data as a `[data]` table.
+//! Flags override the file; [`Settings`] is the result, which `--check-config` prints.
+//!
+//! Relative paths in the file are relative to the file's directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use peng3dnet::config::Limits;
+use peng3dnet::tls::{ClientCertPolicy, ServerTls};
+use peng3dnet::value::{map, update};
+use peng3dnet::Value;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+
+use crate::serve::read_data_file;
+use crate::{from_toml, ServeArgs};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A positive number of seconds in the file (integer or float).
+#[derive(Debug, Clone, Copy)]
+struct Seconds(Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a positive number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                if !v.is_finite() || v <= 0.0 {
+                    return Err(E::custom(format!(
+                        "{v} is not a positive number of seconds"
+                    )));
+                }
+                Duration::try_from_secs_f64(v)
+                    .map(Seconds)
+                    .map_err(|_| E::custom(format!("{v} seconds is too large")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One address or a list of them.
+#[derive(Debug, Clone)]
+struct Addresses(Vec<String>);
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Addresses;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address (\"HOST:PORT\") or a list of addresses")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Addresses, E> {
+                Ok(Addresses(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Addresses, A::Error> {
+                let mut out = Vec::new();
+                while let Some(addr) = seq.next_element::<String>()? {
+                    out.push(addr);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::custom("the list of addresses is empty"));
+                }
+                Ok(Addresses(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct File {
+    bind: Option<Addresses>,
+    metrics: Option<String>,
+    data: Option<toml::Table>,
+    data_file: Option<PathBuf>,
+    no_writeback: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    verbose: Option<bool>,
+    max_connections: Option<usize>,
+    max_frame_length: Option<usize>,
+    max_inflated_size: Option<usize>,
+    max_depth: Option<usize>,
+    max_items: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    max_echo_bytes: Option<usize>,
+    handshake_timeout: Option<Seconds>,
+    idle_timeout: Option<Seconds>,
+    write_timeout: Option<Seconds>,
+    close_linger: Option<Seconds>,
+}
+
+/// The effective settings of `serve`: the file's, overridden by flags, with defaults for
+/// the rest. Printed by `--check-config` in the file's own format.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Settings {
+    /// Addresses to listen on.
+    pub bind: Vec<String>,
+    /// Address of the metrics endpoint, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+    /// Static data file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file: Option<PathBuf>,
+    /// No echo of the ping under `oldmsg`.
+    pub no_writeback: bool,
+    /// TLS certificate chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA for client certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Debug logging.
+    pub verbose: bool,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Largest frame accepted, bytes.
+    pub max_frame_length: usize,
+    /// Largest inflated body, bytes.
+    pub max_inflated_size: usize,
+    /// Deepest msgpack nesting.
+    pub max_depth: usize,
+    /// Most msgpack values per body.
+    pub max_items: usize,
+    /// Most bytes queued for one peer.
+    pub max_queued_bytes: usize,
+    /// Largest ping echoed back, bytes.
+    pub max_echo_bytes: usize,
+    /// Seconds from connect to handshake done.
+    pub handshake_timeout: f64,
+    /// Seconds an established connection may stay silent.
+    pub idle_timeout: f64,
+    /// Seconds a write may wait for a peer that does not read.
+    pub write_timeout: f64,
+    /// Seconds a closing connection waits for the peer to read its closeconn.
+    pub close_linger: f64,
+    /// Static data from the file's `[data]` table and the `--data` flags (the data file
+    /// comes first, then these over it).
+    #[serde(skip)]
+    pub data: Vec<(String, Value)>,
+    /// The `[data]` table as written (for printing).
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub data_table: toml::Table,
+}
+
+impl Settings {
+    /// The library limits these settings describe.
+    pub fn limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        limits.max_connections = self.max_connections;
+        limits.frame.max_frame_length = self.max_frame_length;
+        limits.frame.max_inflated_size = self.max_inflated_size;
+        limits.max_depth = self.max_depth;
+        limits.max_items = self.max_items;
+        limits.max_queued_bytes = self.max_queued_bytes;
+        limits.max_echo_bytes = self.max_echo_bytes;
+        limits.handshake_timeout = Duration::from_secs_f64(self.handshake_timeout);
+        limits.idle_timeout = Duration::from_secs_f64(self.idle_timeout);
+        limits.write_timeout = Duration::from_secs_f64(self.write_timeout);
+        limits.close_linger = Duration::from_secs_f64(self.close_linger);
+        limits
+    }
+
+    /// As TOML, in the file's format (what `--check-config` prints).
+    pub fn to_toml(&self) -> String {
+        let mut out = toml::to_string(self).unwrap_or_default();
+        // The data table is serialized under its field name; the file calls it [data].
+        out = out.replace("[data-table]", "[data]");
+        let flags: Vec<_> = self.data.iter().skip(self.data_table.len()).collect();
+        if !flags.is_empty() {
+            out.push_str("\n# from --data flags (over the data file and [data]):\n");
+            for (key, value) in flags {
+                out.push_str(&format!("#   {key} = {value}\n"));
+            }
+        }
+        out
+    }
+
+    /// Names of the settings that differ from `new` and cannot change while running.
+    pub fn fixed_differences(&self, new: &Settings) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                out.push(name);
+            }
+        };
+        check("bind", self.bind != new.bind);
+        check("metrics", self.metrics != new.metrics);
+        check("no-writeback", self.no_writeback != new.no_writeback);
+        check(
+            "tls-cert/tls-key (TLS on or off)",
+            self.tls_cert.is_some() != new.tls_cert.is_some(),
+        );
+        check("log-format", self.log_format != new.log_format);
+        check("verbose", self.verbose != new.verbose);
+        check(
+            "limits (max-*, *-timeout, close-linger)",
+            self.limits() != new.limits(),
+        );
+        out
+    }
+
+    /// The static data: the data file, then `[data]`, then `--data`.
+    pub fn load_data(&self) -> Result<Value, String> {
+        let mut data = match &self.data_file {
+            Some(path) => read_data_file(path)?,
+            None => map([]),
+        };
+        let extra = Value::Map(
+            self.data
+                .iter()
+                .map(|(k, v)| (Value::from(k.as_str()), v.clone()))
+                .collect(),
+        );
+        update(&mut data, &extra);
+        Ok(data)
+    }
+
+    /// The TLS set-up, read from the certificate and key files now.
+    pub fn load_tls(&self) -> Result<Option<ServerTls>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let clients = match &self.tls_client_ca {
+            Some(ca) => ClientCertPolicy::Required(ca.clone()),
+            None => ClientCertPolicy::None,
+        };
+        ServerTls::from_pem_files(cert, key, clients)
+            .map(Some)
+            .map_err(|e| format!("TLS: {e}"))
+    }
+}
+
+/// Where a TOML error is: `FILE:LINE: key `KEY`: message`.
+fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let shown = path.display();
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return format!("{shown}: {message}");
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(key) => format!("{shown}:{line_no}: key `{key}`: {message}"),
+        None => format!("{shown}:{line_no}: {message}"),
+    }
+}
+
+fn relative_to(base: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
+}
+
+/// Reads a settings file.
+fn read_file(path: &Path) -> Result<File, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut file: File = toml::from_str(&text).map_err(|e| located(path, &text, &e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in [
+        &mut file.data_file,
+        &mut file.tls_cert,
+        &mut file.tls_key,
+        &mut file.tls_client_ca,
+    ] {
+        if let Some(value) = p.take() {
+            *p = Some(relative_to(base, value));
+        }
+    }
+    Ok(file)
+}
+
+/// The effective settings: `--config` (or `--check-config`) file, overridden by flags.
+pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
+    let file = match args.check_config.as_ref().or(args.config.as_ref()) {
+        Some(path) => read_file(path)?,
+        None => File::default(),
+    };
+    let limits = Limits::default();
+    let secs = |flag: Option<Duration>, file: Option<Seconds>, default: Duration| {
+        flag.or(file.map(|s| s.0)).unwrap_or(default).as_secs_f64()
+    };
+    let mut data = Vec::new();
+    let data_table = file.data.clone().unwrap_or_default();
+    for (k, v) in &data_table {
+        data.push((k.clone(), from_toml(v)));
+    }
+    data.extend(args.data.iter().cloned());
+    let settings = Settings {
+        bind: if args.bind.is_empty() {
+            file.bind
+                .map(|b| b.0)
+                .unwrap_or_else(|| vec!["0.0.0.0:8080".to_owned()])
+        } else {
+            args.bind.clone()
+        },
+        metrics: args.metrics.clone().or(file.metrics),
+        data_file: args.data_file.clone().or(file.data_file),
+        no_writeback: args.no_writeback || file.no_writeback.unwrap_or(false),
+        tls_cert: args.tls_cert.clone().or(file.tls_cert),
+        tls_key: args.tls_key.clone().or(file.tls_key),
+        tls_client_ca: args.tls_client_ca.clone().or(file.tls_client_ca),
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        verbose: args.verbose || file.verbose.unwrap_or(false),
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(limits.max_connections),
+        max_frame_length: args
+            .max_frame_length
+            .or(file.max_frame_length)
+            .unwrap_or(limits.frame.max_frame_length),
+        max_inflated_size: args
+            .max_inflated_size
+            .or(file.max_inflated_size)
+            .unwrap_or(limits.frame.max_inflated_size),
+        max_depth: args
+            .max_depth
+            .or(file.max_depth)
+            .unwrap_or(limits.max_depth),
+        max_items: args
+            .max_items
+            .or(file.max_items)
+            .unwrap_or(limits.max_items),
+        max_queued_bytes: args
+            .max_queued_bytes
+            .or(file.max_queued_bytes)
+            .unwrap_or(limits.max_queued_bytes),
+        max_echo_bytes: args
+            .max_echo_bytes
+            .or(file.max_echo_bytes)
+            .unwrap_or(limits.max_echo_bytes),
+        handshake_timeout: secs(
+            args.handshake_timeout,
+            file.handshake_timeout,
+            limits.handshake_timeout,
+        ),
+        idle_timeout: secs(args.idle_timeout, file.idle_timeout, limits.idle_timeout),
+        write_timeout: secs(args.write_timeout, file.write_timeout, limits.write_timeout),
+        close_linger: secs(args.close_linger, file.close_linger, limits.close_linger),
+        data,
+        data_table,
+    };
+    match (&settings.tls_cert, &settings.tls_key) {
+        (Some(_), None) => return Err("tls-cert needs tls-key".into()),
+        (None, Some(_)) => return Err("tls-key needs tls-cert".into()),
+        (None, None) if settings.tls_client_ca.is_some() => {
+            return Err("tls-client-ca needs tls-cert and tls-key".into())
+        }
+        _ => {}
+    }
+    if settings.max_connections == 0 {
+        return Err("max-connections must be at least 1".into());
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<File, String> {
+        toml::from_str(text).map_err(|e| located(Path::new("s.toml"), text, &e))
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse("bind = \"127.0.0.1:1\"\n\nmax-conections = 5\n").unwrap_err();
+        assert!(
+            e.starts_with("s.toml:3: key `max-conections`: unknown field"),
+            "{e}"
+        );
+        let e = parse("bind = \"x:1\"\nidle-timeout = -3\n").unwrap_err();
+        assert!(e.starts_with("s.toml:2: key `idle-timeout`: "), "{e}");
+        assert!(e.contains("positive number of seconds"), "{e}");
+        let e = parse("max-connections = \"many\"\n").unwrap_err();
+        assert!(e.starts_with("s.toml:1: key `max-connections`: "), "{e}");
+        let e = parse("log-format = \"xml\"\n").unwrap_err();
+        assert!(e.starts_with("s.toml:1: key `log-format`: "), "{e}");
+    }
+
+    #[test]
+    fn the_file_takes_every_setting() {
+        let file = parse(
+            "bind = [\"127.0.0.1:1\", \"[::1]:1\"]\nmetrics = \"127.0.0.1:9\"\nidle-timeout = 1.5\n\
+             write-timeout = 2\nmax-items = 7\n[data]\nname = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.bind.unwrap().0.len(), 2);
+        assert_eq!(file.idle_timeout.unwrap().0, Duration::from_millis(1500));
+        assert_eq!(file.write_timeout.unwrap().0, Duration::from_secs(2));
+        assert_eq!(file.max_items, Some(7));
+        assert_eq!(file.data.unwrap()["name"].as_str(), Some("x"));
+    }
+}

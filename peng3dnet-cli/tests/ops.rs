@@ -1,0 +1,546 @@
+//! `serve` as a service: the settings file, SIGHUP reloads, `--metrics`, the `exporter`,
+//! and a real Prometheus scraping both.
+//!
+//! promtool and prometheus come from Debian's package `prometheus` (`.ci/run` installs
+//! it). Without them these tests are skipped with a message, except under CI=true, where
+//! they fail. Nothing sleeps to synchronise: each wait polls with a deadline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use peng3dnet::ping::{PingOptions, PingSession};
+
+const BIN: &str = env!("CARGO_BIN_EXE_peng3dnet");
+/// Upper bound for any single wait; tests normally finish far sooner.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A spawned child whose stdout lines and stderr text are collected on threads; killed
+/// on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(program: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Proc {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The rest of the first stdout line that starts with `prefix`.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line[prefix.len()..].to_owned(),
+                Ok(_) => {}
+                Err(e) => panic!("no line starting {prefix:?} ({e}); stderr: {}", self.err()),
+            }
+        }
+    }
+
+    fn err(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `text`.
+    fn wait_stderr(&self, text: &str) {
+        let deadline = Instant::now() + LIMIT;
+        while !self.err().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "stderr never said {text:?}: {}",
+                self.err()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("peng3dnet-ops-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Debian tool the test needs: its path, or None (skip) outside CI. Under CI=true a
+/// missing tool fails the test.
+fn tool(name: &str) -> Option<String> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(path) => Some(path.to_string_lossy().into_owned()),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "{name} not found under CI=true; install Debian's package prometheus \
+             (bash scripts/ensure-debian-packages.sh promtool=prometheus prometheus)"
+        ),
+        None => {
+            eprintln!("skipped: {name} not found (Debian package prometheus)");
+            None
+        }
+    }
+}
+
+/// HTTP GET with a test's plain client: status and body.
+fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// `promtool check metrics` on `text`.
+fn promtool_check(promtool: &str, text: &str) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\non:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A port on which nothing listens.
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn check_config(file: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["serve", "--check-config", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_flags_over_the_file() {
+    let dir = TempDir::new("check");
+    dir.write("data.json", "{\"motd\": \"hi\"}");
+    let file = dir.write(
+        "serve.toml",
+        "bind = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\nmetrics = \"127.0.0.1:9100\"\n\
+         max-connections = 100\nidle-timeout = 30\ndata-file = \"data.json\"\n\
+         log-format = \"json\"\n[data]\nname = \"lobby\"\n",
+    );
+    let out = check_config(&file, &["--max-connections", "7", "--write-timeout", "1.5"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "bind = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]",
+        "metrics = \"127.0.0.1:9100\"",
+        "max-connections = 7",
+        "idle-timeout = 30.0",
+        "write-timeout = 1.5",
+        "handshake-timeout = 10.0",
+        "log-format = \"json\"",
+        "[data]",
+        "name = \"lobby\"",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing:\n{stdout}"
+        );
+    }
+    // Relative paths are relative to the file.
+    let data_file = dir.0.join("data.json");
+    assert!(
+        stdout.contains(&format!("data-file = \"{}\"", data_file.display())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_settings_files_name_file_line_and_key() {
+    let dir = TempDir::new("bad");
+    for (text, line, key, words) in [
+        (
+            "bind = \"127.0.0.1:0\"\n\nmax-conections = 5\n",
+            3,
+            "max-conections",
+            "unknown field",
+        ),
+        (
+            "idle-timeout = -1\n",
+            1,
+            "idle-timeout",
+            "positive number of seconds",
+        ),
+        (
+            "bind = \"127.0.0.1:0\"\nmax-connections = \"lots\"\n",
+            2,
+            "max-connections",
+            "invalid type",
+        ),
+    ] {
+        let file = dir.write("bad.toml", text);
+        let out = check_config(&file, &[]);
+        assert_eq!(out.status.code(), Some(3), "{text}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let expected = format!("{}:{line}: key `{key}`: ", file.display());
+        assert!(stderr.contains(&expected), "{expected:?} not in {stderr}");
+        assert!(stderr.contains(words), "{words:?} not in {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_data_file_into_a_session_that_stays_open() {
+    let dir = TempDir::new("reload");
+    let data = dir.write("data.json", "{\"motd\": \"first\"}");
+    let settings = dir.write(
+        "serve.toml",
+        "bind = \"127.0.0.1:0\"\ndata-file = \"data.json\"\n",
+    );
+    let server = Proc::spawn(BIN, &["serve", "--config", settings.to_str().unwrap()]);
+    let addr = server.line("listening on ");
+    let mut session = PingSession::connect(&addr, &PingOptions::default())
+        .await
+        .unwrap();
+    let motd = |reply: &peng3dnet::PingReply| {
+        reply
+            .get("motd")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        motd(&session.ping().await.unwrap()).as_deref(),
+        Some("first")
+    );
+
+    std::fs::write(&data, "{\"motd\": \"second\"}").unwrap();
+    server.signal("-HUP");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let reply = session.ping().await.unwrap();
+        if motd(&reply).as_deref() == Some("second") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new data never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.wait_stderr("reloaded");
+
+    // A broken file: the running data stays, and the log says why.
+    std::fs::write(&data, "{\"motd\": ").unwrap();
+    server.signal("-HUP");
+    server.wait_stderr("reload failed, keeping the running settings");
+    assert!(server.err().contains("invalid JSON"), "{}", server.err());
+    assert_eq!(
+        motd(&session.ping().await.unwrap()).as_deref(),
+        Some("second")
+    );
+
+    // A setting that cannot change live is named.
+    std::fs::write(&data, "{\"motd\": \"third\"}").unwrap();
+    std::fs::write(
+        &settings,
+        "bind = \"127.0.0.1:1\"\ndata-file = \"data.json\"\n",
+    )
+    .unwrap();
+    server.signal("-HUP");
+    server.wait_stderr("cannot change while running (restart to apply them): bind");
+    assert_eq!(
+        motd(&session.ping().await.unwrap()).as_deref(),
+        Some("third")
+    );
+    session.close().await;
+    let mut server = server;
+    assert!(!server.exited(), "SIGHUP must not stop the server");
+}
+
+#[test]
+fn metrics_and_exporter_pass_promtool() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let server = Proc::spawn(
+        BIN,
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--data",
+            "name=lobby",
+            "--data",
+            "slots=8",
+        ],
+    );
+    let addr = server.line("listening on ");
+    let metrics = server.line("metrics on http://");
+    let metrics = metrics.trim_end_matches("/metrics").to_owned();
+    let exporter = Proc::spawn(BIN, &["exporter", "--listen", "127.0.0.1:0"]);
+    let exporter_addr = exporter.line("listening on ");
+
+    let (status, live) = get(&exporter_addr, &format!("/probe?target={addr}"), &[]);
+    assert_eq!(status, 200);
+    assert!(live.contains("\nprobe_success 1\n"), "{live}");
+    assert!(live.contains("probe_peng3dnet_data_slots 8"), "{live}");
+    assert!(
+        live.contains("probe_peng3dnet_data_info{name=\"lobby\"} 1"),
+        "{live}"
+    );
+    assert!(
+        live.contains("probe_peng3dnet_phase_duration_seconds{phase=\"hello\"}"),
+        "{live}"
+    );
+    promtool_check(&promtool, &live);
+
+    let dead = free_addr();
+    let (status, failed) = get(
+        &exporter_addr,
+        &format!("/probe?target={dead}"),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "2")],
+    );
+    assert_eq!(status, 200);
+    assert!(failed.contains("\nprobe_success 0\n"), "{failed}");
+    assert!(
+        failed.contains("probe_peng3dnet_failure_info{kind=\"refused\""),
+        "{failed}"
+    );
+    promtool_check(&promtool, &failed);
+
+    let (status, own) = get(&exporter_addr, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        own.contains("peng3dnet_exporter_probes_total{result=\"failure\"} 1"),
+        "{own}"
+    );
+    promtool_check(&promtool, &own);
+
+    let (status, served) = get(&metrics, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(served.contains("peng3dnet_pings_total 1\n"), "{served}");
+    assert!(
+        served.contains("peng3dnet_closes_total{reason=\"pingcomplete\",by=\"peer\"} 1"),
+        "{served}"
+    );
+    promtool_check(&promtool, &served);
+    // What Prometheus itself asks for: OpenMetrics.
+    let (_, openmetrics) = get(
+        &metrics,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0")],
+    );
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+}
+
+/// A Prometheus on a free loopback port (picked by binding port 0 and releasing it, so
+/// retried when another process took it meanwhile).
+fn start_prometheus(prometheus: &str, dir: &TempDir, config: &Path) -> (Proc, String) {
+    for attempt in 0..5 {
+        let addr = free_addr();
+        let data = dir.0.join(format!("tsdb-{attempt}"));
+        let mut proc = Proc::spawn(
+            prometheus,
+            &[
+                &format!("--config.file={}", config.display()),
+                &format!("--storage.tsdb.path={}", data.display()),
+                &format!("--web.listen-address={addr}"),
+            ],
+        );
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if proc.exited() {
+                if proc.err().contains("address already in use") {
+                    break;
+                }
+                panic!("prometheus exited: {}", proc.err());
+            }
+            if TcpStream::connect(&addr).is_ok() && get(&addr, "/-/ready", &[]).0 == 200 {
+                return (proc, addr);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready: {}",
+                proc.err()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("no free port for prometheus after 5 attempts");
+}
+
+/// The result of an instant query: (labels, value) pairs.
+fn query(prometheus: &str, expr: &str) -> Vec<(serde_json::Value, String)> {
+    let (status, body) = get(prometheus, &format!("/api/v1/query?query={expr}"), &[]);
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].clone(),
+                r["value"][1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_serve_and_the_exporter() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let dir = TempDir::new("prometheus");
+    let server = Proc::spawn(
+        BIN,
+        &["serve", "--bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+    );
+    let live = server.line("listening on ");
+    let metrics = server.line("metrics on http://");
+    let metrics = metrics.trim_end_matches("/metrics");
+    let exporter = Proc::spawn(BIN, &["exporter", "--listen", "127.0.0.1:0"]);
+    let exporter_addr = exporter.line("listening on ");
+    let dead = free_addr();
+    let config = dir.write(
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n\
+             \x20 - job_name: peng3dnet\n    static_configs:\n      - targets: ['{metrics}']\n\
+             \x20 - job_name: peng3dnet-probe\n    metrics_path: /probe\n\
+             \x20   static_configs:\n      - targets: ['{live}', '{dead}']\n\
+             \x20   relabel_configs:\n\
+             \x20     - source_labels: [__address__]\n        target_label: __param_target\n\
+             \x20     - source_labels: [__param_target]\n        target_label: instance\n\
+             \x20     - target_label: __address__\n        replacement: '{exporter_addr}'\n"
+        ),
+    );
+    let (_prometheus, api) = start_prometheus(&prometheus, &dir, &config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let probes = query(&api, "probe_success");
+        let value_of = |target: &str| {
+            probes
+                .iter()
+                .find(|(labels, _)| labels["instance"] == target)
+                .map(|(_, v)| v.clone())
+        };
+        let pings = query(&api, "peng3dnet_pings_total");
+        let pinged = pings
+            .first()
+            .is_some_and(|(_, v)| v.parse::<f64>().unwrap_or(0.0) > 0.0);
+        if value_of(&live).as_deref() == Some("1")
+            && value_of(&dead).as_deref() == Some("0")
+            && pinged
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never saw probe_success 1 and 0 and pings: {probes:?} {pings:?}"
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+}
