@@ -14,6 +14,7 @@
 //! | [`target`] | `host:port` targets and name resolution |
 //! | [`server`] | listener, per-connection tasks, limits, graceful shutdown |
 //! | [`client`] | a classic (or custom-type) client connection |
+//! | [`happy_eyeballs`] | connecting to every address of a target, RFC 8305 style |
 //! | [`ping`] | pinging a server: [`ping_server`], [`PingReply`], sessions |
 //! | [`blocking`] | the same ping client for synchronous code, on `std::net` |
 //! | [`error`] | the errors this crate reports, keeping their causes |
@@ -26,6 +27,7 @@ pub mod client;
 pub mod codec;
 mod deadline;
 pub mod error;
+pub mod happy_eyeballs;
 pub mod ping;
 pub mod server;
 pub mod target;

@@ -213,6 +213,27 @@ impl PingSession {
         Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO).await
     }
 
+    /// Connects to the first of several addresses that accepts (no resolution), trying
+    /// them as RFC 8305 describes ([`crate::happy_eyeballs`]): a name's addresses, say,
+    /// resolved by the caller. A TLS certificate is checked against `host`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), peng3dnet::ping::PingError> {
+    /// use peng3dnet::ping::{PingOptions, PingSession};
+    /// let addrs = ["[::1]:8080".parse().unwrap(), "127.0.0.1:8080".parse().unwrap()];
+    /// let mut session = PingSession::connect_addrs(&addrs, "localhost", &PingOptions::default()).await?;
+    /// println!("{} answered", session.peer_addr());
+    /// session.close().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_addrs(
+        addrs: &[SocketAddr],
+        host: &str,
+        options: &PingOptions,
+    ) -> Result<PingSession, PingError> {
+        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO).await
+    }
+
     async fn connect_resolved(
         addrs: &[SocketAddr],
         host: &str,
