@@ -16,6 +16,7 @@
 //! | [`client`] | a classic (or custom-type) client connection |
 //! | [`happy_eyeballs`] | connecting to every address of a target, RFC 8305 style |
 //! | [`ping`] | pinging a server: [`ping_server`], [`PingReply`], sessions |
+//! | [`many`] | many targets at once: bounded, rate-capped, polite; results as they come |
 //! | [`blocking`] | the same ping client for synchronous code, on `std::net` |
 //! | [`error`] | the errors this crate reports, keeping their causes |
 #![warn(missing_docs, unreachable_pub)]
@@ -28,6 +29,7 @@ pub mod codec;
 mod deadline;
 pub mod error;
 pub mod happy_eyeballs;
+pub mod many;
 pub mod ping;
 pub mod server;
 pub mod target;
@@ -37,7 +39,7 @@ pub mod transport;
 pub use config::{Config, Limits};
 pub use error::{ConnectionError, FrameError, RegistryError, ValueError};
 pub use peng3dnet_proto::CloseReason;
-pub use ping::{ping_server, PingError, PingOptions, PingReply, PingSession};
+pub use ping::{ping_addrs, ping_server, PingError, PingOptions, PingReply, PingSession};
 pub use pong::{PingRequest, PingResponder};
 pub use protocol::{ConnType, Packet};
 pub use registry::Registry;
