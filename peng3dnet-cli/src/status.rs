@@ -87,17 +87,23 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-/// The order of two rows under `field`: servers that answered first, ties by latency,
-/// then by the target as given.
+/// The order of two rows under `field` (servers that did not answer last, except by
+/// `server` and `state`); ties by latency, then by the target as given.
 fn compare(a: &Row, b: &Row, field: SortField) -> Ordering {
     let answered = |r: &Row| r.result.is_err();
     let by_latency = |a: &Row, b: &Row| a.latency().cmp(&b.latency());
     let primary = match field {
-        SortField::Latency => answered(a).cmp(&answered(b)).then(by_latency(a, b)),
         SortField::Server => a.target.cmp(&b.target),
-        SortField::Name => a.text("name").cmp(&b.text("name")),
-        SortField::Version => a.version().cmp(&b.version()),
-        SortField::Clients => b.number("clients").cmp(&a.number("clients")),
+        SortField::Latency => answered(a).cmp(&answered(b)).then(by_latency(a, b)),
+        SortField::Name => answered(a)
+            .cmp(&answered(b))
+            .then(a.text("name").cmp(&b.text("name"))),
+        SortField::Version => answered(a)
+            .cmp(&answered(b))
+            .then(a.version().cmp(&b.version())),
+        SortField::Clients => answered(a)
+            .cmp(&answered(b))
+            .then(b.number("clients").cmp(&a.number("clients"))),
         SortField::State => {
             let kind = |r: &Row| r.result.as_ref().err().map(|(k, _)| *k);
             kind(a).cmp(&kind(b))
