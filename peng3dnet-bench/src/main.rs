@@ -4,6 +4,8 @@
 //! - `load`: the load generator (transactions, sessions, classic packets, idle
 //!   connections), printing throughput, latency percentiles and errors;
 //! - `floor`: the comparison's floor, a do-nothing server answering with pre-encoded bytes;
+//! - `many`: a list of distinct targets pinged once each, through the library's
+//!   `ping_many` or the CLI, with wall time, targets/s and peak RSS;
 //! - `echo-serve`: our real server as `peng3dnet serve` runs it, plus an echo of the
 //!   classic packet `interop:msg` for `load --mode classic`.
 //!
@@ -16,6 +18,7 @@ use peng3dnet_cli::Exit;
 
 mod bench;
 mod floor;
+mod many;
 
 /// Load tools for peng3dnet servers.
 #[derive(Debug, Parser)]
@@ -32,6 +35,9 @@ enum Command {
     Load(bench::BenchArgs),
     /// The floor: a minimal server answering with pre-encoded bytes.
     Floor(floor::BenchServerArgs),
+    /// Ping a list of distinct targets once each (the library's ping_many, or the CLI):
+    /// wall time, targets/s, peak RSS, and what each kind of target was reported as.
+    Many(many::ManyArgs),
     /// `peng3dnet serve` plus an echo of the classic packet `interop:msg`.
     EchoServe(floor::BenchServerArgs),
 }
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
             Command::Load(args) => bench::run(args).await,
             Command::Floor(args) => floor::run_floor(args).await,
             Command::EchoServe(args) => floor::run_echo(args).await,
+            Command::Many(args) => many::run(args).await,
         }
     });
     runtime.shutdown_background();

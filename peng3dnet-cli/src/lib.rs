@@ -83,6 +83,9 @@ Examples:
   peng3dnet ping -c 10 --session [::1]:8080 one connection for all ten pings
   peng3dnet ping -w 5 -q hostA hostB        both targets for 5 s, summaries only
   peng3dnet ping -c 1 --json --data who=me --data n=3 localhost
+  peng3dnet ping -c 1 -W 2 -q -f hosts.txt   targets from a file ('-f -': stdin)
+  peng3dnet ping -c 1 -a -f hosts.txt       only the targets that answered (-u: did not)
+  peng3dnet ping -C 5 -i 0.2 hostA hostB    each ping's time per target, fping -C style
 
 Each reply prints `reply from ADDR: seq=N time=T ms`; T is the round trip of the ping
 message (connecting is not included). At the end, or on Ctrl-C, each target gets a
@@ -90,15 +93,25 @@ summary in ping's words:
   --- TARGET ping statistics ---
   3 packets transmitted, 3 received, 0% packet loss, time 402ms
   rtt min/avg/max/mdev = 0.101/0.120/0.150/0.020 ms
-Failed pings other than timeouts are counted as `+N errors`.";
+Failed pings other than timeouts are counted as `+N errors`.
+
+With several targets each reply line starts with `TARGET : `, as fping's, and all the
+summaries come together at the end, in the order given. With -c and -w together pings go
+on until COUNT replies came or the deadline, and the status is 1 unless COUNT replies came
+(iputils' rule). SIGQUIT (Ctrl-\\) prints each target's statistics so far on stderr and
+goes on. At most --concurrency pings run at once (default: from the open-files limit,
+raised to its hard limit first), never two of one target.";
 
 const STATUS_AFTER: &str = "\
 Examples:
   peng3dnet status localhost                the data of the server at localhost:8080
   peng3dnet status --json example.org:9000
+  peng3dnet status -f servers.txt --sort name   several servers: one table
 
 Prints the target, the address that answered, the latency (round trip of the ping) and
-the server's data, one key per line, nested maps indented.";
+the server's data, one key per line, nested maps indented. Several servers (or -f) make
+one table sorted by latency (--sort), with name, motd, clients/max, version, latency and
+state; --json prints one record per server.";
 
 const SERVE_AFTER: &str = "\
 Examples:
