@@ -1,6 +1,6 @@
 //! `peng3dnet-bench many`: a list of distinct targets pinged once each, the way a server
 //! browser or a fleet check does it, through the library's `ping_many` (in this process)
-//! or through the `peng3dnet` CLI (`--cli PATH`: `ping -c 1 -q -f -`). Prints the wall
+//! or through the `peng3dnet` CLI (`--cli PATH`: `ping -c 1 --json -f -`). Prints the wall
 //! time, targets per second, peak RSS, and how each kind of target was reported.
 //!
 //! Targets are distinct loopback addresses 127.a.b.c of the server's port (the server must
@@ -39,7 +39,7 @@ pub struct ManyArgs {
     /// Targets at once (default: the library's, from the open-files limit).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Run this `peng3dnet` binary (`ping -c 1 -q -f -`) instead of the library in
+    /// Run this `peng3dnet` binary (`ping -c 1 --json -f -`) instead of the library in
     /// process.
     #[arg(long, value_name = "PATH")]
     pub cli: Option<String>,
@@ -175,7 +175,7 @@ pub(crate) async fn run(args: ManyArgs) -> Exit {
         }
         Some(cli) => {
             let mut command = Command::new(cli);
-            command.args(["ping", "-c", "1", "-q", "--json", "-f", "-", "-W"]);
+            command.args(["ping", "-c", "1", "--json", "-f", "-", "-W"]);
             command.arg(args.timeout.as_secs_f64().to_string());
             if let Some(c) = args.concurrency {
                 command.args(["--concurrency", &c.to_string()]);

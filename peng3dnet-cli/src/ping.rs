@@ -337,7 +337,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
         return done;
     };
     let addrs = tokio::select! {
-        r = resolve(&target, name, s.family, s.timeout) => r,
+        r = Box::pin(resolve(&target, name, s.family, s.timeout)) => r,
         _ = stop.wait_for(|v| *v) => {
             done.exit = Exit::NoAnswer;
             return done;
@@ -372,7 +372,8 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     };
     tokio::pin!(deadline);
     let mut inflight: JoinSet<Outcome> = JoinSet::new();
-    let mut idle_session: Option<PingSession> = None;
+    // Boxed: a target without --session should not carry a session's room.
+    let mut idle_session: Option<Box<PingSession>> = None;
     let mut sent = 0u64;
     let mut received = 0u64;
     let mut broken_pipe = false;
@@ -396,7 +397,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
             _ = &mut deadline => break,
             Some(joined) = inflight.join_next() => {
                 let Ok((seq, result, session)) = joined else { continue };
-                idle_session = session;
+                idle_session = session.map(Box::new);
                 let shown = match result {
                     Ok(reply) => {
                         received += 1;
@@ -436,16 +437,19 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
                 let limiter = run.limiter.clone();
                 let addrs = addrs.clone();
                 let host = target.host.clone();
+                // The ping's state is boxed once its turn comes: thousands of targets
+                // waiting for a turn then cost a few bytes each, not a whole ping's.
                 if s.session {
-                    let session = idle_session.take();
+                    let session = idle_session.take().map(|s| *s);
                     inflight.spawn(async move {
                         let _permit = limiter.permit().await;
-                        ping_in_session(seq, &addrs, &host, session, options).await
+                        Box::pin(ping_in_session(seq, &addrs, &host, session, options)).await
                     });
                 } else {
                     inflight.spawn(async move {
                         let _permit = limiter.permit().await;
-                        (seq, limiter.ping_resolved(&addrs, &host, &options).await, None)
+                        let reply = Box::pin(limiter.ping_resolved(&addrs, &host, &options)).await;
+                        (seq, reply, None)
                     });
                 }
             }
@@ -454,7 +458,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     lock(tally).elapsed = start.elapsed();
     inflight.abort_all();
     if let Some(session) = idle_session.take() {
-        let _ = timeout(Duration::from_secs(1), session.close()).await;
+        let _ = timeout(Duration::from_secs(1), Box::pin((*session).close())).await;
     }
     done.exit = if broken_pipe {
         Exit::System
