@@ -201,6 +201,10 @@ pub(crate) fn connect_blocking(
 ) -> Result<std::net::TcpStream, ConnectionError> {
     use std::sync::mpsc;
     let order = interleave(addrs);
+    if let [addr] = order[..] {
+        // One address: no race to run, so no thread.
+        return connect_one_blocking(addr, deadline, allowance);
+    }
     let (tx, rx) = mpsc::channel();
     let mut next = 0;
     let mut running = 0;
@@ -259,6 +263,38 @@ pub(crate) fn connect_blocking(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err(failed(failures)),
+        }
+    }
+}
+
+/// One address, on the calling thread, retrying while short of local resources.
+fn connect_one_blocking(
+    addr: SocketAddr,
+    deadline: std::time::Instant,
+    allowance: Duration,
+) -> Result<std::net::TcpStream, ConnectionError> {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(ConnectionError::Timeout {
+                phase: Phase::Connecting,
+                after: allowance,
+            });
+        }
+        match std::net::TcpStream::connect_timeout(&addr, left) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(ConnectionError::Timeout {
+                    phase: Phase::Connecting,
+                    after: allowance,
+                })
+            }
+            Err(e) if is_local_exhaustion(&e) && std::time::Instant::now() + backoff < deadline => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(source) => return Err(ConnectionError::Connect { addr, source }),
         }
     }
 }
