@@ -4,6 +4,8 @@
 //! - `load`: the load generator (transactions, sessions, classic packets, idle
 //!   connections), printing throughput, latency percentiles and errors;
 //! - `floor`: the comparison's floor, a do-nothing server answering with pre-encoded bytes;
+//! - `many`: a list of distinct targets pinged once each, through the library's
+//!   `ping_many` or the CLI, with wall time, targets/s and peak RSS;
 //! - `echo-serve`: our real server as `peng3dnet serve` runs it, plus an echo of the
 //!   classic packet `interop:msg` for `load --mode classic`;
 //! - `attack`: the security audit's memory and CPU attacks, with the server's figures.
@@ -18,6 +20,7 @@ use peng3dnet_cli::Exit;
 mod attack;
 mod bench;
 mod floor;
+mod many;
 
 /// Load tools for peng3dnet servers.
 #[derive(Debug, Parser)]
@@ -34,6 +37,9 @@ enum Command {
     Load(bench::BenchArgs),
     /// The floor: a minimal server answering with pre-encoded bytes.
     Floor(floor::BenchServerArgs),
+    /// Ping a list of distinct targets once each (the library's ping_many, or the CLI):
+    /// wall time, targets/s, peak RSS, and what each kind of target was reported as.
+    Many(many::ManyArgs),
     /// `peng3dnet serve` plus an echo of the classic packet `interop:msg`.
     EchoServe(floor::BenchServerArgs),
     /// The security audit's memory and CPU attacks on a running server, with its RSS and
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
             Command::Floor(args) => floor::run_floor(args).await,
             Command::EchoServe(args) => floor::run_echo(args).await,
             Command::Attack(args) => attack::run(args).await,
+            Command::Many(args) => many::run(args).await,
         }
     });
     runtime.shutdown_background();

@@ -38,6 +38,7 @@ pub(crate) async fn run(args: DemoArgs) -> Exit {
         data: map([]),
         family: Family::Any,
         tls: None,
+        list: Default::default(),
     };
     let mut exit = Exit::Ok;
     if !args.json {

@@ -34,6 +34,8 @@ pub mod metrics;
 pub mod output;
 mod ping;
 pub mod serve;
+mod status;
+mod targets;
 mod watch;
 
 /// Exit statuses.
@@ -85,6 +87,9 @@ Examples:
   peng3dnet ping -c 10 --session [::1]:8080 one connection for all ten pings
   peng3dnet ping -w 5 -q hostA hostB        both targets for 5 s, summaries only
   peng3dnet ping -c 1 --json --data who=me --data n=3 localhost
+  peng3dnet ping -c 1 -W 2 -q -f hosts.txt   targets from a file ('-f -': stdin)
+  peng3dnet ping -c 1 -a -f hosts.txt       only the targets that answered (-u: did not)
+  peng3dnet ping -C 5 -i 0.2 hostA hostB    each ping's time per target, fping -C style
 
 Each reply prints `reply from ADDR: seq=N time=T ms`; T is the round trip of the ping
 message (connecting is not included). At the end, or on Ctrl-C, each target gets a
@@ -92,15 +97,25 @@ summary in ping's words:
   --- TARGET ping statistics ---
   3 packets transmitted, 3 received, 0% packet loss, time 402ms
   rtt min/avg/max/mdev = 0.101/0.120/0.150/0.020 ms
-Failed pings other than timeouts are counted as `+N errors`.";
+Failed pings other than timeouts are counted as `+N errors`.
+
+With several targets each reply line starts with `TARGET : `, as fping's, and all the
+summaries come together at the end, in the order given. With -c and -w together pings go
+on until COUNT replies came or the deadline, and the status is 1 unless COUNT replies came
+(iputils' rule). SIGQUIT (Ctrl-\\) prints each target's statistics so far on stderr and
+goes on. At most --concurrency pings run at once (default: from the open-files limit,
+raised to its hard limit first), never two of one target.";
 
 const STATUS_AFTER: &str = "\
 Examples:
   peng3dnet status localhost                the data of the server at localhost:8080
   peng3dnet status --json example.org:9000
+  peng3dnet status -f servers.txt --sort name   several servers: one table
 
 Prints the target, the address that answered, the latency (round trip of the ping) and
-the server's data, one key per line, nested maps indented.";
+the server's data, one key per line, nested maps indented. Several servers (or -f) make
+one table sorted by latency (--sort), with name, motd, clients/max, version, latency and
+state; --json prints one record per server.";
 
 const SERVE_AFTER: &str = "\
 Examples:
@@ -178,7 +193,7 @@ pub struct ClientArgs {
     #[arg(short = '6')]
     pub ipv6: bool,
     /// Time to wait for each ping's pong (connecting included), in seconds.
-    #[arg(short = 'W', long = "timeout", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(short = 'W', long = "timeout", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub timeout: Duration,
     /// Add KEY=VALUE to the ping data (repeatable); VALUE is parsed as JSON if it parses,
     /// else taken as a string.
@@ -248,20 +263,74 @@ impl ClientArgs {
     }
 }
 
+/// Options of a list of targets, shared by `ping` and `status`.
+#[derive(Debug, Args, Clone)]
+pub struct ListArgs {
+    /// Read targets from FILE ('-': stdin), one a line; blank lines and '#' comments are
+    /// skipped. Targets on the command line come first.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Targets pinged at once (default: from the open-files limit, which is raised to its
+    /// hard limit first).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency: Option<u64>,
+    /// New connections per second at most, over all targets (default: no cap).
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+}
+
+impl ListArgs {
+    /// The targets of the command line, then of the file; a line for the user on error.
+    pub fn gather(&self, given: &[String]) -> Result<Vec<String>, String> {
+        let mut targets = given.to_vec();
+        if let Some(path) = &self.file {
+            targets.extend(targets::read_target_file(path)?);
+            if targets.is_empty() {
+                return Err(format!("no targets: {} has none", path.display()));
+            }
+        }
+        if targets.is_empty() {
+            return Err("no targets: give TARGET... or -f FILE".into());
+        }
+        Ok(targets)
+    }
+}
+
+/// Parses a positive rate per second.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number per second")),
+    }
+}
+
 /// `ping` arguments.
 #[derive(Debug, Args)]
 pub struct PingArgs {
     /// Servers: host, host:port or [v6]:port (default port 8080).
-    #[arg(required = true, value_name = "TARGET")]
+    #[arg(value_name = "TARGET", required_unless_present = "file")]
     pub targets: Vec<String>,
+    /// Targets from a file, concurrency and rate.
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Print only the targets that answered, one a line, at the end (as fping -a).
+    #[arg(short = 'a', long = "alive", conflicts_with_all = ["unreachable", "json"])]
+    pub alive: bool,
+    /// Print only the targets that did not answer, one a line, at the end (as fping -u).
+    #[arg(short = 'u', long = "unreachable", conflicts_with = "json")]
+    pub unreachable: bool,
+    /// Ping each target N times and print, at the end, one line per target with each
+    /// ping's time in ms ('-' for a lost one), as fping -C.
+    #[arg(short = 'C', long = "vcount", value_name = "N", conflicts_with_all = ["count", "json"], value_parser = clap::value_parser!(u64).range(1..))]
+    pub vcount: Option<u64>,
     /// Stop after COUNT pings per target.
     #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Seconds between pings of a target (fractions allowed, e.g. 0.2).
-    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub interval: Duration,
     /// Stop after SECONDS in all, whatever the count.
-    #[arg(short = 'w', long = "deadline", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(short = 'w', long = "deadline", value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub deadline: Option<Duration>,
     /// Quiet: no reply or per-ping error lines (or records), only the `PING` header and the
     /// summaries.
@@ -279,12 +348,39 @@ pub struct PingArgs {
 /// `status` arguments.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Server: host, host:port or [v6]:port (default port 8080).
-    #[arg(value_name = "TARGET")]
-    pub target: String,
+    /// Servers: host, host:port or [v6]:port (default port 8080). Several make a table.
+    #[arg(value_name = "TARGET", required_unless_present = "file")]
+    pub targets: Vec<String>,
+    /// Targets from a file, concurrency and rate.
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Sort the table of several servers by this column (default latency; servers that
+    /// did not answer last).
+    #[arg(long, value_name = "FIELD", value_enum, default_value = "latency")]
+    pub sort: SortField,
+    /// Attempts per server (as mcstatus' tries): a server that fails is tried again.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub tries: u32,
     /// Options shared with `ping`.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Columns of the `status` table to sort by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortField {
+    /// Round trip, fastest first.
+    Latency,
+    /// The target as given.
+    Server,
+    /// The server's `name`.
+    Name,
+    /// Connected clients, most first.
+    Clients,
+    /// The server's `version`.
+    Version,
+    /// Answered first, then by the kind of failure.
+    State,
 }
 
 /// `serve` arguments. Every setting can also come from `--config FILE`; flags override it.
@@ -298,8 +394,9 @@ pub struct ServeArgs {
     /// flags) and exit: 0 if valid, 3 if not.
     #[arg(long = "check-config", value_name = "FILE")]
     pub check_config: Option<PathBuf>,
-    /// Address to listen on (repeatable) [default: 0.0.0.0:8080].
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on (repeatable): HOST:PORT, [v6]:PORT, or a bare PORT (all
+    /// IPv4 interfaces, as 0.0.0.0:PORT) [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Vec<String>,
     /// Serve metrics (Prometheus text format) at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
@@ -392,7 +489,7 @@ pub struct DemoArgs {
     #[arg(short = 'c', long = "count", default_value = "5", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
     /// Seconds between pings.
-    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "0.2", value_parser = parse_seconds)]
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "0.2", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub interval: Duration,
     /// Newline-delimited JSON output, as `ping --json`.
     #[arg(long)]
@@ -419,6 +516,35 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// Longest duration any option accepts: one year. Deadlines are computed as
 /// `now + duration`, which must not overflow the clock.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Parses `serve --bind`: a bare port means every IPv4 interface (`8080` is
+/// `0.0.0.0:8080`); anything else is kept for the resolver, with a port out of range
+/// answered in plain words.
+pub fn parse_bind(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("expected HOST:PORT, [v6]:PORT or a port".into());
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u16>() {
+            Ok(port) => Ok(format!("0.0.0.0:{port}")),
+            Err(_) => Err(format!(
+                "port {s} is out of range: ports are 0 to 65535 (0 picks a free one)"
+            )),
+        };
+    }
+    if let Some((_, port)) = s.rsplit_once(':') {
+        if !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!(
+                "port {port} is out of range: ports are 0 to 65535 (0 picks a free one)"
+            ));
+        }
+    }
+    Ok(s.to_owned())
+}
 
 /// Parses `KEY=VALUE`: VALUE as JSON if it parses, else as a string.
 pub fn parse_key_value(s: &str) -> Result<(String, Value), String> {

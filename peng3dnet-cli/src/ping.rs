@@ -2,11 +2,12 @@
 
 use peng3dnet::tls::ClientTls;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peng3dnet::error::Phase;
-use peng3dnet::ping::{ping_server, PingError, PingOptions, PingReply, PingSession};
+use peng3dnet::many::Limiter;
+use peng3dnet::ping::{ping_addrs, PingError, PingOptions, PingReply, PingSession};
 use peng3dnet::target::{Family, Target};
 use peng3dnet::{CloseReason, Value};
 use tokio::sync::watch;
@@ -17,6 +18,7 @@ use super::output::{
     self, ErrorRecord, Out, ReplyRecord, StatusRecord, SummaryRecord, Tally, SCHEMA_VERSION,
 };
 use super::{error, Exit, PingArgs, StatusArgs};
+use crate::targets::resolve;
 
 /// How to ping, for every target of a run.
 #[derive(Debug, Clone)]
@@ -43,6 +45,33 @@ pub(crate) struct Settings {
     pub family: Family,
     /// TLS, if asked for.
     pub tls: Option<ClientTls>,
+    /// What to print for a list of targets, and how hard to push.
+    pub list: ListSettings,
+}
+
+/// What `ping` prints at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Report {
+    /// Reply lines, then a summary per target.
+    #[default]
+    Summaries,
+    /// Only the targets that answered (fping -a).
+    Alive,
+    /// Only the targets that did not (fping -u).
+    Unreachable,
+    /// One line per target with each ping's time (fping -C).
+    Grid,
+}
+
+/// Options of a run over a list of targets.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListSettings {
+    /// What to print at the end.
+    pub report: Report,
+    /// Targets pinged at once; `None`: from the open-files limit.
+    pub concurrency: Option<usize>,
+    /// New connections per second at most.
+    pub rate: Option<f64>,
 }
 
 impl Settings {
@@ -81,15 +110,31 @@ fn targets_valid(targets: &[String]) -> bool {
 
 /// `peng3dnet ping`.
 pub(crate) async fn run_ping(args: PingArgs) -> Exit {
-    if !targets_valid(&args.targets) {
+    let targets = match args.list.gather(&args.targets) {
+        Ok(targets) => targets,
+        Err(message) => {
+            error(message);
+            return Exit::Usage;
+        }
+    };
+    if !targets_valid(&targets) {
         return Exit::Usage;
     }
+    let report = if args.alive {
+        Report::Alive
+    } else if args.unreachable {
+        Report::Unreachable
+    } else if args.vcount.is_some() {
+        Report::Grid
+    } else {
+        Report::Summaries
+    };
     let tls = match client_tls(&args.client) {
         Ok(tls) => tls,
         Err(exit) => return exit,
     };
     let settings = Settings {
-        count: args.count,
+        count: args.vcount.or(args.count),
         interval: args.interval,
         timeout: args.client.timeout,
         deadline: args.deadline.map(|d| Instant::now() + d),
@@ -100,12 +145,23 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
         data: args.client.data_map(),
         family: args.client.family(),
         tls,
+        list: ListSettings {
+            report,
+            concurrency: args.list.concurrency.map(|n| n as usize),
+            rate: args.list.rate,
+        },
     };
-    run_targets(args.targets, settings).await
+    run_targets(targets, settings).await
 }
 
 /// Pings every target concurrently until each is done, the deadline, or Ctrl-C/SIGTERM;
-/// prints a summary per target and returns the worst exit status.
+/// prints the summaries (or what `-a`, `-u`, `-C` ask for) of all targets together at the
+/// end, in the order given, and returns the worst exit status. SIGQUIT (Ctrl-\\) prints
+/// the statistics so far on stderr and goes on, as iputils ping and fping do.
+///
+/// At most `concurrency` pings run at once (a [`Limiter`] shared by every target, also
+/// capping the rate of new connections), never two of one target, so a list of thousands
+/// neither runs out of file descriptors nor hammers a server.
 pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exit {
     let (stop_tx, stop) = watch::channel(false);
     let signals = tokio::spawn(async move {
@@ -114,39 +170,151 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
         // Keep the sender alive so receivers see the value, not a closed channel.
         std::future::pending::<()>().await;
     });
+    let concurrency = settings
+        .list
+        .concurrency
+        .unwrap_or_else(peng3dnet::many::default_concurrency);
+    // Two pings of one address at least this far apart (never further than the interval).
+    let spacing = settings.interval.min(Duration::from_millis(50));
+    let limiter = Arc::new(Limiter::new(concurrency, settings.list.rate, spacing));
     let settings = Arc::new(settings);
+    let tallies: Arc<Vec<Mutex<Tally>>> = Arc::new(
+        targets
+            .iter()
+            .map(|_| Mutex::new(Tally::default()))
+            .collect(),
+    );
+    let quit = tokio::spawn(print_on_sigquit(targets.clone(), tallies.clone()));
+    let prefix = targets.len() > 1;
     let mut tasks = JoinSet::new();
-    for name in targets {
-        tasks.spawn(run_target(name, settings.clone(), stop.clone()));
+    for (index, name) in targets.iter().enumerate() {
+        let run = TargetRun {
+            index,
+            name: name.clone(),
+            prefix,
+            s: settings.clone(),
+            limiter: limiter.clone(),
+            tallies: tallies.clone(),
+        };
+        tasks.spawn(run_target(run, stop.clone()));
     }
+    let mut done: Vec<Option<Done>> = targets.iter().map(|_| None).collect();
     let mut exit = Exit::Ok;
     while let Some(joined) = tasks.join_next().await {
-        exit = exit.max(joined.unwrap_or_else(|e| {
-            error(task_failure(&e));
-            Exit::System
-        }));
+        match joined {
+            Ok(d) => {
+                let i = d.index;
+                done[i] = Some(d);
+            }
+            Err(e) => {
+                // A target's task that failed is an error the user sees.
+                error(task_failure(&e));
+                exit = Exit::System;
+            }
+        }
     }
     signals.abort();
+    quit.abort();
+    for (name, d) in targets.iter().zip(done) {
+        let Some(d) = d else { continue };
+        exit = exit.max(d.exit);
+        let unresolved = d.exit == Exit::Unresolved && settings.list.report == Report::Summaries;
+        if d.exit == Exit::Usage || d.exit == Exit::System || unresolved {
+            continue;
+        }
+        let tally = lock(&tallies[d.index]).clone();
+        if print_end(&settings, name, &d, &tally).is_err() {
+            return Exit::System;
+        }
+    }
     exit
 }
 
-/// Resolves a target to its first address of the chosen family, within the timeout.
-async fn resolve(target: &Target, name: &str, s: &Settings) -> Result<SocketAddr, String> {
-    match timeout(s.timeout, target.resolve(s.family)).await {
-        Ok(Ok(addrs)) => addrs
-            .first()
-            .copied()
-            .ok_or_else(|| format!("cannot resolve {name}: no address")),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound && s.family != Family::Any => {
-            let family = if s.family == Family::V4 {
-                "IPv4"
-            } else {
-                "IPv6"
-            };
-            Err(format!("cannot resolve {name}: no {family} address"))
+/// What a target's task hands back.
+struct Done {
+    index: usize,
+    exit: Exit,
+    /// The address pinged (the last that answered), once resolved.
+    addr: Option<SocketAddr>,
+    /// Each ping's round trip in ms, `None` for a lost one (for `-C`).
+    times: Vec<Option<f64>>,
+}
+
+/// One target's part of a run.
+struct TargetRun {
+    index: usize,
+    name: String,
+    /// Reply lines start with the target (several targets, as fping's).
+    prefix: bool,
+    s: Arc<Settings>,
+    limiter: Arc<Limiter>,
+    tallies: Arc<Vec<Mutex<Tally>>>,
+}
+
+fn lock(m: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Prints a target's end of run: its summary, or its name (`-a`, `-u`), or its times
+/// (`-C`).
+fn print_end(s: &Settings, name: &str, d: &Done, tally: &Tally) -> std::io::Result<()> {
+    let out = Out;
+    let answered = tally.received > 0;
+    match s.list.report {
+        Report::Alive if answered => out.line(name),
+        Report::Unreachable if !answered => out.line(name),
+        Report::Alive | Report::Unreachable => Ok(()),
+        Report::Grid => {
+            let times: Vec<String> = d
+                .times
+                .iter()
+                .map(|t| t.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.3}")))
+                .collect();
+            out.line(&format!("{name} : {}", times.join(" ")))
         }
-        Ok(Err(e)) => Err(format!("cannot resolve {name}: {e}")),
-        Err(_) => Err(format!("cannot resolve {name}: timed out")),
+        Report::Summaries if s.json => out.json(&SummaryRecord::new(
+            name,
+            d.addr.map(|a| a.to_string()),
+            tally,
+        )),
+        Report::Summaries => out.print(&output::summary_text(name, tally, s.verbose)),
+    }
+}
+
+/// On SIGQUIT (Ctrl-\\), prints every target's statistics so far on stderr, one line each
+/// (`TARGET: 3/3 packets, 0% loss, min/avg/max = 0.041/0.052/0.070 ms`), and goes on.
+async fn print_on_sigquit(targets: Vec<String>, tallies: Arc<Vec<Mutex<Tally>>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut quit) = signal(SignalKind::quit()) else {
+            return;
+        };
+        while quit.recv().await.is_some() {
+            let mut text = String::new();
+            for (name, tally) in targets.iter().zip(tallies.iter()) {
+                let t = lock(tally).clone();
+                text.push_str(&format!(
+                    "{name}: {}/{} packets, {}% loss",
+                    t.received,
+                    t.transmitted,
+                    output::loss_percent(t.transmitted, t.received)
+                ));
+                if let Some(rtt) = output::Rtt::of(&t.rtts_ms) {
+                    text.push_str(&format!(
+                        ", min/avg/max = {:.3}/{:.3}/{:.3} ms",
+                        rtt.min, rtt.avg, rtt.max
+                    ));
+                }
+                text.push('\n');
+            }
+            use std::io::Write;
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (targets, tallies);
     }
 }
 
@@ -154,26 +322,48 @@ async fn resolve(target: &Target, name: &str, s: &Settings) -> Result<SocketAddr
 /// reuse (session mode, still usable).
 type Outcome = (u64, Result<PingReply, PingError>, Option<PingSession>);
 
-/// Pings one target; prints its replies, errors and summary.
-async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bool>) -> Exit {
+/// Pings one target; prints its replies and errors as they come.
+///
+/// With both a count and a deadline (`-c N -w S`), pings go on until N replies came or the
+/// deadline, and the target fails (status 1) unless N replies came: iputils ping's rule.
+async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     let out = Out;
-    let Ok(target) = Target::parse_default(&name) else {
-        return Exit::Usage;
+    let s = &run.s;
+    let name = &run.name;
+    let mut done = Done {
+        index: run.index,
+        exit: Exit::Ok,
+        addr: None,
+        times: Vec::new(),
     };
-    let addr = tokio::select! {
-        r = resolve(&target, &name, &s) => r,
-        _ = stop.wait_for(|v| *v) => return Exit::NoAnswer,
+    let Ok(target) = Target::parse_default(name) else {
+        done.exit = Exit::Usage;
+        return done;
     };
-    let addr = match addr {
-        Ok(addr) => addr,
-        Err(message) => {
-            report(&s, &out, &name, None, None, "resolve", &message);
-            return Exit::Unresolved;
+    let addrs = tokio::select! {
+        r = Box::pin(resolve(&target, name, s.family, s.timeout)) => r,
+        _ = stop.wait_for(|v| *v) => {
+            done.exit = Exit::NoAnswer;
+            return done;
         }
     };
-    if !s.json && out.line(&format!("PING {name} ({addr})")).is_err() {
-        return Exit::System;
+    let addrs = match addrs {
+        Ok(addrs) => addrs,
+        Err(message) => {
+            report(s, &out, name, None, None, "resolve", &message);
+            done.exit = Exit::Unresolved;
+            return done;
+        }
+    };
+    let mut addr = addrs[0];
+    done.addr = Some(addr);
+    let announce = !s.json && s.list.report == Report::Summaries;
+    if announce && out.line(&format!("PING {name} ({addr})")).is_err() {
+        done.exit = Exit::System;
+        return done;
     }
+    let addrs: Arc<[SocketAddr]> = addrs.into();
+    let tally = &run.tallies[run.index];
 
     let start = Instant::now();
     let mut ticker = tokio::time::interval(s.interval);
@@ -186,16 +376,23 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
     };
     tokio::pin!(deadline);
     let mut inflight: JoinSet<Outcome> = JoinSet::new();
-    let mut idle_session: Option<PingSession> = None;
-    let mut tally = Tally::default();
+    // Boxed: a target without --session should not carry a session's room.
+    let mut idle_session: Option<Box<PingSession>> = None;
     let mut sent = 0u64;
+    let mut received = 0u64;
     let mut broken_pipe = false;
     let mut failed_task = false;
+    // iputils: with a deadline, the count is of replies, not of pings sent.
+    let count_replies = s.deadline.is_some();
 
     loop {
-        let more = s.count.is_none_or(|c| sent < c);
-        // A session carries one ping at a time.
-        let can_send = more && (!s.session || inflight.is_empty());
+        let more = match s.count {
+            None => true,
+            Some(c) if count_replies => received + (inflight.len() as u64) < c,
+            Some(c) => sent < c,
+        };
+        // One ping of a target at a time: never two outstanding.
+        let can_send = more && inflight.is_empty();
         if !more && inflight.is_empty() {
             break;
         }
@@ -209,27 +406,37 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
                     Err(e) => {
                         // A ping task that failed is an error the user sees, never a
                         // silent loss.
-                        tally.errors += 1;
+                        lock(tally).errors += 1;
                         failed_task = true;
-                        report(&s, &out, &name, Some(addr), None, "internal", &task_failure(&e));
+                        done.times.push(None);
+                        report(s, &out, name, Some(addr), None, "internal", &task_failure(&e));
                         continue;
                     }
                 };
-                idle_session = session;
+                idle_session = session.map(Box::new);
                 let shown = match result {
                     Ok(reply) => {
-                        tally.received += 1;
-                        tally.rtts_ms.push(output::ms(reply.delay));
-                        show_reply(&s, &out, &name, seq, &reply)
+                        received += 1;
+                        addr = reply.peer;
+                        done.addr = Some(addr);
+                        let ms = output::ms(reply.delay);
+                        done.times.push(Some(ms));
+                        {
+                            let mut t = lock(tally);
+                            t.received += 1;
+                            t.rtts_ms.push(ms);
+                        }
+                        show_reply(s, &out, run.prefix.then_some(name.as_str()), name, seq, &reply)
                     }
                     Err(e) => {
+                        done.times.push(None);
                         if !e.is_timeout() {
-                            tally.errors += 1;
+                            lock(tally).errors += 1;
                         }
-                        if s.quiet {
+                        if s.quiet || s.list.report != Report::Summaries {
                             Ok(())
                         } else {
-                            report_ping_error(&s, &out, &name, addr, seq, &e)
+                            report_ping_error(s, &out, name, addr, seq, &e)
                         }
                     }
                 };
@@ -241,39 +448,42 @@ async fn run_target(name: String, s: Arc<Settings>, mut stop: watch::Receiver<bo
             _ = ticker.tick(), if can_send => {
                 let seq = sent;
                 sent += 1;
-                tally.transmitted += 1;
+                lock(tally).transmitted += 1;
                 let options = s.options(&target);
+                let limiter = run.limiter.clone();
+                let addrs = addrs.clone();
+                let host = target.host.clone();
+                // The ping's state is boxed once its turn comes: thousands of targets
+                // waiting for a turn then cost a few bytes each, not a whole ping's.
                 if s.session {
-                    let session = idle_session.take();
-                    inflight.spawn(ping_in_session(seq, addr, session, options));
+                    let session = idle_session.take().map(|s| *s);
+                    inflight.spawn(async move {
+                        let _permit = limiter.permit().await;
+                        Box::pin(ping_in_session(seq, &addrs, &host, session, options)).await
+                    });
                 } else {
                     inflight.spawn(async move {
-                        (seq, ping_server(&addr.to_string(), &options).await, None)
+                        let _permit = limiter.permit().await;
+                        let reply = Box::pin(limiter.ping_resolved(&addrs, &host, &options)).await;
+                        (seq, reply, None)
                     });
                 }
             }
         }
     }
-    tally.elapsed = start.elapsed();
+    lock(tally).elapsed = start.elapsed();
     inflight.abort_all();
     if let Some(session) = idle_session.take() {
-        let _ = timeout(Duration::from_secs(1), session.close()).await;
+        let _ = timeout(Duration::from_secs(1), Box::pin((*session).close())).await;
     }
-    if broken_pipe {
-        return Exit::System;
-    }
-    let printed = if s.json {
-        out.json(&SummaryRecord::new(&name, Some(addr.to_string()), &tally))
-    } else {
-        out.print(&output::summary_text(&name, &tally, s.verbose))
-    };
-    if printed.is_err() || failed_task {
+    done.exit = if broken_pipe || failed_task {
         Exit::System
-    } else if tally.received > 0 {
-        Exit::Ok
-    } else {
+    } else if received == 0 || (count_replies && s.count.is_some_and(|c| received < c)) {
         Exit::NoAnswer
-    }
+    } else {
+        Exit::Ok
+    };
+    done
 }
 
 /// A one-line message for a ping task that panicked or was cancelled.
@@ -288,13 +498,14 @@ fn task_failure(e: &tokio::task::JoinError) -> String {
 /// session back unless it broke.
 async fn ping_in_session(
     seq: u64,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
+    host: &str,
     session: Option<PingSession>,
     options: PingOptions,
 ) -> Outcome {
     let mut session = match session {
         Some(session) => session,
-        None => match PingSession::connect_addr(addr, &options).await {
+        None => match PingSession::connect_addrs(addrs, host, &options).await {
             Ok(session) => session,
             Err(e) => return (seq, Err(e), None),
         },
@@ -309,14 +520,17 @@ async fn ping_in_session(
     (seq, result, keep.then_some(session))
 }
 
+/// Prints a reply line (or record); with `prefix`, the line starts with the target, as
+/// fping's do.
 fn show_reply(
     s: &Settings,
     out: &Out,
+    prefix: Option<&str>,
     name: &str,
     seq: u64,
     reply: &PingReply,
 ) -> std::io::Result<()> {
-    if s.quiet {
+    if s.quiet || s.list.report != Report::Summaries {
         return Ok(());
     }
     let t = &reply.timings;
@@ -334,6 +548,9 @@ fn show_reply(
         });
     }
     let mut line = output::reply_line(&reply.peer.to_string(), seq, reply.delay);
+    if let Some(target) = prefix {
+        line = format!("{target} : {line}");
+    }
     if s.verbose {
         line.push_str(&timings_text(reply));
     }
@@ -423,6 +640,17 @@ pub(crate) fn describe(e: &PingError, allowed: Duration) -> (&'static str, Strin
                 format!("cannot connect to {addr}: {}", io_text(source)),
             )
         }
+        PingError::ConnectEach(failures) => {
+            let kind = if e.is_refused() { "refused" } else { "connect" };
+            let each: Vec<String> = failures
+                .iter()
+                .map(|(addr, source)| format!("{addr}: {}", io_text(source)))
+                .collect();
+            (
+                kind,
+                format!("cannot connect to any address: {}", each.join("; ")),
+            )
+        }
         PingError::Timeout {
             phase: Phase::WaitingForHello,
             ..
@@ -495,7 +723,14 @@ fn io_text(e: &std::io::Error) -> String {
 
 /// `peng3dnet status`.
 pub(crate) async fn run_status(args: StatusArgs) -> Exit {
-    if !targets_valid(std::slice::from_ref(&args.target)) {
+    let targets = match args.list.gather(&args.targets) {
+        Ok(targets) => targets,
+        Err(message) => {
+            error(message);
+            return Exit::Usage;
+        }
+    };
+    if !targets_valid(&targets) {
         return Exit::Usage;
     }
     let c = &args.client;
@@ -515,8 +750,17 @@ pub(crate) async fn run_status(args: StatusArgs) -> Exit {
         data: c.data_map(),
         family: c.family(),
         tls,
+        list: ListSettings {
+            report: Report::Summaries,
+            concurrency: args.list.concurrency.map(|n| n as usize),
+            rate: args.list.rate,
+        },
     };
-    status(&args.target, &settings).await
+    if targets.len() == 1 && args.list.file.is_none() && args.tries == 1 {
+        status(&targets[0], &settings).await
+    } else {
+        super::status::table(targets, &settings, args.sort, args.tries).await
+    }
 }
 
 /// Pings `target` once and prints the server's data.
@@ -527,8 +771,10 @@ pub(crate) async fn status(target: &str, s: &Settings) -> Exit {
     };
     let reply = tokio::select! {
         r = async {
-            let addr = resolve(&parsed, target, s).await.map_err(|m| ("resolve", m))?;
-            ping_server(&addr.to_string(), &s.options(&parsed)).await.map_err(|e| {
+            let addrs = resolve(&parsed, target, s.family, s.timeout)
+                .await
+                .map_err(|m| ("resolve", m))?;
+            ping_addrs(&addrs, &parsed.host, &s.options(&parsed)).await.map_err(|e| {
                 let (kind, message) = describe(&e, s.timeout);
                 (kind, format!("{target}: {message}"))
             })

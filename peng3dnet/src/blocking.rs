@@ -470,38 +470,14 @@ pub fn ping_server(target: impl ToTarget, options: &PingOptions) -> Result<PingR
     result
 }
 
-/// Connects to the first address that accepts before `deadline`.
+/// Connects to the first address that accepts before `deadline`, trying them all as
+/// RFC 8305 describes ([`crate::happy_eyeballs`]).
 fn connect_any(
     addrs: &[SocketAddr],
     deadline: Instant,
     allowance: Duration,
 ) -> Result<TcpStream, PingError> {
-    let mut last = None;
-    for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(addr, left) {
-            Ok(stream) => return Ok(stream),
-            Err(e) if is_timeout(&e) => {
-                return Err(PingError::Timeout {
-                    phase: Phase::Connecting,
-                    after: allowance,
-                })
-            }
-            Err(source) => {
-                last = Some(PingError::Connect {
-                    addr: *addr,
-                    source,
-                })
-            }
-        }
-    }
-    Err(last.unwrap_or(PingError::Timeout {
-        phase: Phase::Connecting,
-        after: allowance,
-    }))
+    crate::happy_eyeballs::connect_blocking(addrs, deadline, allowance)
 }
 
 /// Runs the TLS handshake to completion before `deadline`.

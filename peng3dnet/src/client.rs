@@ -232,31 +232,13 @@ pub(crate) fn framed_with(stream: Stream, codec: Codec, read: BytesMut) -> Frame
     Framed::from_parts(parts)
 }
 
-/// Connects to the first address that accepts, before `deadline`.
+/// Connects to the first address that accepts, before `deadline`, trying them all as
+/// RFC 8305 describes ([`crate::happy_eyeballs`]).
 pub(crate) async fn connect_any(
     addrs: &[SocketAddr],
     deadline: Instant,
 ) -> Result<TcpStream, ConnectionError> {
-    let started = Instant::now();
-    let mut last = None;
-    for addr in addrs {
-        match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(source)) => {
-                last = Some(ConnectionError::Connect {
-                    addr: *addr,
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(ConnectionError::Timeout {
-                    phase: Phase::Connecting,
-                    after: started.elapsed(),
-                })
-            }
-        }
-    }
-    Err(last.unwrap_or(ConnectionError::State("no address to connect to")))
+    crate::happy_eyeballs::connect_by(addrs, deadline).await
 }
 
 /// A connected client (classic or custom connection type).

@@ -96,6 +96,11 @@ pub enum ConnectionError {
         /// Why it failed.
         source: io::Error,
     },
+    /// Every address of the target failed (refused, unreachable): each with its last
+    /// error, in the order tried. A target with one address fails with
+    /// [`ConnectionError::Connect`] instead.
+    #[error("cannot connect to any address: {}", each_failure(.0))]
+    ConnectEach(Vec<(SocketAddr, io::Error)>),
     /// The peer did not do what was expected in time: reached (or not, when `phase` is
     /// [`Phase::Resolving`] or [`Phase::Connecting`]) but silent.
     #[error("timed out {phase} (after {:.1} s){}", .after.as_secs_f64(), phase.hint())]
@@ -171,6 +176,11 @@ pub(crate) fn closed_at_hello(reason: Option<CloseReason>) -> ConnectionError {
     }
 }
 
+fn each_failure(failures: &[(SocketAddr, io::Error)]) -> String {
+    let parts: Vec<String> = failures.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+    parts.join("; ")
+}
+
 fn reason_text(reason: &Option<CloseReason>) -> String {
     match reason {
         Some(r) => r.to_string(),
@@ -204,6 +214,36 @@ impl ConnectionError {
 }
 
 impl ConnectionError {
+    /// True if the connection could not be made because this machine ran short of
+    /// resources (too many open files, no buffer space, no memory): not the target's
+    /// failure. A caller with many connections open should wait for some to end and try
+    /// again ([`crate::many`] does).
+    pub fn is_local_exhaustion(&self) -> bool {
+        match self {
+            ConnectionError::Connect { source, .. } | ConnectionError::Io(source) => {
+                crate::happy_eyeballs::is_local_exhaustion(source)
+            }
+            ConnectionError::ConnectEach(failures) => failures
+                .iter()
+                .any(|(_, e)| crate::happy_eyeballs::is_local_exhaustion(e)),
+            _ => false,
+        }
+    }
+
+    /// True if the target refused the connection: every address tried answered with a
+    /// reset (nothing listens on the port).
+    pub fn is_refused(&self) -> bool {
+        match self {
+            ConnectionError::Connect { source, .. } => {
+                source.kind() == io::ErrorKind::ConnectionRefused
+            }
+            ConnectionError::ConnectEach(failures) => failures
+                .iter()
+                .all(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused),
+            _ => false,
+        }
+    }
+
     /// True if the server was reached but did not answer in time (a failed ping, as
     /// opposed to a refused or broken connection).
     pub fn is_timeout(&self) -> bool {

@@ -15,7 +15,9 @@
 //! | [`server`] | listener, per-connection tasks, limits, graceful shutdown |
 //! | [`observe`] | a server's events for metrics |
 //! | [`client`] | a classic (or custom-type) client connection |
+//! | [`happy_eyeballs`] | connecting to every address of a target, RFC 8305 style |
 //! | [`ping`] | pinging a server: [`ping_server`], [`PingReply`], sessions |
+//! | [`many`] | many targets at once: bounded, rate-capped, polite; results as they come |
 //! | [`blocking`] | the same ping client for synchronous code, on `std::net` |
 //! | [`error`] | the errors this crate reports, keeping their causes |
 #![warn(missing_docs, unreachable_pub)]
@@ -28,6 +30,8 @@ pub mod codec;
 mod deadline;
 pub mod error;
 mod fdlimit;
+pub mod happy_eyeballs;
+pub mod many;
 pub mod observe;
 pub mod ping;
 pub mod server;
@@ -39,7 +43,7 @@ pub mod transport;
 pub use config::{Config, Limits};
 pub use error::{ConnectionError, FrameError, RegistryError, ValueError};
 pub use peng3dnet_proto::CloseReason;
-pub use ping::{ping_server, PingError, PingOptions, PingReply, PingSession};
+pub use ping::{ping_addrs, ping_server, PingError, PingOptions, PingReply, PingSession};
 pub use pong::{PingRequest, PingResponder};
 pub use protocol::{ConnType, Packet};
 pub use registry::Registry;

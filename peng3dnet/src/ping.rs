@@ -213,6 +213,27 @@ impl PingSession {
         Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO).await
     }
 
+    /// Connects to the first of several addresses that accepts (no resolution), trying
+    /// them as RFC 8305 describes ([`crate::happy_eyeballs`]): a name's addresses, say,
+    /// resolved by the caller. A TLS certificate is checked against `host`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), peng3dnet::ping::PingError> {
+    /// use peng3dnet::ping::{PingOptions, PingSession};
+    /// let addrs = ["[::1]:8080".parse().unwrap(), "127.0.0.1:8080".parse().unwrap()];
+    /// let mut session = PingSession::connect_addrs(&addrs, "localhost", &PingOptions::default()).await?;
+    /// println!("{} answered", session.peer_addr());
+    /// session.close().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_addrs(
+        addrs: &[SocketAddr],
+        host: &str,
+        options: &PingOptions,
+    ) -> Result<PingSession, PingError> {
+        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO).await
+    }
+
     async fn connect_resolved(
         addrs: &[SocketAddr],
         host: &str,
@@ -489,7 +510,34 @@ pub async fn ping_server(
     options: &PingOptions,
 ) -> Result<PingReply, PingError> {
     let deadline = crate::deadline::at(Instant::now(), options.timeout);
-    let mut session = PingSession::connect(target, options).await?;
+    let session = PingSession::connect(target, options).await?;
+    ping_once(session, deadline).await
+}
+
+/// [`ping_server`] for addresses already resolved: connects to the first that accepts, as
+/// RFC 8305 describes ([`crate::happy_eyeballs`]), and checks a TLS certificate against
+/// `host`.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), peng3dnet::ping::PingError> {
+/// use peng3dnet::ping::{ping_addrs, PingOptions};
+/// let addrs = ["[::1]:8080".parse().unwrap(), "127.0.0.1:8080".parse().unwrap()];
+/// let reply = ping_addrs(&addrs, "localhost", &PingOptions::default()).await?;
+/// println!("{} answered in {:?}", reply.peer, reply.delay);
+/// # Ok(()) }
+/// ```
+pub async fn ping_addrs(
+    addrs: &[SocketAddr],
+    host: &str,
+    options: &PingOptions,
+) -> Result<PingReply, PingError> {
+    let deadline = crate::deadline::at(Instant::now(), options.timeout);
+    let session = PingSession::connect_addrs(addrs, host, options).await?;
+    ping_once(session, deadline).await
+}
+
+/// One ping over a new session, then closing it by `deadline`.
+async fn ping_once(mut session: PingSession, deadline: Instant) -> Result<PingReply, PingError> {
     let result = session.ping().await;
     match &result {
         Ok(_) => session.abort_by(CloseReason::PingComplete, deadline).await,

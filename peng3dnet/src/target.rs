@@ -131,10 +131,39 @@ impl<T: ToTarget + ?Sized> ToTarget for &T {
     }
 }
 
-/// Why a target string is not a target.
+/// Why a target string is not a target. Its message says what is wrong in plain words
+/// when it can tell (a port out of range, port 0), else which forms a target takes.
+///
+/// ```
+/// use peng3dnet::target::Target;
+/// let e = Target::parse("example.org:99999", 8080).unwrap_err();
+/// assert!(e.to_string().contains("port 99999 is out of range"));
+/// let e = Target::parse("example.org:0", 8080).unwrap_err();
+/// assert!(e.to_string().contains("port 0"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid target {0:?}: expected host, host:port or [v6]:port")]
+#[error("invalid target {:?}: {}", .0, why(.0))]
 pub struct BadTarget(pub String);
+
+/// What is wrong with a target that does not parse.
+fn why(s: &str) -> String {
+    let port = match s.trim().strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").map(|(_, p)| p),
+        None => s.trim().rsplit_once(':').map(|(_, p)| p),
+    };
+    match port {
+        Some("0") => "port 0 cannot be connected to; servers listen on ports 1 to 65535".into(),
+        Some(p)
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u16>().is_err() =>
+        {
+            format!("port {p} is out of range: ports are 1 to 65535")
+        }
+        Some("") => "the port after ':' is missing".into(),
+        _ => "expected host, host:port or [v6]:port".into(),
+    }
+}
 
 impl Target {
     /// Parses a target, with `default_port` where none is given.
@@ -159,6 +188,7 @@ impl Target {
                 p => p
                     .strip_prefix(':')
                     .and_then(|p| p.parse().ok())
+                    .filter(|p| *p != 0)
                     .ok_or_else(bad)?,
             };
             host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
@@ -176,7 +206,7 @@ impl Target {
         match s.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && !host.contains(':') => Ok(Target {
                 host: host.to_owned(),
-                port: port.parse().map_err(|_| bad())?,
+                port: port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?,
             }),
             Some(_) => Err(bad()),
             None => Ok(Target {
@@ -246,7 +276,17 @@ mod tests {
             }
         );
         assert_eq!(t("[::1]:7").unwrap().to_string(), "[::1]:7");
-        for bad in ["", "a:b:c:", "[::1", "[nothost]:1", "h:70000", "[::1]x"] {
+        for bad in [
+            "",
+            "a:b:c:",
+            "[::1",
+            "[nothost]:1",
+            "h:70000",
+            "[::1]x",
+            "h:0",
+            "[::1]:0",
+            "h:",
+        ] {
             assert!(t(bad).is_err(), "{bad}");
         }
     }

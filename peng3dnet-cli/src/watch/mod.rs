@@ -16,26 +16,27 @@ mod view;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
-use peng3dnet::ping::{ping_server, PingOptions, PingReply};
+use peng3dnet::ping::{ping_addrs, PingOptions, PingReply};
 use peng3dnet::target::{Family, Target};
 use peng3dnet::tls::ClientTls;
 use peng3dnet::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::{timeout, Instant, MissedTickBehavior};
+use tokio::time::{Instant, MissedTickBehavior};
 
 use self::model::{Model, Outcome, Sample, Update};
 use self::terminal::TerminalGuard;
 use self::view::{Action, Mode, View};
 use super::output::{self, ErrorRecord, ReplyRecord, SummaryRecord, Tally, SCHEMA_VERSION};
 use super::{error, parse_key_value, parse_seconds, ClientArgs, Exit};
+use crate::targets::resolve;
 
 /// More targets than this open the browser rather than the graph.
 const GRAPH_MAX: usize = 6;
@@ -88,10 +89,10 @@ pub struct WatchArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Seconds between pings of a target (fractions allowed, e.g. 0.2).
-    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub interval: Duration,
     /// Seconds of history the graph shows [default: 60 intervals].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub window: Option<Duration>,
     /// The screen to start with [default: graph for up to 6 targets, else browser].
     #[arg(long, value_enum)]
@@ -106,7 +107,7 @@ pub struct WatchArgs {
     #[arg(short = '6')]
     pub ipv6: bool,
     /// Time to wait for each ping's pong (connecting included), in seconds.
-    #[arg(short = 'W', long = "timeout", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(short = 'W', long = "timeout", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub timeout: Duration,
     /// Add KEY=VALUE to the ping data (repeatable); VALUE is parsed as JSON if it parses,
     /// else taken as a string.
@@ -198,7 +199,7 @@ struct PingResult {
 fn gather_targets(args: &WatchArgs) -> Result<Vec<String>, String> {
     let mut targets = args.targets.clone();
     if let Some(path) = &args.file {
-        targets.extend(read_target_file(path)?);
+        targets.extend(crate::targets::read_target_file(path)?);
     }
     if targets.is_empty() {
         return Err("no targets (the file has none)".into());
@@ -207,21 +208,6 @@ fn gather_targets(args: &WatchArgs) -> Result<Vec<String>, String> {
         Target::parse_default(t).map_err(|e| e.to_string())?;
     }
     Ok(targets)
-}
-
-/// A file of targets: one a line; blank lines and what follows a `#` are skipped.
-fn read_target_file(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(parse_target_lines(&text))
-}
-
-fn parse_target_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|line| line.split('#').next().unwrap_or("").trim())
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `peng3dnet watch`.
@@ -518,18 +504,6 @@ fn record(out: &mut BufWriter<File>, name: &str, r: &PingResult) -> std::io::Res
     }
 }
 
-/// Resolves a target to its first address of the family, within the timeout.
-async fn resolve(target: &Target, name: &str, s: &Settings) -> Result<SocketAddr, String> {
-    match timeout(s.timeout, target.resolve(s.family)).await {
-        Ok(Ok(addrs)) => addrs
-            .first()
-            .copied()
-            .ok_or_else(|| format!("cannot resolve {name}: no {} address", s.family)),
-        Ok(Err(e)) => Err(format!("cannot resolve {name}: {e}")),
-        Err(_) => Err(format!("cannot resolve {name}: timed out")),
-    }
-}
-
 /// Pings one target every interval, one ping at a time, while not paused; sends each
 /// result to the event loop. Resolves the name until it resolves, then keeps the address.
 async fn pinger(
@@ -547,6 +521,7 @@ async fn pinger(
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut addr = None;
+    let mut addrs = Vec::new();
     for seq in 0u64.. {
         ticker.tick().await;
         if *paused.borrow_and_update() {
@@ -557,19 +532,36 @@ async fn pinger(
             ticker.tick().await;
         }
         let at = start.elapsed().as_secs_f64();
-        let result = match addr {
-            Some(a) => Ok(a),
-            None => resolve(&target, &name, &settings).await,
-        };
-        let result = match result {
-            Ok(a) => {
-                addr = Some(a);
-                ping_server(&a.to_string(), &options)
-                    .await
-                    .map_err(|e| super::ping::describe(&e, settings.timeout))
+        if addrs.is_empty() {
+            match resolve(&target, &name, settings.family, settings.timeout).await {
+                Ok(resolved) => {
+                    addr = resolved.first().copied();
+                    addrs = resolved;
+                }
+                Err(message) => {
+                    let sent = results
+                        .send(PingResult {
+                            index,
+                            seq,
+                            at,
+                            addr,
+                            result: Err(("resolve", message)),
+                        })
+                        .await;
+                    if sent.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             }
-            Err(message) => Err(("resolve", message)),
-        };
+        }
+        // Every address is tried (RFC 8305); the one that answered is shown.
+        let result = ping_addrs(&addrs, &target.host, &options)
+            .await
+            .map_err(|e| super::ping::describe(&e, settings.timeout));
+        if let Ok(reply) = &result {
+            addr = Some(reply.peer);
+        }
         let sent = results
             .send(PingResult {
                 index,
@@ -582,20 +574,5 @@ async fn pinger(
         if sent.is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_files_skip_blanks_and_comments() {
-        let text = "# servers\nlocalhost\n\n  a.example:9000  # the lobby\n[::1]:8080\n   \n";
-        assert_eq!(
-            parse_target_lines(text),
-            vec!["localhost", "a.example:9000", "[::1]:8080"]
-        );
-        assert!(parse_target_lines("# nothing\n\n").is_empty());
     }
 }

@@ -1,0 +1,475 @@
+//! Pinging many servers at once: a server browser, a fleet's status page, a cron job over
+//! thousands of hosts.
+//!
+//! [`ping_many`] takes the targets as an iterator ([`ping_many_stream`]: as a stream, read
+//! as they come) and yields each target's result as soon as it is known, in completion
+//! order, with its index in the input. It pings each target once (with up to
+//! [`ManyOptions::tries`] attempts), resolving names concurrently, and keeps within:
+//!
+//! - a **concurrency** bound ([`ManyOptions::concurrency`]); by default derived from the
+//!   open-files limit, which is first raised from its soft value to the hard one
+//!   ([`raise_fd_limit`], [`default_concurrency`]);
+//! - a **rate** of new connections per second ([`ManyOptions::rate`]);
+//! - **politeness** per address: never two pings of one address at once, and at least
+//!   [`ManyOptions::spacing`] between the starts of two ([`Limiter`]);
+//! - a per-attempt time-out ([`PingOptions::timeout`](crate::ping::PingOptions)), counted
+//!   from the moment the target's turn comes, not from when it was queued;
+//! - a total **deadline** ([`ManyOptions::deadline`]): targets still running then fail
+//!   with a time-out, targets not yet started are not pinged;
+//! - **cancellation**: dropping the [`PingMany`] stream, or cancelling
+//!   [`ManyOptions::cancel`], stops everything at once.
+//!
+//! A shortage of local resources (too many open files, no buffer space) is backpressure,
+//! never a target's failure: the attempt waits and is made again, without counting as a
+//! try.
+//!
+//! ```no_run
+//! # async fn f() {
+//! use peng3dnet::many::{ping_many, ManyOptions};
+//!
+//! let targets = ["alpha.example:8080", "beta.example", "[::1]:9000"];
+//! let mut results = ping_many(targets, ManyOptions::default());
+//! while let Some(done) = results.next().await {
+//!     match done.result {
+//!         Ok(reply) => println!("{}: {:?}", done.target, reply.delay),
+//!         Err(e) => println!("{}: {e}", done.target),
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ConnectionError, Phase};
+use crate::ping::{ping_addrs, PingError, PingOptions, PingReply};
+use crate::target::{Target, ToTarget};
+
+/// File descriptors kept free for everything that is not a ping connection (the runtime,
+/// standard streams, name lookups, files the caller has open).
+const FD_RESERVE: u64 = 64;
+
+/// Upper bound of the default concurrency, however high the open-files limit.
+pub const MAX_DEFAULT_CONCURRENCY: usize = 2048;
+
+/// Raises the soft limit of open files (`RLIMIT_NOFILE`) to the hard limit, as fping and
+/// most servers do at start, and returns the limit now in force (`None` where there is no
+/// such limit, as on Windows, or it cannot be read).
+///
+/// ```
+/// let limit = peng3dnet::many::raise_fd_limit();
+/// # #[cfg(unix)]
+/// assert!(limit.is_some_and(|n| n > 0));
+/// ```
+pub fn raise_fd_limit() -> Option<u64> {
+    // The server raises it the same way at start (crate::fdlimit).
+    crate::fdlimit::raise().map(|n| n as u64)
+}
+
+/// The default number of targets pinged at once: half of the open-files limit (after
+/// [`raise_fd_limit`]) less a reserve, so that a connect's second Happy Eyeballs attempt
+/// still finds a descriptor, between 1 and [`MAX_DEFAULT_CONCURRENCY`].
+///
+/// ```
+/// let n = peng3dnet::many::default_concurrency();
+/// assert!((1..=peng3dnet::many::MAX_DEFAULT_CONCURRENCY).contains(&n));
+/// ```
+pub fn default_concurrency() -> usize {
+    concurrency_for(raise_fd_limit())
+}
+
+fn concurrency_for(fd_limit: Option<u64>) -> usize {
+    match fd_limit {
+        Some(n) => {
+            let n = n.saturating_sub(FD_RESERVE) / 2;
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .clamp(1, MAX_DEFAULT_CONCURRENCY)
+        }
+        None => 256,
+    }
+}
+
+/// How to ping many targets. Start from the default and set what you need.
+///
+/// ```
+/// use std::time::Duration;
+/// use peng3dnet::many::ManyOptions;
+///
+/// let mut options = ManyOptions::default();
+/// options.ping.timeout = Duration::from_secs(2); // per attempt
+/// options.tries = 3;                             // as mcstatus' tries
+/// options.deadline = Some(Duration::from_secs(30));
+/// options.rate = Some(500.0);                    // new connections per second
+/// ```
+#[derive(Debug, Clone)]
+pub struct ManyOptions {
+    /// Options of each ping; its `timeout` is the time allowed for each attempt
+    /// (resolving, connecting, hello and pong).
+    pub ping: PingOptions,
+    /// Targets pinged at once; `None`: [`default_concurrency`].
+    pub concurrency: Option<usize>,
+    /// Attempts per target (at least 1): a target that fails is tried again, up to this
+    /// many times in all (an unresolvable name is not). Default 1.
+    pub tries: u32,
+    /// Time allowed for the whole run; `None`: no limit.
+    pub deadline: Option<Duration>,
+    /// New connections per second at most, over all targets; `None`: no cap.
+    pub rate: Option<f64>,
+    /// Least time between the starts of two pings of one address (default 50 ms).
+    pub spacing: Duration,
+    /// Cancelled: stop at once (as dropping the stream does).
+    pub cancel: CancellationToken,
+}
+
+impl Default for ManyOptions {
+    fn default() -> Self {
+        ManyOptions {
+            ping: PingOptions::default(),
+            concurrency: None,
+            tries: 1,
+            deadline: None,
+            rate: None,
+            spacing: Duration::from_millis(50),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// One target's result.
+#[derive(Debug)]
+pub struct Pinged<T> {
+    /// Position of the target in the input (0 for the first).
+    pub index: usize,
+    /// The target as given.
+    pub target: T,
+    /// The reply of the last attempt, or its error.
+    pub result: Result<PingReply, PingError>,
+    /// Attempts made (failed ones for lack of local resources not counted).
+    pub tries: u32,
+}
+
+/// The results of [`ping_many`], a [`Stream`] in completion order (also readable without
+/// `StreamExt` through [`PingMany::next`]). Dropping it stops the pings still running.
+#[derive(Debug)]
+pub struct PingMany<T> {
+    results: mpsc::Receiver<Pinged<T>>,
+    driver: JoinHandle<()>,
+}
+
+impl<T> PingMany<T> {
+    /// The next result, or `None` when every target is done (or the run was stopped).
+    pub async fn next(&mut self) -> Option<Pinged<T>> {
+        self.results.recv().await
+    }
+}
+
+impl<T> Stream for PingMany<T> {
+    type Item = Pinged<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.results.poll_recv(cx)
+    }
+}
+
+impl<T> Drop for PingMany<T> {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Pings every target of `targets` once (see the [module](self) documentation). Must be
+/// called inside a tokio runtime.
+pub fn ping_many<I>(targets: I, options: ManyOptions) -> PingMany<I::Item>
+where
+    I: IntoIterator,
+    I::IntoIter: Send + 'static,
+    I::Item: ToTarget + Send + Sync + 'static,
+{
+    ping_many_stream(stream::iter(targets), options)
+}
+
+/// [`ping_many`] for targets that arrive over time (lines of a pipe, a discovery
+/// service): each is started as soon as it comes and there is room.
+pub fn ping_many_stream<S>(targets: S, options: ManyOptions) -> PingMany<S::Item>
+where
+    S: Stream + Send + 'static,
+    S::Item: ToTarget + Send + Sync + 'static,
+{
+    let concurrency = options
+        .concurrency
+        .unwrap_or_else(default_concurrency)
+        .max(1);
+    let limiter = Arc::new(Limiter::new(concurrency, options.rate, options.spacing));
+    // A bounded channel: a caller that stops reading holds up the pings, not memory.
+    let (tx, rx) = mpsc::channel(concurrency.min(1024));
+    let driver = tokio::spawn(drive(targets.boxed(), options, limiter, tx));
+    PingMany {
+        results: rx,
+        driver,
+    }
+}
+
+async fn drive<T>(
+    mut input: BoxStream<'static, T>,
+    options: ManyOptions,
+    limiter: Arc<Limiter>,
+    tx: mpsc::Sender<Pinged<T>>,
+) where
+    T: ToTarget + Send + Sync + 'static,
+{
+    let deadline = options.deadline.map(crate::deadline::after);
+    let options = Arc::new(options);
+    let mut running: JoinSet<Pinged<T>> = JoinSet::new();
+    let mut index = 0usize;
+    let mut more = true;
+    let cancel = options.cancel.clone();
+    let until_deadline = async {
+        match deadline {
+            Some(d) => sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    loop {
+        if !more && running.is_empty() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            Some(joined) = running.join_next() => {
+                if let Ok(done) = joined {
+                    if tx.send(done).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            // No new target after the deadline; the running ones time out by themselves.
+            _ = &mut until_deadline, if more => more = false,
+            next = async {
+                let permit = limiter.permit().await;
+                (permit, input.next().await)
+            }, if more => match next {
+                (permit, Some(target)) => {
+                    let i = index;
+                    index += 1;
+                    running.spawn(ping_one(i, target, permit, options.clone(), limiter.clone(), deadline));
+                }
+                (_, None) => more = false,
+            },
+        }
+    }
+}
+
+/// Pings one target, with its tries, holding a concurrency permit.
+async fn ping_one<T: ToTarget>(
+    index: usize,
+    target: T,
+    _permit: OwnedSemaphorePermit,
+    options: Arc<ManyOptions>,
+    limiter: Arc<Limiter>,
+    deadline: Option<Instant>,
+) -> Pinged<T> {
+    let attempt = async {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = ping_target(&target, &options.ping, &limiter).await;
+            match &result {
+                Err(ConnectionError::Resolve { .. }) => return (result, tries),
+                Err(_) if tries < options.tries.max(1) => continue,
+                _ => return (result, tries),
+            }
+        }
+    };
+    let (result, tries) = match deadline {
+        None => attempt.await,
+        Some(d) => match timeout_at(d, attempt).await {
+            Ok(done) => done,
+            Err(_) => (
+                Err(ConnectionError::Timeout {
+                    phase: Phase::Connecting,
+                    after: options.deadline.unwrap_or_default(),
+                }),
+                1,
+            ),
+        },
+    };
+    Pinged {
+        index,
+        target,
+        result,
+        tries,
+    }
+}
+
+/// Resolves `target` and pings it once under `limiter`'s rules.
+async fn ping_target(
+    target: &impl ToTarget,
+    options: &PingOptions,
+    limiter: &Limiter,
+) -> Result<PingReply, PingError> {
+    let started = Instant::now();
+    let deadline = crate::deadline::at(started, options.timeout);
+    let target = target.to_target(options.config.client_port)?;
+    let addrs = resolve(&target, options, deadline).await?;
+    let mut options = options.clone();
+    options.timeout = deadline.saturating_duration_since(Instant::now());
+    limiter.ping_resolved(&addrs, &target.host, &options).await
+}
+
+async fn resolve(
+    target: &Target,
+    options: &PingOptions,
+    deadline: Instant,
+) -> Result<Vec<SocketAddr>, PingError> {
+    match timeout_at(deadline, target.resolve(options.family)).await {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(source)) => Err(PingError::Resolve {
+            target: target.to_string(),
+            source,
+        }),
+        Err(_) => Err(PingError::Timeout {
+            phase: Phase::Resolving,
+            after: options.timeout,
+        }),
+    }
+}
+
+/// The rules that keep many pings polite and within this machine's means: a bound on
+/// connections at once, a cap on new connections per second, and, per address, one ping at
+/// a time at least a spacing apart. Share one between everything that pings (the CLI's
+/// `ping` of many targets does).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), peng3dnet::PingError> {
+/// use std::time::Duration;
+/// use peng3dnet::many::Limiter;
+/// use peng3dnet::PingOptions;
+///
+/// let limiter = Limiter::new(100, Some(1000.0), Duration::from_millis(50));
+/// let addrs = ["127.0.0.1:8080".parse().unwrap()];
+/// let _permit = limiter.permit().await;
+/// let reply = limiter.ping_resolved(&addrs, "127.0.0.1", &PingOptions::default()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Limiter {
+    permits: Arc<Semaphore>,
+    /// Seconds between two new connections, when capped.
+    rate_gap: Option<Duration>,
+    /// The earliest start of the next new connection.
+    next_start: Mutex<Instant>,
+    spacing: Duration,
+    /// Per address: a lock held while it is pinged, with the time of the last start.
+    addrs: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+}
+
+impl Limiter {
+    /// At most `concurrency` permits at once, `rate` new connections per second (`None`: no
+    /// cap), and `spacing` between two pings of one address.
+    pub fn new(concurrency: usize, rate: Option<f64>, spacing: Duration) -> Limiter {
+        let rate_gap = rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
+        Limiter {
+            permits: Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS))),
+            rate_gap,
+            next_start: Mutex::new(Instant::now()),
+            spacing,
+            addrs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for a turn among the connections at once; hold the permit while pinging.
+    pub async fn permit(&self) -> OwnedSemaphorePermit {
+        match self.permits.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            // The semaphore is never closed.
+            Err(_) => unreachable!("the limiter's semaphore is never closed"),
+        }
+    }
+
+    /// Waits for the next slot under the rate cap.
+    async fn rate_slot(&self) {
+        let Some(gap) = self.rate_gap else { return };
+        let at = {
+            let mut next = self.next_start.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(Instant::now());
+            *next = at + gap;
+            at
+        };
+        sleep_until(at).await;
+    }
+
+    /// Pings `addrs` (one target's addresses) once: waits for the rate cap and for the
+    /// address's own turn (one ping at a time, `spacing` apart, keyed by its first
+    /// address), then pings within `options.timeout`, counted from then. An attempt that
+    /// fails for lack of local resources is made again after a pause, not reported.
+    /// The caller holds a [`permit`](Self::permit).
+    pub async fn ping_resolved(
+        &self,
+        addrs: &[SocketAddr],
+        host: &str,
+        options: &PingOptions,
+    ) -> Result<PingReply, PingError> {
+        let Some(key) = addrs.first().copied() else {
+            return Err(PingError::State("no address to connect to"));
+        };
+        let gate = {
+            let mut map = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key).or_default().clone()
+        };
+        let result = {
+            let mut last = gate.lock().await;
+            if let Some(last) = *last {
+                sleep_until(last + self.spacing).await;
+            }
+            let mut backoff = Duration::from_millis(10);
+            let result = loop {
+                self.rate_slot().await;
+                *last = Some(Instant::now());
+                match ping_addrs(addrs, host, options).await {
+                    Err(e) if e.is_local_exhaustion() => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    result => break result,
+                }
+            };
+            result
+        };
+        // Forget an address nobody else is waiting for, so a long stream of targets does
+        // not grow the map; its spacing only matters while others wait.
+        let mut map = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&gate) == 2 {
+            map.remove(&key);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_follows_the_fd_limit() {
+        assert_eq!(concurrency_for(Some(1024)), 480);
+        assert_eq!(concurrency_for(Some(64)), 1);
+        assert_eq!(concurrency_for(Some(0)), 1);
+        assert_eq!(concurrency_for(Some(1 << 20)), MAX_DEFAULT_CONCURRENCY);
+        assert_eq!(concurrency_for(None), 256);
+    }
+}
