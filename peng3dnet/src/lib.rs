@@ -19,7 +19,9 @@
 //! | [`error`] | the errors this crate reports, keeping their causes |
 #![warn(missing_docs, unreachable_pub)]
 
-pub use peng3dnet_proto::{config, frame, pong, protocol, registry, security, sniff, stats, value};
+pub use peng3dnet_proto::{
+    config, frame, pong, protocol, proxy, registry, security, sniff, stats, value,
+};
 
 pub mod blocking;
 pub mod client;
