@@ -30,6 +30,7 @@ mod deadline;
 pub mod error;
 mod fdlimit;
 pub mod ping;
+mod proxy_header;
 pub mod server;
 mod server_codec;
 pub mod target;
