@@ -43,6 +43,8 @@ pub(crate) struct Settings {
     pub family: Family,
     /// TLS, if asked for.
     pub tls: Option<ClientTls>,
+    /// Local address to connect from (`--source`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Settings {
@@ -55,6 +57,7 @@ impl Settings {
             // Targets are resolved once, with the family, before pinging.
             family: Family::Any,
             tls: self.tls.clone().map(|t| t.with_server_name(&target.host)),
+            local_addr: self.source,
             ..PingOptions::default()
         }
     }
@@ -100,6 +103,7 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
         data: args.client.data_map(),
         family: args.client.family(),
         tls,
+        source: args.client.source,
     };
     run_targets(args.targets, settings).await
 }
@@ -515,6 +519,7 @@ pub(crate) async fn run_status(args: StatusArgs) -> Exit {
         data: c.data_map(),
         family: c.family(),
         tls,
+        source: c.source,
     };
     status(&args.target, &settings).await
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use peng3dnet::proxy::ProxyPolicy;
 use peng3dnet::server::{Server, ServerError};
 use peng3dnet::tls::{ClientCertPolicy, ServerTls};
 use peng3dnet::value::{map, update};
@@ -14,7 +15,25 @@ use super::output::Out;
 use super::{error, from_json, from_toml, Exit, Interrupts, ServeArgs};
 
 /// The dynamic ping data every server of the CLI reports: `clients` (connections open),
-/// `uptime` (seconds since `started`) and `pings` (pings answered, this one included).
+/// `uptime` (seconds since `started`), `pings` (pings answered, this one included) and
+/// `client_addr` (`ip:port` the server sees the pinging client at: behind a load balancer
+/// that speaks the PROXY protocol, the client's own, not the balancer's).
+///
+/// ```
+/// use peng3dnet::value::get;
+/// use peng3dnet_cli::serve::builtin_dynamic_data;
+/// use peng3dnet::{PingRequest, Stats};
+///
+/// let dynamic = builtin_dynamic_data(std::time::Instant::now());
+/// let stats = Stats::default();
+/// let data = dynamic(&PingRequest {
+///     message: &peng3dnet::value::map([]),
+///     client_id: peng3dnet::ClientId(1),
+///     peer_addr: "192.0.2.7:51234".parse().unwrap(),
+///     stats: &stats,
+/// });
+/// assert_eq!(get(&data, "client_addr").and_then(|v| v.as_str()), Some("192.0.2.7:51234"));
+/// ```
 pub fn builtin_dynamic_data(
     started: Instant,
 ) -> impl Fn(&PingRequest<'_>) -> Value + Send + Sync + 'static {
@@ -27,6 +46,7 @@ pub fn builtin_dynamic_data(
             ),
             ("uptime", Value::F64(uptime)),
             ("pings", request.stats.pings.load(Ordering::Relaxed).into()),
+            ("client_addr", Value::from(request.peer_addr.to_string())),
         ])
     }
 }
@@ -43,6 +63,7 @@ impl Pingable {
         writeback: bool,
         bind: &str,
         tls: Option<ServerTls>,
+        proxy: Option<ProxyPolicy>,
     ) -> Result<Pingable, ServerError> {
         let responder = PingResponder::new()
             .with_writeback(writeback)
@@ -51,6 +72,10 @@ impl Pingable {
         let builder = Server::builder().pingable(responder);
         let builder = match tls {
             Some(tls) => builder.tls(tls),
+            None => builder,
+        };
+        let builder = match proxy {
+            Some(policy) => builder.proxy_protocol(policy),
             None => builder,
         };
         Ok(Pingable {
@@ -150,7 +175,10 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
     };
     // Before the `listening on` line: a SIGTERM right after it must shut down gracefully.
     let mut interrupts = Interrupts::install();
-    let pingable = match Pingable::start(data, !args.no_writeback, &args.bind, tls).await {
+    let proxy = args
+        .proxy_protocol
+        .then(|| ProxyPolicy::trusting(args.proxy_trusted.iter().copied()));
+    let pingable = match Pingable::start(data, !args.no_writeback, &args.bind, tls, proxy).await {
         Ok(p) => p,
         Err(ServerError::Bind(e)) => {
             error(format!("cannot listen on {}: {e}", args.bind));
@@ -167,6 +195,12 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
         return Exit::System;
     }
     tracing::info!(%addr, writeback = !args.no_writeback, "serving pings");
+    if args.proxy_protocol {
+        let trusted = ProxyPolicy::trusting(args.proxy_trusted.iter().copied());
+        tracing::info!(
+            "PROXY protocol on: every connection must come from {trusted} and start with a header"
+        );
+    }
     interrupts.wait().await;
     tracing::info!("shutting down");
     pingable.shutdown().await;

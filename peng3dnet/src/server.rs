@@ -940,7 +940,12 @@ async fn connection<H: Handler>(
             conn.close_gracefully(&mut rx, reason).await;
         }
         Closed::ByPeer(reason) => {
-            tracing::debug!(peer = %addr, client = %id, "peer closed: {reason:?}");
+            match reason {
+                Some(reason) => {
+                    tracing::debug!(peer = %addr, client = %id, "peer closed: {reason}")
+                }
+                None => tracing::debug!(peer = %addr, client = %id, "peer closed without a reason"),
+            }
             // Bounded: a TLS close_notify cannot be sent to a peer that does not read.
             let write_timeout = shared.limits.write_timeout;
             let _ = timeout(write_timeout, conn.framed.get_mut().shutdown()).await;
