@@ -116,6 +116,27 @@ struct File {
     idle_timeout: Option<Seconds>,
     write_timeout: Option<Seconds>,
     close_linger: Option<Seconds>,
+    proxy_protocol: Option<bool>,
+    proxy_trusted: Option<Vec<TrustedCidr>>,
+}
+
+/// A balancer's address range (`--proxy-trusted`): `10.0.0.5`, `10.0.0.0/24`, `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedCidr(pub peng3dnet::proxy::Cidr);
+
+impl<'de> Deserialize<'de> for TrustedCidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map(TrustedCidr)
+            .map_err(|e| de::Error::custom(format!("{e}")))
+    }
+}
+
+impl Serialize for TrustedCidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
 }
 
 /// The effective settings of `serve`: the file's, overridden by flags, with defaults for
@@ -142,6 +163,11 @@ pub struct Settings {
     /// CA for client certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Every connection must start with a PROXY protocol header from a trusted balancer.
+    pub proxy_protocol: bool,
+    /// The balancers trusted to send PROXY headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxy_trusted: Vec<TrustedCidr>,
     /// Log format.
     pub log_format: LogFormat,
     /// Debug logging.
@@ -222,6 +248,10 @@ impl Settings {
         check("metrics", self.metrics != new.metrics);
         check("no-writeback", self.no_writeback != new.no_writeback);
         check(
+            "proxy-protocol/proxy-trusted",
+            self.proxy_protocol != new.proxy_protocol || self.proxy_trusted != new.proxy_trusted,
+        );
+        check(
             "tls-cert/tls-key (TLS on or off)",
             self.tls_cert.is_some() != new.tls_cert.is_some(),
         );
@@ -261,7 +291,7 @@ impl Settings {
         };
         ServerTls::from_pem_files(cert, key, clients)
             .map(Some)
-            .map_err(|e| format!("TLS: {e}"))
+            .map_err(|e| format!("cannot serve over TLS: {e}"))
     }
 }
 
@@ -342,6 +372,16 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
         tls_cert: args.tls_cert.clone().or(file.tls_cert),
         tls_key: args.tls_key.clone().or(file.tls_key),
         tls_client_ca: args.tls_client_ca.clone().or(file.tls_client_ca),
+        proxy_protocol: args.proxy_protocol || file.proxy_protocol.unwrap_or(false),
+        proxy_trusted: if args.proxy_trusted.is_empty() {
+            file.proxy_trusted.unwrap_or_default()
+        } else {
+            args.proxy_trusted
+                .iter()
+                .copied()
+                .map(TrustedCidr)
+                .collect()
+        },
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         verbose: args.verbose || file.verbose.unwrap_or(false),
         max_connections: args
@@ -394,6 +434,19 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
     if settings.max_connections == 0 {
         return Err("max-connections must be at least 1".into());
     }
+    match (settings.proxy_protocol, settings.proxy_trusted.is_empty()) {
+        (true, true) => {
+            return Err(
+                "proxy-protocol needs proxy-trusted: the balancers allowed to send \
+                        PROXY headers (--proxy-trusted CIDR)"
+                    .into(),
+            )
+        }
+        (false, false) => {
+            return Err("proxy-trusted is used with proxy-protocol (--proxy-protocol)".into())
+        }
+        _ => {}
+    }
     Ok(settings)
 }
 
@@ -403,6 +456,16 @@ mod tests {
 
     fn parse(text: &str) -> Result<File, String> {
         toml::from_str(text).map_err(|e| located(Path::new("s.toml"), text, &e))
+    }
+
+    #[test]
+    fn the_proxy_protocol_settings_come_from_the_file_and_are_checked() {
+        let file =
+            parse("proxy-protocol = true\nproxy-trusted = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(file.proxy_protocol, Some(true));
+        assert_eq!(file.proxy_trusted.map(|v| v.len()), Some(2));
+        let e = parse("proxy-trusted = [\"10.0.0.0/99\"]\n").unwrap_err();
+        assert!(e.starts_with("s.toml:1: key `proxy-trusted`: "), "{e}");
     }
 
     #[test]

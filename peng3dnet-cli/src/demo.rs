@@ -17,7 +17,7 @@ pub(crate) async fn run(args: DemoArgs) -> Exit {
         ("name", "peng3dnet demo".into()),
         ("motd", "Hello from the peng3dnet demo server!".into()),
     ]);
-    let pingable = match Pingable::start(data, true, "127.0.0.1:0", None).await {
+    let pingable = match Pingable::start(data, true, "127.0.0.1:0", None, None).await {
         Ok(p) => p,
         Err(e) => {
             error(format!("cannot start the demo server: {e}"));
@@ -39,6 +39,7 @@ pub(crate) async fn run(args: DemoArgs) -> Exit {
         family: Family::Any,
         tls: None,
         list: Default::default(),
+        source: None,
     };
     let mut exit = Exit::Ok;
     if !args.json {

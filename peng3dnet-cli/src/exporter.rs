@@ -190,6 +190,11 @@ fn escape(value: &str) -> String {
     out
 }
 
+/// Keys of `serve`'s built-in data that describe the prober, not the server: the address
+/// it pinged from changes with every probe, and as a label it would make a new series per
+/// scrape.
+const PER_PROBE_KEYS: [&str; 1] = ["client_addr"];
+
 /// A metric or label name from a server's key: `[a-zA-Z0-9_]`, others become `_`.
 fn sanitize(key: &str) -> String {
     let mut out: String = key
@@ -254,6 +259,9 @@ fn probe_metrics(result: &Result<PingReply, (&'static str, String)>, duration: D
             if let Value::Map(entries) = reply.server_data() {
                 for (key, value) in &entries {
                     let Some(key) = key.as_str() else { continue };
+                    if PER_PROBE_KEYS.contains(&key) {
+                        continue;
+                    }
                     let name = sanitize(key);
                     let number = match value {
                         Value::Integer(i) => i.as_f64(),

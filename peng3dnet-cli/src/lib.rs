@@ -125,7 +125,9 @@ Examples:
 
 Every pong carries, besides the static data, the dynamic fields clients (connected
 clients), uptime (seconds since start, float) and pings (pings answered, this one
-included: the first pong says 1); static data with the same key overrides them. --data overrides --data-file.
+included: the first pong says 1) and client_addr (the address the server sees the
+client at, ip:port); static data with the same key overrides them. --data overrides
+--data-file.
 Prints `listening on ADDR` on stdout once bound (one line per --bind), then
 `metrics on http://ADDR/metrics` with --metrics. Ctrl-C or SIGTERM shuts down
 gracefully: every client is closed with `servershutdown`, exit status 0. SIGHUP rereads
@@ -136,7 +138,12 @@ A bind failure (address in use...) exits with status 4.
   peng3dnet serve --config serve.toml                  settings from a TOML file
   peng3dnet serve --check-config serve.toml            validate it, print the effective settings
   peng3dnet serve --metrics 127.0.0.1:9587 --log-format json
-See docs/operations.md (prometheus.yml, systemd unit, health checks).";
+See docs/operations.md (prometheus.yml, systemd unit, health checks).
+
+Behind load balancers (HAProxy with send-proxy-v2, see docs/deploy.md):
+  peng3dnet serve --proxy-protocol --proxy-trusted 10.0.0.5 --proxy-trusted 10.0.0.6
+Connections must then come from a trusted balancer and start with a PROXY protocol
+header (v1 or v2); logs, pongs and client_addr name the client it relays.";
 
 const DEMO_AFTER: &str = "\
 Example:
@@ -223,6 +230,17 @@ pub struct ClientArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Connect from this local address (iputils' `ping -I`, fping's `-S`): for hosts with
+    /// several addresses. An IPv4 source implies -4, an IPv6 one -6.
+    #[arg(long = "source", value_name = "ADDR", value_parser = parse_source)]
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// Parses `--source`: an IP address (no port; the system picks one).
+pub fn parse_source(s: &str) -> Result<std::net::IpAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address (e.g. 192.0.2.10 or 2001:db8::10)"))
 }
 
 impl ClientArgs {
@@ -247,6 +265,12 @@ impl ClientArgs {
             Family::V4
         } else if self.ipv6 {
             Family::V6
+        } else if let Some(source) = self.source {
+            if source.is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            }
         } else {
             Family::Any
         }
@@ -460,6 +484,15 @@ pub struct ServeArgs {
     /// Debug logging (RUST_LOG overrides).
     #[arg(short, long)]
     pub verbose: bool,
+    /// Serve behind load balancers that speak the PROXY protocol (HAProxy's
+    /// send-proxy-v2 or send-proxy): every connection must come from a --proxy-trusted
+    /// source and start with a v1 or v2 header naming the client; any other is refused.
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
+    /// A load balancer's address or network, ADDR or ADDR/PREFIX (repeatable; used with
+    /// --proxy-protocol, from the flags or the settings file).
+    #[arg(long = "proxy-trusted", value_name = "CIDR", value_parser = parse_cidr)]
+    pub proxy_trusted: Vec<peng3dnet::proxy::Cidr>,
 }
 
 /// `exporter` arguments.
@@ -480,6 +513,12 @@ pub struct ExporterArgs {
     /// Debug logging (RUST_LOG overrides).
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// Parses `--proxy-trusted`: `10.0.0.5`, `10.0.0.0/8`, `::1`.
+pub fn parse_cidr(s: &str) -> Result<peng3dnet::proxy::Cidr, String> {
+    s.parse()
+        .map_err(|e: peng3dnet::proxy::BadCidr| e.to_string())
 }
 
 /// `demo` arguments.

@@ -45,6 +45,8 @@ pub(crate) struct Settings {
     pub family: Family,
     /// TLS, if asked for.
     pub tls: Option<ClientTls>,
+    /// Local address to connect from (`--source`).
+    pub source: Option<std::net::IpAddr>,
     /// What to print for a list of targets, and how hard to push.
     pub list: ListSettings,
 }
@@ -84,6 +86,7 @@ impl Settings {
             // Targets are resolved once, with the family, before pinging.
             family: Family::Any,
             tls: self.tls.clone().map(|t| t.with_server_name(&target.host)),
+            local_addr: self.source,
             ..PingOptions::default()
         }
     }
@@ -145,6 +148,7 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
         data: args.client.data_map(),
         family: args.client.family(),
         tls,
+        source: args.client.source,
         list: ListSettings {
             report,
             concurrency: args.list.concurrency.map(|n| n as usize),
@@ -750,6 +754,7 @@ pub(crate) async fn run_status(args: StatusArgs) -> Exit {
         data: c.data_map(),
         family: c.family(),
         tls,
+        source: c.source,
         list: ListSettings {
             report: Report::Summaries,
             concurrency: args.list.concurrency.map(|n| n as usize),

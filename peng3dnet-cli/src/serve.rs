@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use peng3dnet::proxy::ProxyPolicy;
 use peng3dnet::server::{Server, ServerError};
 use peng3dnet::tls::ServerTls;
 use peng3dnet::value::map;
@@ -20,7 +21,25 @@ use super::output::Out;
 use super::{error, from_json, from_toml, Exit, ServeArgs};
 
 /// The dynamic ping data every server of the CLI reports: `clients` (connections open),
-/// `uptime` (seconds since `started`) and `pings` (pings answered, this one included).
+/// `uptime` (seconds since `started`), `pings` (pings answered, this one included) and
+/// `client_addr` (`ip:port` the server sees the pinging client at: behind a load balancer
+/// that speaks the PROXY protocol, the client's own, not the balancer's).
+///
+/// ```
+/// use peng3dnet::value::get;
+/// use peng3dnet_cli::serve::builtin_dynamic_data;
+/// use peng3dnet::{PingRequest, Stats};
+///
+/// let dynamic = builtin_dynamic_data(std::time::Instant::now());
+/// let stats = Stats::default();
+/// let data = dynamic(&PingRequest {
+///     message: &peng3dnet::value::map([]),
+///     client_id: peng3dnet::ClientId(1),
+///     peer_addr: "192.0.2.7:51234".parse().unwrap(),
+///     stats: &stats,
+/// });
+/// assert_eq!(get(&data, "client_addr").and_then(|v| v.as_str()), Some("192.0.2.7:51234"));
+/// ```
 pub fn builtin_dynamic_data(
     started: Instant,
 ) -> impl Fn(&PingRequest<'_>) -> Value + Send + Sync + 'static {
@@ -33,6 +52,7 @@ pub fn builtin_dynamic_data(
             ),
             ("uptime", Value::F64(uptime)),
             ("pings", request.stats.pings.load(Ordering::Relaxed).into()),
+            ("client_addr", Value::from(request.peer_addr.to_string())),
         ])
     }
 }
@@ -49,6 +69,7 @@ impl Pingable {
         writeback: bool,
         bind: &str,
         tls: Option<ServerTls>,
+        proxy: Option<ProxyPolicy>,
     ) -> Result<Pingable, ServerError> {
         let responder = PingResponder::new()
             .with_writeback(writeback)
@@ -57,6 +78,10 @@ impl Pingable {
         let builder = Server::builder().pingable(responder);
         let builder = match tls {
             Some(tls) => builder.tls(tls),
+            None => builder,
+        };
+        let builder = match proxy {
+            Some(policy) => builder.proxy_protocol(policy),
             None => builder,
         };
         Ok(Pingable {
@@ -176,6 +201,14 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
         .with_dynamic(builtin_dynamic_data(Instant::now()));
     let mut config = peng3dnet::Config::default();
     config.limits = settings.limits();
+    let proxy = settings
+        .proxy_protocol
+        .then(|| ProxyPolicy::trusting(settings.proxy_trusted.iter().map(|c| c.0)));
+    if let Some(policy) = &proxy {
+        tracing::info!(
+            "PROXY protocol on: every connection must come from {policy} and start with a header"
+        );
+    }
     let mut servers = Vec::new();
     for bind in &settings.bind {
         let mut builder = Server::builder()
@@ -186,6 +219,9 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
         }
         if let Some(metrics) = &metrics {
             builder = builder.observer(Arc::new(metrics.clone()));
+        }
+        if let Some(policy) = &proxy {
+            builder = builder.proxy_protocol(policy.clone());
         }
         match builder.bind(bind.as_str()).await {
             Ok(server) => servers.push(server),

@@ -266,7 +266,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cells_lose_control_characters() {
-        assert_eq!(clean("a\x1b[31mb\nc"), "a?[31mb?c");
+    fn cells_escape_control_characters() {
+        assert_eq!(clean("a\x1b[31mb\nc"), "a\\x1b[31mb\\x0ac");
     }
 }

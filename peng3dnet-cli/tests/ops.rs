@@ -388,6 +388,8 @@ fn metrics_and_exporter_pass_promtool() {
         live.contains("probe_peng3dnet_data_info{name=\"lobby\"} 1"),
         "{live}"
     );
+    // The prober's own address (serve's client_addr) is not a label: it changes per probe.
+    assert!(!live.contains("client_addr"), "{live}");
     assert!(
         live.contains("probe_peng3dnet_phase_duration_seconds{phase=\"hello\"}"),
         "{live}"

@@ -17,6 +17,7 @@
 //! | [`protocol`] | the connection state machine (hello, settype, handshake, closeconn) |
 //! | [`close`] | close reasons |
 //! | [`pong`] | the ping extension's server side: [`PingResponder`] builds pongs |
+//! | [`proxy`] | the PROXY protocol (v1, v2) a load balancer starts connections with |
 //! | [`stats`] | client ids and server counters that ping data providers see |
 //! | [`security`] | security levels (the reference's `SSLSEC_*`) |
 //! | [`config`] | every option and limit with its default |
@@ -98,6 +99,7 @@ pub mod error;
 pub mod frame;
 pub mod pong;
 pub mod protocol;
+pub mod proxy;
 pub mod registry;
 pub mod security;
 pub mod sniff;

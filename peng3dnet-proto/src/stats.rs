@@ -32,4 +32,41 @@ pub struct Stats {
     /// Connections open now (what the server's `client_count` returns, without taking the
     /// clients lock: ping data providers read it on every ping).
     pub connected: AtomicU64,
+    /// What the PROXY protocol did (all zero when it is off).
+    pub proxy: ProxyStats,
+}
+
+/// Counters of the PROXY protocol (a server behind a load balancer): headers accepted,
+/// and connections refused, by reason.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Headers that named a client, whose address the connection then took.
+    pub accepted: AtomicU64,
+    /// `LOCAL` headers (the balancer's health checks) and headers that name no client
+    /// (v1 `UNKNOWN`, v2 `UNSPEC` or UNIX): served with the connection's own addresses.
+    pub local: AtomicU64,
+    /// Refused: the source is not trusted to send a header.
+    pub untrusted: AtomicU64,
+    /// Refused: no header (other bytes first, or none before the handshake timeout).
+    pub missing: AtomicU64,
+    /// Refused: closed, or timed out, in the middle of a header.
+    pub partial: AtomicU64,
+    /// Refused: a malformed header.
+    pub malformed: AtomicU64,
+    /// Refused: a header longer than `proxy::MAX_HEADER_LEN`.
+    pub oversized: AtomicU64,
+}
+
+impl ProxyStats {
+    /// The counter of one refusal reason.
+    pub fn refused(&self, reason: crate::proxy::Refusal) -> &AtomicU64 {
+        use crate::proxy::Refusal;
+        match reason {
+            Refusal::Untrusted => &self.untrusted,
+            Refusal::Missing => &self.missing,
+            Refusal::Partial => &self.partial,
+            Refusal::Malformed => &self.malformed,
+            Refusal::Oversized => &self.oversized,
+        }
+    }
 }

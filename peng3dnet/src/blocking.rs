@@ -159,7 +159,7 @@ impl PingSession {
         let resolve = start.elapsed();
         let deadline = crate::deadline::at_std(start, options.timeout);
         let connect_start = Instant::now();
-        let tcp = connect_any(addrs, deadline, options.timeout)?;
+        let tcp = connect_any(addrs, options.local_addr, deadline, options.timeout)?;
         let _ = tcp.set_nodelay(true);
         let peer = tcp.peer_addr()?;
         let connected = Instant::now();
@@ -474,10 +474,33 @@ pub fn ping_server(target: impl ToTarget, options: &PingOptions) -> Result<PingR
 /// RFC 8305 describes ([`crate::happy_eyeballs`]).
 fn connect_any(
     addrs: &[SocketAddr],
+    local: Option<std::net::IpAddr>,
     deadline: Instant,
     allowance: Duration,
 ) -> Result<TcpStream, PingError> {
-    crate::happy_eyeballs::connect_blocking(addrs, deadline, allowance)
+    crate::happy_eyeballs::connect_blocking(addrs, local, deadline, allowance)
+}
+
+/// Connects to `addr` within `left`, from `local` if given (bound before connecting).
+pub(crate) fn connect_from(
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    left: Duration,
+) -> io::Result<TcpStream> {
+    let Some(ip) = local else {
+        return TcpStream::connect_timeout(&addr, left);
+    };
+    crate::client::check_source_family(ip, addr)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket
+        .bind(&SocketAddr::new(ip, 0).into())
+        .map_err(|e| crate::client::source_error(ip, e))?;
+    socket.connect_timeout(&addr.into(), left)?;
+    Ok(socket.into())
 }
 
 /// Runs the TLS handshake to completion before `deadline`.

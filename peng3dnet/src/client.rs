@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use peng3dnet_proto::sniff::{server_greeting, Greeting};
+use std::net::IpAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -38,6 +39,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     family: Family,
     tls: Option<ClientTls>,
+    local_addr: Option<IpAddr>,
 }
 
 impl Default for ClientBuilder {
@@ -49,6 +51,7 @@ impl Default for ClientBuilder {
             timeout: Duration::from_secs(10),
             family: Family::Any,
             tls: None,
+            local_addr: None,
         }
     }
 }
@@ -91,6 +94,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects from this local address (port chosen by the system): for hosts with
+    /// several addresses, as iputils' `ping -I` and fping's `-S`. Only server addresses of
+    /// the same family are tried.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), peng3dnet::ConnectionError> {
+    /// use peng3dnet::client::Client;
+    /// let client = Client::builder()
+    ///     .local_addr("127.0.0.2".parse().unwrap())
+    ///     .connect("127.0.0.1:8080")
+    ///     .await?;
+    /// assert_eq!(client.local_addr()?.ip().to_string(), "127.0.0.2");
+    /// # Ok(()) }
+    /// ```
+    pub fn local_addr(mut self, ip: IpAddr) -> Self {
+        self.local_addr = Some(ip);
+        self
+    }
+
     /// Connects to `host`, `host:port`, `[v6]:port` (default port from the config, 8080)
     /// and completes the handshake.
     pub async fn connect(self, target: &str) -> Result<Client, ConnectionError> {
@@ -111,7 +133,14 @@ impl ClientBuilder {
                 target: target.to_string(),
                 source,
             })?;
-        let (stream, _) = open(&addrs, &target.host, self.tls.as_ref(), deadline).await?;
+        let (stream, _) = open(
+            &addrs,
+            &target.host,
+            self.tls.as_ref(),
+            self.local_addr,
+            deadline,
+        )
+        .await?;
         self.handshake(stream, deadline).await
     }
 
@@ -119,7 +148,8 @@ impl ClientBuilder {
     pub async fn connect_addr(self, addr: SocketAddr) -> Result<Client, ConnectionError> {
         let deadline = crate::deadline::at(Instant::now(), self.timeout);
         let host = addr.ip().to_string();
-        let (stream, _) = open(&[addr], &host, self.tls.as_ref(), deadline).await?;
+        let (stream, _) =
+            open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline).await?;
         self.handshake(stream, deadline).await
     }
 
@@ -167,14 +197,15 @@ impl ClientBuilder {
 
 /// Connects to the first address that accepts, then runs the TLS handshake if asked (checking
 /// the certificate against `host`), all before `deadline`. Returns the stream and the time
-/// the TLS handshake took.
+/// the TLS handshake took. With `local`, connects from that address.
 pub(crate) async fn open(
     addrs: &[SocketAddr],
     host: &str,
     tls: Option<&ClientTls>,
+    local: Option<IpAddr>,
     deadline: Instant,
 ) -> Result<(Stream, Duration), ConnectionError> {
-    let tcp = connect_any(addrs, deadline).await?;
+    let tcp = connect_any(addrs, local, deadline).await?;
     let _ = tcp.set_nodelay(true);
     let Some(tls) = tls else {
         return Ok((Stream::Plain(tcp), Duration::ZERO));
@@ -232,13 +263,56 @@ pub(crate) fn framed_with(stream: Stream, codec: Codec, read: BytesMut) -> Frame
     Framed::from_parts(parts)
 }
 
-/// Connects to the first address that accepts, before `deadline`, trying them all as
-/// RFC 8305 describes ([`crate::happy_eyeballs`]).
+/// Connects to the first address that accepts, before `deadline` (from `local`, if
+/// given), trying them all as RFC 8305 describes ([`crate::happy_eyeballs`]).
 pub(crate) async fn connect_any(
     addrs: &[SocketAddr],
+    local: Option<IpAddr>,
     deadline: Instant,
 ) -> Result<TcpStream, ConnectionError> {
-    crate::happy_eyeballs::connect_by(addrs, deadline).await
+    crate::happy_eyeballs::connect_by(addrs, local, deadline).await
+}
+
+/// Connects to `addr`, from `local` if given (bound before connecting, port chosen by
+/// the system).
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    local: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(ip) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    check_source_family(ip, addr)?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket
+        .bind(SocketAddr::new(ip, 0))
+        .map_err(|e| source_error(ip, e))?;
+    socket.connect(addr).await
+}
+
+/// A source address of the other family than the target's cannot reach it.
+pub(crate) fn check_source_family(ip: IpAddr, addr: SocketAddr) -> std::io::Result<()> {
+    if ip.is_ipv4() == addr.is_ipv4() {
+        return Ok(());
+    }
+    let family = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "the source address {ip} is {} but the server address is {}",
+            family(ip.is_ipv4()),
+            family(addr.is_ipv4())
+        ),
+    ))
+}
+
+/// The error binding to a source address: says which.
+pub(crate) fn source_error(ip: IpAddr, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot use source address {ip}: {e}"))
 }
 
 /// A connected client (classic or custom connection type).
@@ -282,6 +356,11 @@ impl Client {
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// This end's address (see [`ClientBuilder::local_addr`]).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.framed.get_ref().tcp().local_addr()
     }
 
     /// How secure the connection is.

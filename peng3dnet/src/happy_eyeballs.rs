@@ -27,7 +27,7 @@
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -48,7 +48,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 /// each family in resolver order. Duplicates are dropped.
 ///
 /// ```
-/// use std::net::SocketAddr;
+/// use std::net::{IpAddr, SocketAddr};
 /// use peng3dnet::happy_eyeballs::interleave;
 ///
 /// let a: Vec<SocketAddr> = ["[::1]:1", "[::2]:1", "127.0.0.1:1", "127.0.0.2:1"]
@@ -102,20 +102,23 @@ pub async fn connect(
     addrs: &[SocketAddr],
     timeout: Duration,
 ) -> Result<TcpStream, ConnectionError> {
-    connect_by(addrs, crate::deadline::after(timeout)).await
+    connect_by(addrs, None, crate::deadline::after(timeout)).await
 }
 
-/// [`connect`] with a deadline instead of a time allowance.
+/// [`connect`] with a deadline instead of a time allowance, from the local address
+/// `local` if given (`ping --source`).
 pub(crate) async fn connect_by(
     addrs: &[SocketAddr],
+    local: Option<IpAddr>,
     deadline: Instant,
 ) -> Result<TcpStream, ConnectionError> {
-    connect_with_delay(addrs, deadline, CONNECTION_ATTEMPT_DELAY).await
+    connect_with_delay(addrs, local, deadline, CONNECTION_ATTEMPT_DELAY).await
 }
 
 /// [`connect_by`] with a chosen connection attempt delay.
 pub(crate) async fn connect_with_delay(
     addrs: &[SocketAddr],
+    local: Option<IpAddr>,
     deadline: Instant,
     delay: Duration,
 ) -> Result<TcpStream, ConnectionError> {
@@ -129,7 +132,7 @@ pub(crate) async fn connect_with_delay(
         if next < order.len() && (attempts.is_empty() || Instant::now() >= next_start) {
             let addr = order[next];
             next += 1;
-            attempts.push(attempt(addr, deadline));
+            attempts.push(attempt(addr, local, deadline));
             next_start = Instant::now() + delay;
         }
         if attempts.is_empty() {
@@ -179,10 +182,14 @@ pub(crate) fn failed(mut failures: Vec<(SocketAddr, io::Error)>) -> ConnectionEr
 
 /// One address: connects, retrying while the machine is short of resources, until
 /// `deadline` (the caller stops waiting then).
-async fn attempt(addr: SocketAddr, deadline: Instant) -> (SocketAddr, io::Result<TcpStream>) {
+async fn attempt(
+    addr: SocketAddr,
+    local: Option<IpAddr>,
+    deadline: Instant,
+) -> (SocketAddr, io::Result<TcpStream>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        match TcpStream::connect(addr).await {
+        match crate::client::connect_from(addr, local).await {
             Err(e) if is_local_exhaustion(&e) && Instant::now() + backoff < deadline => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -196,6 +203,7 @@ async fn attempt(addr: SocketAddr, deadline: Instant) -> (SocketAddr, io::Result
 /// attempt on its own thread, before `deadline`.
 pub(crate) fn connect_blocking(
     addrs: &[SocketAddr],
+    local: Option<IpAddr>,
     deadline: std::time::Instant,
     allowance: Duration,
 ) -> Result<std::net::TcpStream, ConnectionError> {
@@ -203,7 +211,7 @@ pub(crate) fn connect_blocking(
     let order = interleave(addrs);
     if let [addr] = order[..] {
         // One address: no race to run, so no thread.
-        return connect_one_blocking(addr, deadline, allowance);
+        return connect_one_blocking(addr, local, deadline, allowance);
     }
     let (tx, rx) = mpsc::channel();
     let mut next = 0;
@@ -227,7 +235,7 @@ pub(crate) fn connect_blocking(
             std::thread::spawn(move || {
                 let mut backoff = Duration::from_millis(5);
                 let result = loop {
-                    match std::net::TcpStream::connect_timeout(&addr, left) {
+                    match crate::blocking::connect_from(addr, local, left) {
                         Err(e)
                             if is_local_exhaustion(&e)
                                 && std::time::Instant::now() + backoff < deadline =>
@@ -270,6 +278,7 @@ pub(crate) fn connect_blocking(
 /// One address, on the calling thread, retrying while short of local resources.
 fn connect_one_blocking(
     addr: SocketAddr,
+    local: Option<IpAddr>,
     deadline: std::time::Instant,
     allowance: Duration,
 ) -> Result<std::net::TcpStream, ConnectionError> {
@@ -282,7 +291,7 @@ fn connect_one_blocking(
                 after: allowance,
             });
         }
-        match std::net::TcpStream::connect_timeout(&addr, left) {
+        match crate::blocking::connect_from(addr, local, left) {
             Ok(stream) => return Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 return Err(ConnectionError::Timeout {
@@ -329,12 +338,17 @@ mod tests {
         let port = live.local_addr().unwrap().port();
         let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let stream =
-            connect_blocking(&[v6, live.local_addr().unwrap()], deadline, Duration::ZERO).unwrap();
+        let stream = connect_blocking(
+            &[v6, live.local_addr().unwrap()],
+            None,
+            deadline,
+            Duration::ZERO,
+        )
+        .unwrap();
         assert_eq!(stream.peer_addr().unwrap(), live.local_addr().unwrap());
         drop(live);
         let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        match connect_blocking(&[v6, v4], deadline, Duration::ZERO) {
+        match connect_blocking(&[v6, v4], None, deadline, Duration::ZERO) {
             Err(ConnectionError::ConnectEach(failures)) => {
                 assert_eq!(failures.len(), 2);
                 assert!(failures

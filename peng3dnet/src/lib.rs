@@ -22,7 +22,9 @@
 //! | [`error`] | the errors this crate reports, keeping their causes |
 #![warn(missing_docs, unreachable_pub)]
 
-pub use peng3dnet_proto::{config, frame, pong, protocol, registry, security, sniff, stats, value};
+pub use peng3dnet_proto::{
+    config, frame, pong, protocol, proxy, registry, security, sniff, stats, value,
+};
 
 pub mod blocking;
 pub mod client;
@@ -34,6 +36,7 @@ pub mod happy_eyeballs;
 pub mod many;
 pub mod observe;
 pub mod ping;
+mod proxy_header;
 pub mod server;
 mod server_codec;
 pub mod target;

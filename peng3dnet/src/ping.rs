@@ -50,6 +50,9 @@ pub struct PingOptions {
     pub family: Family,
     /// TLS, if the server speaks it (`None`: plain TCP, as the reference).
     pub tls: Option<ClientTls>,
+    /// Connect from this local address (`None`: the system chooses), as iputils'
+    /// `ping -I` and fping's `-S`; only server addresses of its family are tried.
+    pub local_addr: Option<std::net::IpAddr>,
 }
 
 impl Default for PingOptions {
@@ -60,6 +63,7 @@ impl Default for PingOptions {
             timeout: Duration::from_secs(10),
             family: Family::Any,
             tls: None,
+            local_addr: None,
         }
     }
 }
@@ -243,8 +247,14 @@ impl PingSession {
     ) -> Result<PingSession, PingError> {
         let deadline = crate::deadline::at(start, options.timeout);
         let connect_start = Instant::now();
-        let (mut stream, tls) =
-            crate::client::open(addrs, host, options.tls.as_ref(), deadline).await?;
+        let (mut stream, tls) = crate::client::open(
+            addrs,
+            host,
+            options.tls.as_ref(),
+            options.local_addr,
+            deadline,
+        )
+        .await?;
         let security = stream.security(options.tls.as_ref().is_some_and(ClientTls::verifies));
         let peer = stream.peer_addr().map_err(PingError::Io)?;
         let connected = Instant::now();

@@ -33,6 +33,7 @@ use crate::protocol::{
     closeconn_frame, hello_frame, ids, CloseReason, ConnType, Event, Packet, ServerProtocol,
     ServerSetup,
 };
+use crate::proxy::ProxyPolicy;
 use crate::registry::Registry;
 use crate::security::InsufficientSecurity;
 use crate::server_codec::{Budget, Phase, ServerCodec};
@@ -167,7 +168,8 @@ impl ClientHandle {
         self.id
     }
 
-    /// The client's address.
+    /// The client's address: the peer's, or behind a load balancer that speaks the PROXY
+    /// protocol ([`ServerBuilder::proxy_protocol`]), the client's its header names.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -248,6 +250,7 @@ pub struct ServerBuilder<H: Handler = NoHandler> {
     conntypes: Vec<String>,
     tls: Option<ServerTls>,
     observer: Option<Arc<dyn ServerObserver>>,
+    proxy: Option<ProxyPolicy>,
 }
 
 /// Errors starting a server.
@@ -275,6 +278,7 @@ impl Default for ServerBuilder<NoHandler> {
             conntypes: Vec::new(),
             tls: None,
             observer: None,
+            proxy: None,
         }
     }
 }
@@ -302,6 +306,7 @@ impl<H: Handler> ServerBuilder<H> {
             conntypes: self.conntypes,
             tls: self.tls,
             observer: self.observer,
+            proxy: self.proxy,
         }
     }
 
@@ -316,6 +321,43 @@ impl<H: Handler> ServerBuilder<H> {
     /// handshake timeout.
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Serves behind load balancers that speak the PROXY protocol (HAProxy's
+    /// `send-proxy-v2` or `send-proxy`): every connection from a source the policy trusts
+    /// must start with a header, v1 (text) or v2 (binary), and then counts as coming from
+    /// the client the header names: [`ClientHandle::addr`], [`PingRequest::peer_addr`],
+    /// the per-address cap and every log line see that address.
+    ///
+    /// - A connection from a source the policy does not trust is refused at once, before
+    ///   anything is read (counted in [`ProxyStats::untrusted`](crate::stats::ProxyStats)):
+    ///   with the PROXY protocol on, the server is reached through its balancers only.
+    /// - A missing, partial, malformed or oversized header refuses the connection within
+    ///   the handshake timeout, with one log line and a count in [`Stats::proxy`]; the
+    ///   header is never guessed.
+    /// - `LOCAL` (the balancer's health checks) and headers naming no client are served
+    ///   with the connection's own addresses.
+    /// - With TLS the header comes first, before the ClientHello, as balancers in TCP mode
+    ///   send it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use peng3dnet::proxy::ProxyPolicy;
+    /// use peng3dnet::{PingResponder, Server};
+    ///
+    /// // HAProxy runs on 10.0.0.5 and 10.0.0.6.
+    /// let policy: ProxyPolicy = "10.0.0.5,10.0.0.6".parse()?;
+    /// let server = Server::builder()
+    ///     .pingable(PingResponder::new())
+    ///     .proxy_protocol(policy)
+    ///     .bind("0.0.0.0:8080")
+    ///     .await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy_protocol(mut self, policy: ProxyPolicy) -> Self {
+        self.proxy = Some(policy);
         self
     }
 
@@ -382,6 +424,7 @@ impl<H: Handler> ServerBuilder<H> {
             per_addr: Mutex::new(HashMap::new()),
             ping: self.ping,
             tls: self.tls,
+            proxy: self.proxy,
             clients: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             slots: Arc::new(Semaphore::new(max_connections)),
@@ -412,6 +455,8 @@ struct Shared {
     per_addr: Mutex<HashMap<std::net::IpAddr, usize>>,
     ping: Option<PingResponder>,
     tls: Option<ServerTls>,
+    /// Trusted sources of PROXY protocol headers, when the server is behind balancers.
+    proxy: Option<ProxyPolicy>,
     clients: Mutex<HashMap<ClientId, ClientHandle>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
@@ -551,8 +596,23 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(policy) = &shared.proxy {
+            if !policy.trusts(addr.ip()) {
+                // The header must not be accepted from it, and guessing whether it sent
+                // one is what the spec forbids: closed before anything is read.
+                shared.stats.proxy.untrusted.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    peer = %addr,
+                    "refused: the PROXY protocol is on and this source is not trusted to send its header (trusted: {policy})"
+                );
+                continue;
+            }
+        }
         let per_addr = shared.limits.max_connections_per_addr;
-        if per_addr > 0 && !take_addr_slot(&shared, addr.ip()) {
+        // Behind balancers the client's address is known only after its PROXY header:
+        // the connection's task counts it then.
+        let cap_at_accept = per_addr > 0 && shared.proxy.is_none();
+        if cap_at_accept && !take_addr_slot(&shared, addr.ip()) {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::info!(peer = %addr, "refused: more than {per_addr} connections from this address");
             if shared.tls.is_none() {
@@ -573,14 +633,14 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
                 let handler = handler.clone();
                 shared.tracker.spawn(async move {
                     connection(stream, addr, shared2.clone(), handler).await;
-                    if per_addr > 0 {
+                    if cap_at_accept {
                         give_addr_slot(&shared2, addr.ip());
                     }
                     drop(permit);
                 });
             }
             Err(_) => {
-                if per_addr > 0 {
+                if cap_at_accept {
                     give_addr_slot(&shared, addr.ip());
                 }
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -622,6 +682,79 @@ fn give_addr_slot(shared: &Shared, ip: std::net::IpAddr) {
             per_addr.remove(&ip);
         }
     }
+}
+
+/// A connection counted against its source address's cap; forgotten when dropped.
+struct AddrSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        give_addr_slot(&self.shared, self.ip);
+    }
+}
+
+/// What reading a connection's PROXY header decided.
+enum Proxied {
+    /// Serve it as coming from this address (holding its per-address slot, if capped).
+    Serve(SocketAddr, Option<AddrSlot>),
+    /// Refused (logged and counted); closes it.
+    Refused,
+    /// Refused by the per-address cap: tell it `serverfull`.
+    Full,
+}
+
+/// Reads the PROXY header of a connection from a trusted source and takes the
+/// per-address slot of the client it names.
+async fn proxied(
+    tcp: &mut TcpStream,
+    via: SocketAddr,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Proxied {
+    let stats = &shared.stats.proxy;
+    let addr = match crate::proxy_header::read(tcp, deadline).await {
+        Ok(header) => match header.source {
+            Some(source) => {
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %source, %via, "PROXY protocol {} header", header.version);
+                source
+            }
+            None => {
+                stats.local.fetch_add(1, Ordering::Relaxed);
+                let what = if header.local {
+                    "LOCAL (a health check)"
+                } else {
+                    "naming no client"
+                };
+                tracing::debug!(peer = %via, "PROXY protocol {} header {what}: served with the connection's own addresses", header.version);
+                via
+            }
+        },
+        Err(refused) => {
+            stats
+                .refused(refused.reason)
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %via, "refused: {}", refused.why);
+            return Proxied::Refused;
+        }
+    };
+    let per_addr = shared.limits.max_connections_per_addr;
+    if per_addr == 0 {
+        return Proxied::Serve(addr, None);
+    }
+    if !take_addr_slot(shared, addr.ip()) {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %addr, %via, "refused: more than {per_addr} connections from this address");
+        return Proxied::Full;
+    }
+    let slot = AddrSlot {
+        shared: shared.clone(),
+        ip: addr.ip(),
+    };
+    Proxied::Serve(addr, Some(slot))
 }
 
 /// Binds a listener whose accept queue holds a burst of up to `max_connections`
@@ -710,13 +843,34 @@ struct Conn<H: Handler> {
 }
 
 async fn connection<H: Handler>(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     addr: SocketAddr,
     shared: Arc<Shared>,
     handler: Arc<H>,
 ) {
-    // The handshake deadline counts from the accept, TLS handshake included.
+    // The handshake deadline counts from the accept, PROXY header and TLS handshake
+    // included.
     let handshake_deadline = after(shared.limits.handshake_timeout);
+    // Behind a balancer: the header first (before the TLS sniff), naming the client.
+    let (addr, _slot) = if shared.proxy.is_some() {
+        let proxied = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            proxied = proxied(&mut tcp, addr, &shared, handshake_deadline) => proxied,
+        };
+        match proxied {
+            Proxied::Serve(addr, slot) => (addr, slot),
+            Proxied::Refused => return,
+            Proxied::Full => {
+                if shared.tls.is_none() {
+                    let within = shared.limits.write_timeout.min(Duration::from_secs(1));
+                    refuse(tcp, CloseReason::ServerFull, within).await;
+                }
+                return;
+            }
+        }
+    } else {
+        (addr, None)
+    };
     let stream = match &shared.tls {
         None => Stream::Plain(tcp),
         Some(tls) => match tokio::select! {

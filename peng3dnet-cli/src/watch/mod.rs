@@ -147,6 +147,7 @@ impl WatchArgs {
             insecure: self.insecure,
             cert: self.cert.clone(),
             key: self.key.clone(),
+            source: None,
         }
     }
 }
