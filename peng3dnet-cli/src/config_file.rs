@@ -116,6 +116,11 @@ struct File {
     idle_timeout: Option<Seconds>,
     write_timeout: Option<Seconds>,
     close_linger: Option<Seconds>,
+    handshake_frame_length: Option<usize>,
+    ping_frame_length: Option<usize>,
+    frame_timeout: Option<Seconds>,
+    frame_budget: Option<usize>,
+    max_connections_per_addr: Option<usize>,
     proxy_protocol: Option<bool>,
     proxy_trusted: Option<Vec<TrustedCidr>>,
 }
@@ -194,6 +199,16 @@ pub struct Settings {
     pub write_timeout: f64,
     /// Seconds a closing connection waits for the peer to read its closeconn.
     pub close_linger: f64,
+    /// Largest frame before the handshake, bytes.
+    pub handshake_frame_length: usize,
+    /// Largest frame on a ping connection, bytes.
+    pub ping_frame_length: usize,
+    /// Seconds a started frame has to complete.
+    pub frame_timeout: f64,
+    /// Bytes all connections may hold in large partial frames and inflate buffers.
+    pub frame_budget: usize,
+    /// Most connections per source address (0: no cap).
+    pub max_connections_per_addr: usize,
     /// Static data from the file's `[data]` table and the `--data` flags (the data file
     /// comes first, then these over it).
     #[serde(skip)]
@@ -218,6 +233,11 @@ impl Settings {
         limits.idle_timeout = Duration::from_secs_f64(self.idle_timeout);
         limits.write_timeout = Duration::from_secs_f64(self.write_timeout);
         limits.close_linger = Duration::from_secs_f64(self.close_linger);
+        limits.handshake_frame_length = self.handshake_frame_length;
+        limits.ping_frame_length = self.ping_frame_length;
+        limits.frame_timeout = Duration::from_secs_f64(self.frame_timeout);
+        limits.frame_budget = self.frame_budget;
+        limits.max_connections_per_addr = self.max_connections_per_addr;
         limits
     }
 
@@ -420,6 +440,23 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
         idle_timeout: secs(args.idle_timeout, file.idle_timeout, limits.idle_timeout),
         write_timeout: secs(args.write_timeout, file.write_timeout, limits.write_timeout),
         close_linger: secs(args.close_linger, file.close_linger, limits.close_linger),
+        handshake_frame_length: args
+            .handshake_frame_length
+            .or(file.handshake_frame_length)
+            .unwrap_or(limits.handshake_frame_length),
+        ping_frame_length: args
+            .ping_frame_length
+            .or(file.ping_frame_length)
+            .unwrap_or(limits.ping_frame_length),
+        frame_timeout: secs(args.frame_timeout, file.frame_timeout, limits.frame_timeout),
+        frame_budget: args
+            .frame_budget
+            .or(file.frame_budget)
+            .unwrap_or(limits.frame_budget),
+        max_connections_per_addr: args
+            .max_connections_per_addr
+            .or(file.max_connections_per_addr)
+            .unwrap_or(limits.max_connections_per_addr),
         data,
         data_table,
     };
@@ -456,6 +493,36 @@ mod tests {
 
     fn parse(text: &str) -> Result<File, String> {
         toml::from_str(text).map_err(|e| located(Path::new("s.toml"), text, &e))
+    }
+
+    /// The read-path limits (frame sizes by state, frame deadline, memory budget,
+    /// per-address cap) are settings too, from the file or flags, flags winning.
+    #[test]
+    fn read_path_limits_come_from_the_file_and_flags() {
+        let dir = std::env::temp_dir().join(format!("peng3dnet-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        std::fs::write(
+            &path,
+            "max-connections-per-addr = 3\nframe-timeout = 5\nframe-budget = 1000000\n\
+             handshake-frame-length = 2048\nping-frame-length = 9000\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            frame_budget: Some(2_000_000),
+            ..ServeArgs::default()
+        };
+        let limits = settings(&args).unwrap().limits();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(limits.max_connections_per_addr, 3);
+        assert_eq!(limits.frame_timeout, Duration::from_secs(5));
+        assert_eq!(
+            limits.frame_budget, 2_000_000,
+            "the flag wins over the file"
+        );
+        assert_eq!(limits.handshake_frame_length, 2048);
+        assert_eq!(limits.ping_frame_length, 9000);
     }
 
     #[test]

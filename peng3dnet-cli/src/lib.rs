@@ -478,6 +478,24 @@ pub struct ServeArgs {
     /// Seconds a closing connection waits for the peer to read its closeconn [default: 2].
     #[arg(long = "close-linger", value_name = "SECONDS", value_parser = parse_seconds)]
     pub close_linger: Option<Duration>,
+    /// Largest frame before the connection type is set and the handshake done, in bytes
+    /// [default: 4096].
+    #[arg(long = "handshake-frame-length", value_name = "BYTES")]
+    pub handshake_frame_length: Option<usize>,
+    /// Largest frame on a ping connection, in bytes [default: 81920].
+    #[arg(long = "ping-frame-length", value_name = "BYTES")]
+    pub ping_frame_length: Option<usize>,
+    /// Seconds a frame that started arriving has to complete [default: 30].
+    #[arg(long = "frame-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub frame_timeout: Option<Duration>,
+    /// Bytes all connections together may hold in large partial frames and inflate
+    /// buffers [default: 268435456].
+    #[arg(long = "frame-budget", value_name = "BYTES")]
+    pub frame_budget: Option<usize>,
+    /// Most connections one source address may hold at once; 0: no cap [default: 0]
+    /// (NAT puts many players behind one address).
+    #[arg(long = "max-connections-per-addr", value_name = "N")]
+    pub max_connections_per_addr: Option<usize>,
     /// Log line format on stderr [default: text].
     #[arg(long = "log-format", value_name = "FORMAT")]
     pub log_format: Option<config_file::LogFormat>,
