@@ -1,0 +1,113 @@
+//! The library as embedders use it: per-client state built from the connection, a
+//! client split into halves.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use peng3dnet::server::{ClientHandle, Closed, Handler, Server};
+use peng3dnet::value::{get, map, Value};
+use peng3dnet::{client::Client, CloseReason, ConnectionError, Packet, Registry};
+use tokio::sync::mpsc;
+
+fn registry() -> Registry {
+    common::registry_of(&["test:echo", "test:other"])
+}
+
+/// State that knows its client from the start.
+#[derive(Default)]
+struct Player {
+    addr: Option<SocketAddr>,
+    id: u64,
+}
+
+/// Answers every packet with the state `new_state` built; reports the state at close.
+struct Greeter {
+    closed: mpsc::UnboundedSender<(Option<SocketAddr>, Closed)>,
+    panic_on_new: bool,
+}
+
+impl Handler for Greeter {
+    type State = Player;
+    fn new_state(&self, client: &ClientHandle) -> Player {
+        if self.panic_on_new {
+            panic!("cannot build the state");
+        }
+        Player {
+            addr: Some(client.addr()),
+            id: client.id().0,
+        }
+    }
+    fn on_packet(&self, client: &ClientHandle, player: &mut Player, _packet: Packet) {
+        let addr = player.addr.map(|a| a.to_string()).unwrap_or_default();
+        let reply = map([("addr", addr.into()), ("id", player.id.into())]);
+        client.send("test:echo", &reply).unwrap();
+    }
+    fn on_close(&self, _client: &ClientHandle, player: &mut Player, closed: &Closed) {
+        let _ = self.closed.send((player.addr, closed.clone()));
+    }
+}
+
+async fn greeter(
+    panic_on_new: bool,
+) -> (
+    Server,
+    mpsc::UnboundedReceiver<(Option<SocketAddr>, Closed)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .registry(registry())
+        .handler(Greeter {
+            closed: tx,
+            panic_on_new,
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    (server, rx)
+}
+
+/// Issue 19: per-client state used to come only from `Default`; `new_state` builds it
+/// from the connection (here its address and id), before any hook runs.
+#[tokio::test]
+async fn new_state_builds_the_state_from_the_connection() {
+    let (server, mut closed) = greeter(false).await;
+    let mut client = Client::builder()
+        .registry(registry())
+        .connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    client.send("test:other", &map([])).await.unwrap();
+    let reply = client.recv().await.unwrap();
+    let id = server.clients()[0].id().0;
+    let addr = server.clients()[0].addr();
+    assert_eq!(
+        get(&reply.body, "addr"),
+        Some(&Value::from(addr.to_string()))
+    );
+    assert_eq!(get(&reply.body, "id"), Some(&Value::from(id)));
+    client.close("bye").await.unwrap();
+    let (seen, _) = closed.recv().await.unwrap();
+    assert_eq!(seen, Some(addr));
+    server.shutdown().await;
+}
+
+/// A `new_state` that panics costs only that connection: closed with `internalerror`,
+/// and `on_close` runs with `State::default()`.
+#[tokio::test]
+async fn a_panicking_new_state_closes_the_connection_with_internalerror() {
+    let (server, mut closed) = greeter(true).await;
+    let result = Client::builder()
+        .registry(registry())
+        .connect(&server.local_addr().to_string())
+        .await;
+    match result {
+        Err(ConnectionError::ClosedByPeer(Some(CloseReason::InternalError))) => {}
+        other => panic!("expected closeconn internalerror, got {other:?}"),
+    }
+    assert_eq!(
+        closed.recv().await,
+        Some((None, Closed::ByUs(CloseReason::InternalError)))
+    );
+    server.shutdown().await;
+}
