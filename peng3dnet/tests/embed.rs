@@ -111,3 +111,88 @@ async fn a_panicking_new_state_closes_the_connection_with_internalerror() {
     );
     server.shutdown().await;
 }
+
+/// Echoes every packet back with its body.
+struct Echo;
+
+impl Handler for Echo {
+    type State = ();
+    fn on_packet(&self, client: &ClientHandle, _state: &mut (), packet: Packet) {
+        let _ = client.send("test:echo", &packet.body);
+    }
+}
+
+/// Issue 19: a `Client` is `&mut` for both `send` and `recv`, so one task could not wait
+/// for packets while another sends. Split, the reader waits in a spawned task (already
+/// blocked in `recv` before anything is sent) while the writer sends from this one.
+#[tokio::test]
+async fn a_split_client_receives_in_one_task_while_another_sends() {
+    let server = Server::builder()
+        .registry(registry())
+        .handler(Echo)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .registry(registry())
+        .connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = client.split();
+    const N: u64 = 200;
+    let receiving = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < N as usize {
+            let packet = reader.recv().await.unwrap();
+            seen.push(get(&packet.body, "n").cloned().unwrap());
+        }
+        (reader, seen)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for n in 0..N {
+        writer
+            .send("test:other", &map([("n", n.into())]))
+            .await
+            .unwrap();
+    }
+    let (mut reader, seen) = tokio::time::timeout(std::time::Duration::from_secs(5), receiving)
+        .await
+        .expect("every echo arrives")
+        .unwrap();
+    writer.close("bye").await.unwrap();
+    match reader.recv().await {
+        Err(ConnectionError::ClosedByPeer(_)) => {}
+        other => panic!("expected the server's close, got {other:?}"),
+    }
+    let expected: Vec<Value> = (0..N).map(Value::from).collect();
+    assert_eq!(seen, expected);
+    server.shutdown().await;
+}
+
+/// After the server closes, the writer refuses to send instead of writing into a closed
+/// socket.
+#[tokio::test]
+async fn the_writer_of_a_split_client_stops_when_the_server_closes() {
+    let server = Server::builder()
+        .registry(registry())
+        .handler(Echo)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .registry(registry())
+        .connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = client.split();
+    server.clients()[0].close("kicked");
+    match reader.recv().await {
+        Err(ConnectionError::ClosedByPeer(Some(reason))) => assert_eq!(reason.as_str(), "kicked"),
+        other => panic!("expected closeconn kicked, got {other:?}"),
+    }
+    match writer.send("test:other", &map([])).await {
+        Err(ConnectionError::State(_)) => {}
+        other => panic!("expected a closed connection, got {other:?}"),
+    }
+    server.shutdown().await;
+}
