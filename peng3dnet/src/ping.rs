@@ -400,6 +400,29 @@ impl PingSession {
 
     /// Waits up to `timeout` for the pong of the last ping; returns at once if it already
     /// came. A pong for an earlier ping that timed out is skipped.
+    ///
+    /// Cancel safety: `wait_for_pong` is cancel-safe, so it can be a branch of
+    /// `tokio::select!`. Partial frames stay in the session's buffer, the ping stays
+    /// outstanding until its pong is handed out (in the poll that decodes it), and the
+    /// delay counts from the send: a `wait_for_pong` dropped at an `.await` loses no pong,
+    /// and the next call returns it with its true delay. [`send_ping`](Self::send_ping)
+    /// is not cancel-safe (a ping dropped mid-write may be half sent): let it finish.
+    ///
+    /// ```no_run
+    /// # async fn f(mut session: peng3dnet::PingSession) -> Result<(), peng3dnet::PingError> {
+    /// use std::time::Duration;
+    ///
+    /// session.send_ping().await?;
+    /// let mut frame = tokio::time::interval(Duration::from_millis(16));
+    /// let reply = loop {
+    ///     tokio::select! {
+    ///         reply = session.wait_for_pong(Duration::from_secs(2)) => break reply?,
+    ///         _ = frame.tick() => { /* draw a frame; the pong is not lost */ }
+    ///     }
+    /// };
+    /// println!("{:?}", reply.delay);
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_pong(&mut self, timeout: Duration) -> Result<PingReply, PingError> {
         if let Some(reply) = self.ready.take() {
             return Ok(reply);

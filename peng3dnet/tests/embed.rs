@@ -196,3 +196,84 @@ async fn the_writer_of_a_split_client_stops_when_the_server_closes() {
     }
     server.shutdown().await;
 }
+
+/// Answers `test:other` after a pause, on the connection's own task.
+struct Slow;
+
+impl Handler for Slow {
+    type State = ();
+    fn on_packet(&self, client: &ClientHandle, _state: &mut (), packet: Packet) {
+        let client = client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = client.send("test:echo", &packet.body);
+        });
+    }
+}
+
+/// `Client::recv` and `PingSession::wait_for_pong` are documented cancel-safe: dropped
+/// again and again by `select!` (against a `yield_now`, which wins whenever nothing was
+/// read) while the answer is on its way, no packet or pong is
+/// lost, and the pong's delay still counts from its send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recv_and_wait_for_pong_lose_nothing_when_cancelled() {
+    use peng3dnet::ping::{PingOptions, PingSession};
+    use peng3dnet::PingResponder;
+    use std::time::Duration;
+
+    let responder = PingResponder::new().with_dynamic(|_: &peng3dnet::PingRequest<'_>| {
+        std::thread::sleep(Duration::from_millis(100));
+        map([])
+    });
+    let server = Server::builder()
+        .registry(registry())
+        .handler(Slow)
+        .pingable(responder)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+
+    let mut client = Client::builder()
+        .registry(registry())
+        .connect(&addr)
+        .await
+        .unwrap();
+    client
+        .send("test:other", &map([("n", 7u64.into())]))
+        .await
+        .unwrap();
+    let mut cancelled = 0;
+    let packet = loop {
+        tokio::select! {
+            packet = client.recv() => break packet.unwrap(),
+            _ = tokio::task::yield_now() => cancelled += 1,
+        }
+    };
+    assert!(cancelled > 3, "recv was cancelled {cancelled} times");
+    assert_eq!(get(&packet.body, "n"), Some(&Value::from(7u64)));
+
+    let mut session = PingSession::connect(addr.as_str(), &PingOptions::default())
+        .await
+        .unwrap();
+    session.send_ping().await.unwrap();
+    let mut cancelled = 0;
+    let reply = loop {
+        tokio::select! {
+            reply = session.wait_for_pong(Duration::from_secs(5)) => break reply.unwrap(),
+            _ = tokio::task::yield_now() => cancelled += 1,
+        }
+    };
+    assert!(
+        cancelled > 3,
+        "wait_for_pong was cancelled {cancelled} times"
+    );
+    assert!(
+        reply.delay >= Duration::from_millis(100),
+        "{:?}",
+        reply.delay
+    );
+    session.close().await;
+    client.close("bye").await.unwrap();
+    server.shutdown().await;
+}
