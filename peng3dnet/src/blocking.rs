@@ -143,11 +143,13 @@ impl PingSession {
             });
         }
         Self::connect_resolved(&addrs, &parsed.host, options, start)
+            .map_err(|e| e.with_target(&parsed))
     }
 
     /// Connects to a socket address directly (no name resolution).
     pub fn connect_addr(addr: SocketAddr, options: &PingOptions) -> Result<PingSession, PingError> {
         Self::connect_resolved(&[addr], &addr.ip().to_string(), options, Instant::now())
+            .map_err(|e| e.with_target(addr))
     }
 
     fn connect_resolved(
@@ -224,6 +226,7 @@ impl PingSession {
                 return Err(PingError::Timeout {
                     phase,
                     after: allowance,
+                    target: Some(self.peer.to_string()),
                 });
             }
             self.socket.tcp().set_read_timeout(Some(left))?;
@@ -258,6 +261,7 @@ impl PingSession {
             Err(e) if is_timeout(&e) => Err(PingError::Timeout {
                 phase: Phase::Sending,
                 after: self.write_timeout,
+                target: Some(self.peer.to_string()),
             }),
             Err(e) => Err(PingError::Io(e)),
         }
@@ -274,6 +278,7 @@ impl PingSession {
                     return Err(PingError::Timeout {
                         phase: Phase::WaitingForHello,
                         after: allowance,
+                        target: None,
                     });
                 }
                 true
@@ -521,6 +526,7 @@ fn tls_handshake(
             return Err(PingError::Timeout {
                 phase: Phase::TlsHandshake,
                 after: allowance,
+                target: None,
             });
         }
         tcp.set_read_timeout(Some(left))?;

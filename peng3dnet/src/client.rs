@@ -131,6 +131,7 @@ impl ClientBuilder {
             .map_err(|_| ConnectionError::Timeout {
                 phase: Phase::Resolving,
                 after: self.timeout,
+                target: Some(target.to_string()),
             })?
             .map_err(|source| ConnectionError::Resolve {
                 target: target.to_string(),
@@ -143,17 +144,23 @@ impl ClientBuilder {
             self.local_addr,
             deadline,
         )
-        .await?;
-        self.handshake(stream, deadline).await
+        .await
+        .map_err(|e| e.with_target(&target))?;
+        self.handshake(stream, deadline)
+            .await
+            .map_err(|e| e.with_target(&target))
     }
 
     /// Connects to a socket address and completes the handshake.
     pub async fn connect_addr(self, addr: SocketAddr) -> Result<Client, ConnectionError> {
         let deadline = crate::deadline::at(Instant::now(), self.timeout);
         let host = addr.ip().to_string();
-        let (stream, _) =
-            open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline).await?;
-        self.handshake(stream, deadline).await
+        let (stream, _) = open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline)
+            .await
+            .map_err(|e| e.with_target(addr))?;
+        self.handshake(stream, deadline)
+            .await
+            .map_err(|e| e.with_target(addr))
     }
 
     async fn handshake(
@@ -192,6 +199,7 @@ impl ClientBuilder {
                 Err(ConnectionError::Timeout {
                     phase: Phase::WaitingForHandshake,
                     after: self.timeout,
+                    target: None,
                 })
             }
         }
@@ -220,6 +228,7 @@ pub(crate) async fn open(
         Err(_) => Err(ConnectionError::Timeout {
             phase: Phase::TlsHandshake,
             after: started.elapsed(),
+            target: None,
         }),
     }
 }
@@ -239,6 +248,7 @@ pub(crate) async fn read_greeting(
                 return Err(ConnectionError::Timeout {
                     phase: Phase::WaitingForHello,
                     after: allowance,
+                    target: None,
                 })
             }
             Err(_) => true,
@@ -440,6 +450,7 @@ impl Client {
             Err(_) => Err(ConnectionError::Timeout {
                 phase: Phase::Sending,
                 after: self.config.limits.write_timeout,
+                target: Some(self.peer.to_string()),
             }),
         }
     }
@@ -515,6 +526,7 @@ impl Client {
             Err(_) => Err(ConnectionError::Timeout {
                 phase: Phase::Closing,
                 after: wait,
+                target: Some(self.peer.to_string()),
             }),
         }
     }
@@ -716,6 +728,7 @@ impl ClientWriter {
             Err(_) => Err(ConnectionError::Timeout {
                 phase: Phase::Sending,
                 after: write_timeout,
+                target: Some(self.peer.to_string()),
             }),
         }
     }

@@ -199,13 +199,16 @@ impl PingSession {
             .map_err(|_| PingError::Timeout {
                 phase: Phase::Resolving,
                 after: options.timeout,
+                target: Some(target.to_string()),
             })?
             .map_err(|source| PingError::Resolve {
                 target: target.to_string(),
                 source,
             })?;
         let resolved = Instant::now();
-        Self::connect_resolved(&addrs, &target.host, options, start, resolved - start).await
+        Self::connect_resolved(&addrs, &target.host, options, start, resolved - start)
+            .await
+            .map_err(|e| e.with_target(&target))
     }
 
     /// Connects to a socket address directly (no resolution).
@@ -214,7 +217,9 @@ impl PingSession {
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
         let host = addr.ip().to_string();
-        Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO).await
+        Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO)
+            .await
+            .map_err(|e| e.with_target(addr))
     }
 
     /// Connects to the first of several addresses that accepts (no resolution), trying
@@ -235,7 +240,9 @@ impl PingSession {
         host: &str,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
-        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO).await
+        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO)
+            .await
+            .map_err(|e| e.with_target(host))
     }
 
     async fn connect_resolved(
@@ -290,6 +297,7 @@ impl PingSession {
                 return Err(PingError::Timeout {
                     phase: Phase::WaitingForHello,
                     after: options.timeout,
+                    target: None,
                 })
             }
         }
@@ -349,6 +357,7 @@ impl PingSession {
             Err(_) => Err(PingError::Timeout {
                 phase: Phase::Sending,
                 after: self.config.limits.write_timeout,
+                target: Some(self.peer.to_string()),
             }),
         }
     }
@@ -437,6 +446,7 @@ impl PingSession {
                     return Err(PingError::Timeout {
                         phase: Phase::WaitingForPong,
                         after: timeout,
+                        target: Some(self.peer.to_string()),
                     })
                 }
                 Ok(None) => return Err(PingError::ClosedByPeer(None)),
@@ -512,6 +522,7 @@ impl PingSession {
                 return Err(PingError::Timeout {
                     phase: Phase::Sending,
                     after: self.timeout,
+                    target: Some(self.peer.to_string()),
                 })
             }
         };

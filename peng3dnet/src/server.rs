@@ -294,8 +294,9 @@ pub struct ServerBuilder<H: Handler = NoHandler> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The listening socket could not be bound.
-    #[error("cannot listen: {0}")]
+    /// The listening socket could not be bound; the error names the address ("cannot
+    /// bind 127.0.0.1:8080: address in use").
+    #[error("{0}")]
     Bind(#[from] io::Error),
     /// `bind` was polled outside a tokio runtime (see [`ServerBuilder::bind`]).
     #[error("the server needs a tokio runtime: call bind inside one, or use peng3dnet::blocking::Server from synchronous code")]
@@ -804,24 +805,33 @@ pub async fn listen(addr: impl ToSocketAddrs, max_connections: usize) -> io::Res
         .unwrap_or(u32::MAX)
         .clamp(1024, 65_535);
     let mut last = None;
-    for addr in tokio::net::lookup_host(addr).await? {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        // As TcpListener::bind does: rebinding a port in TIME_WAIT works.
-        #[cfg(unix)]
-        socket.set_reuseaddr(true)?;
-        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+    let addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve the address: {e}")))?;
+    for addr in addrs {
+        // Each error names the address it concerns ("cannot bind 0.0.0.0:80: permission
+        // denied"), as a server binding several cannot otherwise tell which failed.
+        let bound = (|| {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            // As TcpListener::bind does: rebinding a port in TIME_WAIT works.
+            #[cfg(unix)]
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(backlog)
+        })();
+        match bound {
             Ok(listener) => return Ok(listener),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))),
         }
     }
     Err(last.unwrap_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "could not resolve to any address",
+            "the address resolves to no address",
         )
     }))
 }

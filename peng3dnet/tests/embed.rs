@@ -277,3 +277,21 @@ async fn recv_and_wait_for_pong_lose_nothing_when_cancelled() {
     client.close("bye").await.unwrap();
     server.shutdown().await;
 }
+
+/// Issue 19: a bind error used to say "cannot listen: Address already in use" without
+/// the address; it names it now.
+#[tokio::test]
+async fn a_bind_error_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = Server::builder()
+        .bind(addr)
+        .await
+        .expect_err("the port is taken");
+    let text = err.to_string();
+    assert!(text.starts_with(&format!("cannot bind {addr}: ")), "{text}");
+    assert!(
+        matches!(err, peng3dnet::server::ServerError::Bind(ref e) if e.kind() == std::io::ErrorKind::AddrInUse),
+        "{err:?}"
+    );
+}
