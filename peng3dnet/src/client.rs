@@ -85,7 +85,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Address family to use.
+    /// Connects over TLS, verifying the server as `tls` says (see [`ClientTls`]); the
+    /// TLS handshake counts against the [`timeout`](Self::timeout).
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
         self
