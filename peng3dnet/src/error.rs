@@ -203,7 +203,11 @@ impl ConnectionError {
     /// refused or missing client certificate with the first read) is [`Self::Tls`], any
     /// other [`Self::Io`].
     pub(crate) fn from_read(e: io::Error) -> Self {
-        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+        #[cfg(feature = "tls")]
+        let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        if tls {
             ConnectionError::Tls(e)
         } else {
             ConnectionError::Io(e)
