@@ -46,7 +46,7 @@ fn build(py: Python<'_>, error: &PingError) -> PyResult<PyErr> {
                 "ConnectFailed"
             }
         }
-        PingError::Timeout { phase, after } => {
+        PingError::Timeout { phase, after, .. } => {
             attrs.set_item("phase", phase.as_str())?;
             attrs.set_item("after", after.as_secs_f64())?;
             "PingTimeout"

@@ -47,6 +47,7 @@ use crate::CloseReason;
 /// A blocking socket, plain or TLS.
 enum Socket {
     Plain(TcpStream),
+    #[cfg(feature = "tls")]
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
@@ -54,6 +55,7 @@ impl Socket {
     fn tcp(&self) -> &TcpStream {
         match self {
             Socket::Plain(s) => s,
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.get_ref(),
         }
     }
@@ -63,6 +65,7 @@ impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.read(buf),
         }
     }
@@ -72,6 +75,7 @@ impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.write(buf),
         }
     }
@@ -79,6 +83,7 @@ impl Write for Socket {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Socket::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.flush(),
         }
     }
@@ -143,11 +148,13 @@ impl PingSession {
             });
         }
         Self::connect_resolved(&addrs, &parsed.host, options, start)
+            .map_err(|e| e.with_target(&parsed))
     }
 
     /// Connects to a socket address directly (no name resolution).
     pub fn connect_addr(addr: SocketAddr, options: &PingOptions) -> Result<PingSession, PingError> {
         Self::connect_resolved(&[addr], &addr.ip().to_string(), options, Instant::now())
+            .map_err(|e| e.with_target(addr))
     }
 
     fn connect_resolved(
@@ -224,6 +231,7 @@ impl PingSession {
                 return Err(PingError::Timeout {
                     phase,
                     after: allowance,
+                    target: Some(self.peer.to_string()),
                 });
             }
             self.socket.tcp().set_read_timeout(Some(left))?;
@@ -258,6 +266,7 @@ impl PingSession {
             Err(e) if is_timeout(&e) => Err(PingError::Timeout {
                 phase: Phase::Sending,
                 after: self.write_timeout,
+                target: Some(self.peer.to_string()),
             }),
             Err(e) => Err(PingError::Io(e)),
         }
@@ -274,6 +283,7 @@ impl PingSession {
                     return Err(PingError::Timeout {
                         phase: Phase::WaitingForHello,
                         after: allowance,
+                        target: None,
                     });
                 }
                 true
@@ -448,6 +458,7 @@ impl PingSession {
             let _ = self.socket.write_all(&wire);
             let _ = self.socket.flush();
         }
+        #[cfg(feature = "tls")]
         if let Socket::Tls(tls) = &mut self.socket {
             tls.conn.send_close_notify();
             let _ = tls.flush();
@@ -503,7 +514,20 @@ pub(crate) fn connect_from(
     Ok(socket.into())
 }
 
+/// Without the `tls` feature there is no [`ClientTls`] value to call this with.
+#[cfg(not(feature = "tls"))]
+fn tls_handshake(
+    tls: &ClientTls,
+    _host: &str,
+    _tcp: TcpStream,
+    _deadline: Instant,
+    _allowance: Duration,
+) -> Result<(Socket, SecurityLevel), PingError> {
+    match *tls {}
+}
+
 /// Runs the TLS handshake to completion before `deadline`.
+#[cfg(feature = "tls")]
 fn tls_handshake(
     tls: &ClientTls,
     host: &str,
@@ -521,6 +545,7 @@ fn tls_handshake(
             return Err(PingError::Timeout {
                 phase: Phase::TlsHandshake,
                 after: allowance,
+                target: None,
             });
         }
         tcp.set_read_timeout(Some(left))?;

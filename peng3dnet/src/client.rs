@@ -5,9 +5,12 @@
 //! read while doing other work. Pinging has its own client in [`crate::ping`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use peng3dnet_proto::sniff::{server_greeting, Greeting};
 use std::net::IpAddr;
@@ -82,7 +85,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Address family to use.
+    /// Connects over TLS, verifying the server as `tls` says (see [`ClientTls`]); the
+    /// TLS handshake counts against the [`timeout`](Self::timeout).
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
         self
@@ -128,6 +132,7 @@ impl ClientBuilder {
             .map_err(|_| ConnectionError::Timeout {
                 phase: Phase::Resolving,
                 after: self.timeout,
+                target: Some(target.to_string()),
             })?
             .map_err(|source| ConnectionError::Resolve {
                 target: target.to_string(),
@@ -140,17 +145,23 @@ impl ClientBuilder {
             self.local_addr,
             deadline,
         )
-        .await?;
-        self.handshake(stream, deadline).await
+        .await
+        .map_err(|e| e.with_target(&target))?;
+        self.handshake(stream, deadline)
+            .await
+            .map_err(|e| e.with_target(&target))
     }
 
     /// Connects to a socket address and completes the handshake.
     pub async fn connect_addr(self, addr: SocketAddr) -> Result<Client, ConnectionError> {
         let deadline = crate::deadline::at(Instant::now(), self.timeout);
         let host = addr.ip().to_string();
-        let (stream, _) =
-            open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline).await?;
-        self.handshake(stream, deadline).await
+        let (stream, _) = open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline)
+            .await
+            .map_err(|e| e.with_target(addr))?;
+        self.handshake(stream, deadline)
+            .await
+            .map_err(|e| e.with_target(addr))
     }
 
     async fn handshake(
@@ -189,6 +200,7 @@ impl ClientBuilder {
                 Err(ConnectionError::Timeout {
                     phase: Phase::WaitingForHandshake,
                     after: self.timeout,
+                    target: None,
                 })
             }
         }
@@ -217,6 +229,7 @@ pub(crate) async fn open(
         Err(_) => Err(ConnectionError::Timeout {
             phase: Phase::TlsHandshake,
             after: started.elapsed(),
+            target: None,
         }),
     }
 }
@@ -236,6 +249,7 @@ pub(crate) async fn read_greeting(
                 return Err(ConnectionError::Timeout {
                     phase: Phase::WaitingForHello,
                     after: allowance,
+                    target: None,
                 })
             }
             Err(_) => true,
@@ -437,12 +451,36 @@ impl Client {
             Err(_) => Err(ConnectionError::Timeout {
                 phase: Phase::Sending,
                 after: self.config.limits.write_timeout,
+                target: Some(self.peer.to_string()),
             }),
         }
     }
 
     /// Waits for the next application packet. A closeconn from the server ends the wait
     /// with [`ConnectionError::ClosedByPeer`].
+    ///
+    /// Cancel safety: `recv` is cancel-safe, so it can be a branch of `tokio::select!`.
+    /// Bytes read are kept in the client's buffer until they form a whole frame, and a
+    /// packet is handed out in the same poll that decodes it, so a `recv` dropped at an
+    /// `.await` (another branch won, a timeout) loses no packet: the next `recv` returns
+    /// it. The only work a dropped `recv` can leave undone is closing: dropped while it
+    /// answers a protocol violation with closeconn, or shuts down after the server's
+    /// closeconn, the next call reports the connection closed
+    /// ([`ConnectionError::State`]) instead of the reason.
+    ///
+    /// ```no_run
+    /// # async fn run(mut client: peng3dnet::client::Client) -> Result<(), peng3dnet::ConnectionError> {
+    /// use std::time::Duration;
+    ///
+    /// let mut tick = tokio::time::interval(Duration::from_millis(50));
+    /// loop {
+    ///     tokio::select! {
+    ///         packet = client.recv() => println!("{:?}", packet?.name),
+    ///         _ = tick.tick() => { /* a game tick; no packet is lost */ }
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn recv(&mut self) -> Result<Packet, ConnectionError> {
         if !self.pending.is_empty() {
             return Ok(self.pending.remove(0));
@@ -489,8 +527,55 @@ impl Client {
             Err(_) => Err(ConnectionError::Timeout {
                 phase: Phase::Closing,
                 after: wait,
+                target: Some(self.peer.to_string()),
             }),
         }
+    }
+
+    /// Splits the client into a half that receives and a half that sends, so that one
+    /// task can wait for packets while another sends (as `Framed::split`).
+    ///
+    /// The halves share the socket (each takes a short lock on the write side, which the
+    /// reader needs only to answer a protocol violation with closeconn); the registry is
+    /// the one the handshake settled. [`ClientReader::recv`] is cancel-safe as
+    /// [`Client::recv`] is.
+    ///
+    /// ```no_run
+    /// # async fn run(client: peng3dnet::client::Client) -> Result<(), peng3dnet::ConnectionError> {
+    /// use peng3dnet::value::map;
+    ///
+    /// let (mut reader, mut writer) = client.split();
+    /// let receiving = tokio::spawn(async move {
+    ///     while let Ok(packet) = reader.recv().await {
+    ///         println!("{:?}: {}", packet.name, packet.body);
+    ///     }
+    /// });
+    /// writer.send("chat:msg.say", &map([("text", "hi".into())])).await?;
+    /// writer.close("bye").await?;
+    /// let _ = receiving.await;
+    /// # Ok(()) }
+    /// ```
+    pub fn split(self) -> (ClientReader, ClientWriter) {
+        let (sink, stream) = self.framed.split();
+        let shared = Arc::new(Halves {
+            sink: tokio::sync::Mutex::new(sink),
+            closed: AtomicBool::new(*self.protocol.state() == ClientState::Closed),
+            config: self.config,
+        });
+        let writer = ClientWriter {
+            registry: self.protocol.registry().clone(),
+            security: self.security,
+            peer: self.peer,
+            shared: shared.clone(),
+        };
+        let reader = ClientReader {
+            stream,
+            protocol: self.protocol,
+            pending: self.pending,
+            peer: self.peer,
+            shared,
+        };
+        (reader, writer)
     }
 
     /// Closes the connection with a reason: sends closeconn, flushes, and waits (up to the
@@ -499,6 +584,162 @@ impl Client {
         let linger = self.config.limits.close_linger;
         self.protocol.close();
         close_stream(&mut self.framed, &reason.into(), linger).await
+    }
+}
+
+/// What the halves of a split [`Client`] share.
+#[derive(Debug)]
+struct Halves {
+    /// The write side of the socket.
+    sink: tokio::sync::Mutex<SplitSink<Framed<Stream, Codec>, Frame>>,
+    /// Closeconn was sent or received: nothing more is sent.
+    closed: AtomicBool,
+    /// Limits and options.
+    config: Config,
+}
+
+impl Halves {
+    /// Sends closeconn (once) and shuts the write side down, within `linger`.
+    async fn close(&self, reason: &CloseReason, linger: Duration) -> Result<(), ConnectionError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = timeout(linger, async {
+            let mut sink = self.sink.lock().await;
+            sink.send(closeconn_frame(Some(reason))).await?;
+            sink.close().await
+        })
+        .await;
+        match result {
+            Ok(Ok(())) | Err(_) => Ok(()),
+            Ok(Err(FrameError::Io(e))) if is_disconnect(&e) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// The receiving half of a [`Client`] (see [`Client::split`]).
+#[derive(Debug)]
+pub struct ClientReader {
+    stream: SplitStream<Framed<Stream, Codec>>,
+    protocol: ClientProtocol,
+    pending: Vec<Packet>,
+    peer: SocketAddr,
+    shared: Arc<Halves>,
+}
+
+impl ClientReader {
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Waits for the next application packet, as [`Client::recv`] does (and as
+    /// cancel-safe). A closeconn from the server ends the wait with
+    /// [`ConnectionError::ClosedByPeer`] and stops the writer.
+    pub async fn recv(&mut self) -> Result<Packet, ConnectionError> {
+        if !self.pending.is_empty() {
+            return Ok(self.pending.remove(0));
+        }
+        loop {
+            if *self.protocol.state() == ClientState::Closed {
+                return Err(ConnectionError::State("the connection is closed"));
+            }
+            let frame = match self.stream.next().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    return Err(match e.close_reason() {
+                        Some(reason) => self.fail(reason).await,
+                        None => e.into(),
+                    })
+                }
+                None => {
+                    self.protocol.close();
+                    self.shared.closed.store(true, Ordering::Release);
+                    return Err(ConnectionError::ClosedByPeer(None));
+                }
+            };
+            let step = self.protocol.handle(frame);
+            match step.event {
+                Some(Event::Packet(p)) => return Ok(p),
+                Some(Event::Close(reason)) => return Err(self.fail(reason).await),
+                Some(Event::PeerClosed(reason)) => {
+                    self.protocol.close();
+                    let linger = self.shared.config.limits.close_linger;
+                    if !self.shared.closed.swap(true, Ordering::AcqRel) {
+                        let _ = timeout(linger, async {
+                            self.shared.sink.lock().await.close().await
+                        })
+                        .await;
+                    }
+                    return Err(ConnectionError::ClosedByPeer(reason));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes because the server broke the protocol, and returns the error to report.
+    async fn fail(&mut self, reason: CloseReason) -> ConnectionError {
+        self.protocol.close();
+        let linger = self.shared.config.limits.close_linger;
+        let _ = self.shared.close(&reason, linger).await;
+        ConnectionError::Protocol(reason)
+    }
+}
+
+/// The sending half of a [`Client`] (see [`Client::split`]).
+#[derive(Debug)]
+pub struct ClientWriter {
+    registry: Registry,
+    security: SecurityLevel,
+    peer: SocketAddr,
+    shared: Arc<Halves>,
+}
+
+impl ClientWriter {
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Sends a registered packet, as [`Client::send`] does.
+    pub async fn send(&mut self, name: &str, body: &Value) -> Result<(), ConnectionError> {
+        let id = self
+            .registry
+            .id(name)
+            .ok_or_else(|| crate::RegistryError::UnknownName(name.to_owned()))?;
+        InsufficientSecurity::check(&self.registry, name, self.security)?;
+        self.send_id(id, body).await
+    }
+
+    /// Sends a packet by id, as [`Client::send_id`] does.
+    pub async fn send_id(&mut self, id: u32, body: &Value) -> Result<(), ConnectionError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(ConnectionError::State("the connection is closed"));
+        }
+        let frame = Frame::new(id, value::encode(body));
+        let write_timeout = self.shared.config.limits.write_timeout;
+        match timeout(write_timeout, async {
+            self.shared.sink.lock().await.send(frame).await
+        })
+        .await
+        {
+            Ok(sent) => Ok(sent?),
+            Err(_) => Err(ConnectionError::Timeout {
+                phase: Phase::Sending,
+                after: write_timeout,
+                target: Some(self.peer.to_string()),
+            }),
+        }
+    }
+
+    /// Sends closeconn with a reason and shuts the write side down (within the configured
+    /// linger). The reader then sees the server's end: its `recv` ends with
+    /// [`ConnectionError::ClosedByPeer`].
+    pub async fn close(self, reason: impl Into<CloseReason>) -> Result<(), ConnectionError> {
+        let linger = self.shared.config.limits.close_linger;
+        self.shared.close(&reason.into(), linger).await
     }
 }
 

@@ -103,12 +103,15 @@ pub enum ConnectionError {
     ConnectEach(Vec<(SocketAddr, io::Error)>),
     /// The peer did not do what was expected in time: reached (or not, when `phase` is
     /// [`Phase::Resolving`] or [`Phase::Connecting`]) but silent.
-    #[error("timed out {phase} (after {:.1} s){}", .after.as_secs_f64(), phase.hint())]
+    #[error("{}timed out {phase} (after {:.1} s){}", target_text(.target), .after.as_secs_f64(), phase.hint())]
     Timeout {
         /// What we were waiting for.
         phase: Phase,
         /// The time allowance that ran out.
         after: Duration,
+        /// The target as it was asked for (`host:port`, or the address), when known: the
+        /// library's connect and ping functions fill it in.
+        target: Option<String>,
     },
     /// The peer closed the connection, with its closeconn reason if it sent one.
     #[error("connection closed by peer: {}", reason_text(.0))]
@@ -181,6 +184,13 @@ fn each_failure(failures: &[(SocketAddr, io::Error)]) -> String {
     parts.join("; ")
 }
 
+fn target_text(target: &Option<String>) -> String {
+    match target {
+        Some(t) => format!("{t}: "),
+        None => String::new(),
+    }
+}
+
 fn reason_text(reason: &Option<CloseReason>) -> String {
     match reason {
         Some(r) => r.to_string(),
@@ -193,7 +203,11 @@ impl ConnectionError {
     /// refused or missing client certificate with the first read) is [`Self::Tls`], any
     /// other [`Self::Io`].
     pub(crate) fn from_read(e: io::Error) -> Self {
-        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+        #[cfg(feature = "tls")]
+        let tls = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        if tls {
             ConnectionError::Tls(e)
         } else {
             ConnectionError::Io(e)
@@ -241,6 +255,35 @@ impl ConnectionError {
                 .iter()
                 .all(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused),
             _ => false,
+        }
+    }
+
+    /// Names the target in a [`ConnectionError::Timeout`] that does not name one yet;
+    /// other errors are returned as they are (they name their address already, or concern
+    /// an established connection).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use peng3dnet::error::{ConnectionError, Phase};
+    ///
+    /// let e = ConnectionError::Timeout { phase: Phase::WaitingForPong, after: Duration::from_secs(2), target: None };
+    /// assert_eq!(
+    ///     e.with_target("example.com:8080").to_string(),
+    ///     "example.com:8080: timed out waiting for pong (after 2.0 s)"
+    /// );
+    /// ```
+    pub fn with_target(self, target: impl fmt::Display) -> Self {
+        match self {
+            ConnectionError::Timeout {
+                phase,
+                after,
+                target: None,
+            } => ConnectionError::Timeout {
+                phase,
+                after,
+                target: Some(target.to_string()),
+            },
+            other => other,
         }
     }
 

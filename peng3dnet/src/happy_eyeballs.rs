@@ -159,6 +159,7 @@ pub(crate) async fn connect_with_delay(
                     _ => ConnectionError::Timeout {
                         phase: Phase::Connecting,
                         after: started.elapsed(),
+                        target: None,
                     },
                 });
             }
@@ -220,6 +221,7 @@ pub(crate) fn connect_blocking(
     let timeout = || ConnectionError::Timeout {
         phase: Phase::Connecting,
         after: allowance,
+        target: None,
     };
     loop {
         let now = std::time::Instant::now();
@@ -289,6 +291,7 @@ fn connect_one_blocking(
             return Err(ConnectionError::Timeout {
                 phase: Phase::Connecting,
                 after: allowance,
+                target: None,
             });
         }
         match crate::blocking::connect_from(addr, local, left) {
@@ -297,6 +300,7 @@ fn connect_one_blocking(
                 return Err(ConnectionError::Timeout {
                     phase: Phase::Connecting,
                     after: allowance,
+                    target: None,
                 })
             }
             Err(e) if is_local_exhaustion(&e) && std::time::Instant::now() + backoff < deadline => {

@@ -40,6 +40,10 @@ mod proxy_header;
 pub mod server;
 mod server_codec;
 pub mod target;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
 pub mod tls;
 pub mod transport;
 

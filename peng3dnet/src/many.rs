@@ -301,6 +301,7 @@ async fn ping_one<T: ToTarget>(
                 Err(ConnectionError::Timeout {
                     phase: Phase::Connecting,
                     after: options.deadline.unwrap_or_default(),
+                    target: None,
                 }),
                 1,
             ),
@@ -343,6 +344,7 @@ async fn resolve(
         Err(_) => Err(PingError::Timeout {
             phase: Phase::Resolving,
             after: options.timeout,
+            target: None,
         }),
     }
 }

@@ -199,13 +199,16 @@ impl PingSession {
             .map_err(|_| PingError::Timeout {
                 phase: Phase::Resolving,
                 after: options.timeout,
+                target: Some(target.to_string()),
             })?
             .map_err(|source| PingError::Resolve {
                 target: target.to_string(),
                 source,
             })?;
         let resolved = Instant::now();
-        Self::connect_resolved(&addrs, &target.host, options, start, resolved - start).await
+        Self::connect_resolved(&addrs, &target.host, options, start, resolved - start)
+            .await
+            .map_err(|e| e.with_target(&target))
     }
 
     /// Connects to a socket address directly (no resolution).
@@ -214,7 +217,9 @@ impl PingSession {
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
         let host = addr.ip().to_string();
-        Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO).await
+        Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO)
+            .await
+            .map_err(|e| e.with_target(addr))
     }
 
     /// Connects to the first of several addresses that accepts (no resolution), trying
@@ -235,7 +240,9 @@ impl PingSession {
         host: &str,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
-        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO).await
+        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO)
+            .await
+            .map_err(|e| e.with_target(host))
     }
 
     async fn connect_resolved(
@@ -290,6 +297,7 @@ impl PingSession {
                 return Err(PingError::Timeout {
                     phase: Phase::WaitingForHello,
                     after: options.timeout,
+                    target: None,
                 })
             }
         }
@@ -349,6 +357,7 @@ impl PingSession {
             Err(_) => Err(PingError::Timeout {
                 phase: Phase::Sending,
                 after: self.config.limits.write_timeout,
+                target: Some(self.peer.to_string()),
             }),
         }
     }
@@ -400,6 +409,29 @@ impl PingSession {
 
     /// Waits up to `timeout` for the pong of the last ping; returns at once if it already
     /// came. A pong for an earlier ping that timed out is skipped.
+    ///
+    /// Cancel safety: `wait_for_pong` is cancel-safe, so it can be a branch of
+    /// `tokio::select!`. Partial frames stay in the session's buffer, the ping stays
+    /// outstanding until its pong is handed out (in the poll that decodes it), and the
+    /// delay counts from the send: a `wait_for_pong` dropped at an `.await` loses no pong,
+    /// and the next call returns it with its true delay. [`send_ping`](Self::send_ping)
+    /// is not cancel-safe (a ping dropped mid-write may be half sent): let it finish.
+    ///
+    /// ```no_run
+    /// # async fn f(mut session: peng3dnet::PingSession) -> Result<(), peng3dnet::PingError> {
+    /// use std::time::Duration;
+    ///
+    /// session.send_ping().await?;
+    /// let mut frame = tokio::time::interval(Duration::from_millis(16));
+    /// let reply = loop {
+    ///     tokio::select! {
+    ///         reply = session.wait_for_pong(Duration::from_secs(2)) => break reply?,
+    ///         _ = frame.tick() => { /* draw a frame; the pong is not lost */ }
+    ///     }
+    /// };
+    /// println!("{:?}", reply.delay);
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_pong(&mut self, timeout: Duration) -> Result<PingReply, PingError> {
         if let Some(reply) = self.ready.take() {
             return Ok(reply);
@@ -414,6 +446,7 @@ impl PingSession {
                     return Err(PingError::Timeout {
                         phase: Phase::WaitingForPong,
                         after: timeout,
+                        target: Some(self.peer.to_string()),
                     })
                 }
                 Ok(None) => return Err(PingError::ClosedByPeer(None)),
@@ -489,6 +522,7 @@ impl PingSession {
                 return Err(PingError::Timeout {
                     phase: Phase::Sending,
                     after: self.timeout,
+                    target: Some(self.peer.to_string()),
                 })
             }
         };

@@ -67,12 +67,49 @@ impl Closed {
 
 /// Application hooks of a server. Every method has a default that does nothing.
 ///
-/// `State` is per-client state, created with `Default` when a client connects and handed
-/// to every hook of that client; it lives in the client's task, so it needs no lock.
-/// Hooks run on the connection's task: keep them short, or spawn.
+/// `State` is per-client state, created by [`new_state`](Self::new_state) when a client
+/// connects (by default with `Default`) and handed to every hook of that client; it
+/// lives in the client's task, so it needs no lock. Hooks run on the connection's task:
+/// keep them short, or spawn. A hook that panics costs only its connection: it is closed
+/// with `internalerror` and [`on_close`](Self::on_close) still runs.
+///
+/// State built from the connection (its address, its security level, a handle kept in a
+/// table of players) comes from overriding [`new_state`](Self::new_state):
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use peng3dnet::server::{ClientHandle, Handler};
+///
+/// struct Game;
+///
+/// #[derive(Default)]
+/// struct Player {
+///     from: Option<SocketAddr>,
+///     packets: u64,
+/// }
+///
+/// impl Handler for Game {
+///     type State = Player;
+///     fn new_state(&self, client: &ClientHandle) -> Player {
+///         Player { from: Some(client.addr()), packets: 0 }
+///     }
+/// }
+/// ```
 pub trait Handler: Send + Sync + 'static {
     /// Per-client state.
+    ///
+    /// It must be `Default` even when [`new_state`](Self::new_state) builds it: the
+    /// default `new_state` uses it (a trait cannot provide a method only for some of its
+    /// implementors without breaking the others), and so does a `new_state` that panics
+    /// (the connection is then closed with `internalerror`, and `on_close` sees
+    /// `State::default()`). A state with no sensible default can be an `Option`.
     type State: Default + Send + 'static;
+
+    /// Creates the state of a client that just connected, before
+    /// [`on_connect`](Self::on_connect). The default is `State::default()`.
+    fn new_state(&self, _client: &ClientHandle) -> Self::State {
+        Self::State::default()
+    }
 
     /// A client connected (before any packet).
     fn on_connect(&self, _client: &ClientHandle, _state: &mut Self::State) {}
@@ -257,8 +294,9 @@ pub struct ServerBuilder<H: Handler = NoHandler> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The listening socket could not be bound.
-    #[error("cannot listen: {0}")]
+    /// The listening socket could not be bound; the error names the address ("cannot
+    /// bind 127.0.0.1:8080: address in use").
+    #[error("{0}")]
     Bind(#[from] io::Error),
     /// `bind` was polled outside a tokio runtime (see [`ServerBuilder::bind`]).
     #[error("the server needs a tokio runtime: call bind inside one, or use peng3dnet::blocking::Server from synchronous code")]
@@ -767,24 +805,33 @@ pub async fn listen(addr: impl ToSocketAddrs, max_connections: usize) -> io::Res
         .unwrap_or(u32::MAX)
         .clamp(1024, 65_535);
     let mut last = None;
-    for addr in tokio::net::lookup_host(addr).await? {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        // As TcpListener::bind does: rebinding a port in TIME_WAIT works.
-        #[cfg(unix)]
-        socket.set_reuseaddr(true)?;
-        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+    let addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve the address: {e}")))?;
+    for addr in addrs {
+        // Each error names the address it concerns ("cannot bind 0.0.0.0:80: permission
+        // denied"), as a server binding several cannot otherwise tell which failed.
+        let bound = (|| {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            // As TcpListener::bind does: rebinding a port in TIME_WAIT works.
+            #[cfg(unix)]
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(backlog)
+        })();
+        match bound {
             Ok(listener) => return Ok(listener),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))),
         }
     }
     Err(last.unwrap_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "could not resolve to any address",
+            "the address resolves to no address",
         )
     }))
 }
@@ -931,6 +978,10 @@ async fn connection<H: Handler>(
     shared.clients().insert(id, handle.clone());
     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(peer = %addr, client = %id, "connection opened");
+    let (state, created) = match guarded(addr, "new_state", || handler.new_state(&handle)) {
+        Ok(state) => (state, Ok(())),
+        Err(closed) => (H::State::default(), Err(closed)),
+    };
     let mut conn = Conn {
         framed: small_framed(
             stream,
@@ -939,7 +990,7 @@ async fn connection<H: Handler>(
         ),
         protocol: ServerProtocol::new(shared.setup.clone()),
         handle,
-        state: H::State::default(),
+        state,
         shared: shared.clone(),
         handler,
         settled: false,
@@ -947,10 +998,10 @@ async fn connection<H: Handler>(
         unwritable: false,
         conntype: None,
     };
-    let connected = {
+    let connected = created.and_then(|()| {
         let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
         guarded(addr, "on_connect", || handler.on_connect(handle, state))
-    };
+    });
     let closed = match connected {
         Ok(()) => conn.run(&mut rx, handshake_deadline).await,
         Err(closed) => closed,

@@ -187,10 +187,14 @@ async fn a_silent_server_times_out_with_the_likely_causes() {
         .await
         .expect_err("times out");
     assert!(err.is_timeout(), "{err}");
+    // Issue 19: the error names the target it timed out on.
     assert_eq!(
         err.to_string(),
-        "timed out waiting for hello (after 0.3 s); the server accepted the connection but \
-         sent nothing: it may use TLS, not be a peng3dnet server, or be overloaded"
+        format!(
+            "{addr}: timed out waiting for hello (after 0.3 s); the server accepted the \
+             connection but sent nothing: it may use TLS, not be a peng3dnet server, or be \
+             overloaded"
+        )
     );
     silent.abort();
 }
