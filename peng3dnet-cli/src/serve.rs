@@ -227,7 +227,7 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
             Ok(server) => servers.push(server),
             Err(e) => {
                 match e {
-                    ServerError::Bind(e) => error(format!("cannot listen on {bind}: {e}")),
+                    ServerError::Bind(e) => error(format!("serve {bind}: {e}")),
                     e => error(format!("cannot start the server: {e}")),
                 }
                 for server in servers {
