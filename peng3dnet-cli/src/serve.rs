@@ -232,7 +232,7 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
     let responder = PingResponder::new()
         .with_writeback(!settings.no_writeback)
         .with_static_data(data)
-        .with_dynamic(builtin_dynamic_data(Instant::now()));
+        .with_dynamic_entries(builtin_dynamic_entries(Instant::now()));
     let mut config = peng3dnet::Config::default();
     config.limits = settings.limits();
     let proxy = settings
