@@ -87,7 +87,7 @@ pub fn builtin_dynamic_entries(
         out.uint("clients", request.stats.connected.load(Ordering::Relaxed));
         out.f64("uptime", uptime);
         out.uint("pings", request.stats.pings.load(Ordering::Relaxed));
-        out.display("client_addr", request.peer_addr);
+        out.socket_addr("client_addr", request.peer_addr);
     }
 }
 
