@@ -8,7 +8,7 @@ use peng3dnet::proxy::ProxyPolicy;
 use peng3dnet::server::{Server, ServerError};
 use peng3dnet::tls::ServerTls;
 use peng3dnet::value::map;
-use peng3dnet::PingRequest;
+use peng3dnet::{MapWriter, PingRequest};
 use peng3dnet::{PingResponder, Value};
 
 use std::sync::Arc;
@@ -57,6 +57,40 @@ pub fn builtin_dynamic_data(
     }
 }
 
+/// [`builtin_dynamic_data`] written straight into the pong
+/// ([`PingResponder::with_dynamic_entries`]): the same entries, byte for byte, without a
+/// map and an address string built per ping. What `serve` uses.
+///
+/// ```
+/// use peng3dnet::value::{self, get};
+/// use peng3dnet::{PingRequest, PingResponder, Stats};
+/// use peng3dnet_cli::serve::builtin_dynamic_entries;
+///
+/// let responder = PingResponder::new().with_dynamic_entries(builtin_dynamic_entries(std::time::Instant::now()));
+/// let stats = Stats::default();
+/// let ping = peng3dnet::value::map([]);
+/// let request = PingRequest {
+///     message: &ping,
+///     client_id: peng3dnet::ClientId(1),
+///     peer_addr: "192.0.2.7:51234".parse().unwrap(),
+///     stats: &stats,
+/// };
+/// let timing = peng3dnet::pong::ServerTiming::at(std::time::SystemTime::now());
+/// let pong = value::decode(&responder.encode_pong(&request, b"\x80", 1000, timing), 64).unwrap();
+/// assert_eq!(get(&pong, "client_addr").and_then(|v| v.as_str()), Some("192.0.2.7:51234"));
+/// ```
+pub fn builtin_dynamic_entries(
+    started: Instant,
+) -> impl Fn(&PingRequest<'_>, &mut MapWriter<'_>) + Send + Sync + 'static {
+    move |request, out| {
+        let uptime = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        out.uint("clients", request.stats.connected.load(Ordering::Relaxed));
+        out.f64("uptime", uptime);
+        out.uint("pings", request.stats.pings.load(Ordering::Relaxed));
+        out.socket_addr("client_addr", request.peer_addr);
+    }
+}
+
 /// A running pingable server whose pongs carry the [`builtin_dynamic_data`].
 pub(crate) struct Pingable {
     server: Server,
@@ -74,7 +108,7 @@ impl Pingable {
         let responder = PingResponder::new()
             .with_writeback(writeback)
             .with_static_data(static_data)
-            .with_dynamic(builtin_dynamic_data(Instant::now()));
+            .with_dynamic_entries(builtin_dynamic_entries(Instant::now()));
         let builder = Server::builder().pingable(responder);
         let builder = match tls {
             Some(tls) => builder.tls(tls),
@@ -198,7 +232,7 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
     let responder = PingResponder::new()
         .with_writeback(!settings.no_writeback)
         .with_static_data(data)
-        .with_dynamic(builtin_dynamic_data(Instant::now()));
+        .with_dynamic_entries(builtin_dynamic_entries(Instant::now()));
     let mut config = peng3dnet::Config::default();
     config.limits = settings.limits();
     let proxy = settings

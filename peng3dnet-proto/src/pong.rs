@@ -10,6 +10,7 @@
 //!    arrived and when the pong left, so a client can subtract the server's processing
 //!    time. Python clients ignore keys they do not know.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::SystemTime;
 
 use crate::protocol::{PROTOVERSION, RELEASE, VERSION};
 use crate::stats::{ClientId, Stats};
-use crate::value::{self, get, insert, map, update, Value};
+use crate::value::{self, get, insert, map, update, Value, MAX_DEPTH_CLAMP};
 
 /// Key of the server's timestamps in a pong.
 pub const SERVER_TIMING_KEY: &str = "servertiming";
@@ -41,6 +42,14 @@ pub struct PingRequest<'a> {
 }
 
 type DynamicData = dyn Fn(&PingRequest<'_>) -> Value + Send + Sync;
+type DynamicEntries = dyn Fn(&PingRequest<'_>, &mut MapWriter<'_>) + Send + Sync;
+
+/// A dynamic data provider: one returning a map, or one writing its entries.
+#[derive(Clone)]
+enum Dynamic {
+    Map(Arc<DynamicData>),
+    Entries(Arc<DynamicEntries>),
+}
 
 /// Answers pings: what a pingable server tells the world about itself.
 ///
@@ -66,7 +75,7 @@ pub struct PingResponder {
     /// reach the server. Swapped atomically: the ping path reads it without a lock.
     static_data: Arc<ArcSwap<StaticPart>>,
     /// Dynamic data (the seed's `getPingData`), kept by clones and derived responders.
-    dynamic: Option<Arc<DynamicData>>,
+    dynamic: Option<Dynamic>,
     /// Echo the ping under `oldmsg` (the seed's `WRITEBACK`).
     writeback: bool,
 }
@@ -115,7 +124,30 @@ impl PingResponder {
         mut self,
         provider: impl Fn(&PingRequest<'_>) -> Value + Send + Sync + 'static,
     ) -> Self {
-        self.dynamic = Some(Arc::new(provider));
+        self.dynamic = Some(Dynamic::Map(Arc::new(provider)));
+        self
+    }
+
+    /// Sets a dynamic data provider that writes its entries (key, value...) straight into
+    /// the pong instead of returning a map: the same data as a
+    /// [`with_dynamic`](Self::with_dynamic) provider returning those entries in that
+    /// order, without building a map per ping. The merge order and the pong's bytes are
+    /// the same.
+    ///
+    /// ```
+    /// use peng3dnet_proto::pong::PingResponder;
+    ///
+    /// let responder = PingResponder::new().with_dynamic_entries(|req, out| {
+    ///     out.uint("client", req.client_id.0);
+    ///     out.display("client_addr", req.peer_addr);
+    /// });
+    /// # let _ = responder;
+    /// ```
+    pub fn with_dynamic_entries(
+        mut self,
+        provider: impl Fn(&PingRequest<'_>, &mut MapWriter<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.dynamic = Some(Dynamic::Entries(Arc::new(provider)));
         self
     }
 
@@ -195,7 +227,15 @@ impl PingResponder {
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Value {
-        let dynamic = self.dynamic.as_ref().map(|d| d(request));
+        let dynamic = self.dynamic.as_ref().map(|d| match d {
+            Dynamic::Map(d) => d(request),
+            Dynamic::Entries(d) => {
+                let mut entries = Vec::new();
+                let mut writer = MapWriter::new(&mut entries);
+                d(request, &mut writer);
+                writer.into_value()
+            }
+        });
         let static_part = self.static_part();
         self.merge(
             request,
@@ -222,25 +262,60 @@ impl PingResponder {
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Bytes {
-        let dynamic = self.dynamic.as_ref().map(|d| d(request));
+        thread_local! {
+            /// Where the dynamic entries are written before the pong's size is known.
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                let pong =
+                    self.encode_pong_with(&mut scratch, request, ping_body, max_echo_bytes, timing);
+                if scratch.capacity() > SCRATCH_KEEP {
+                    *scratch = Vec::new();
+                }
+                pong
+            }
+            // A provider that builds a pong itself.
+            Err(_) => {
+                self.encode_pong_with(&mut Vec::new(), request, ping_body, max_echo_bytes, timing)
+            }
+        })
+    }
+
+    /// [`encode_pong`](Self::encode_pong) with `scratch` (empty) for the dynamic entries.
+    fn encode_pong_with(
+        &self,
+        scratch: &mut Vec<u8>,
+        request: &PingRequest<'_>,
+        ping_body: &[u8],
+        max_echo_bytes: usize,
+        timing: ServerTiming,
+    ) -> Bytes {
+        let mut writer = MapWriter::new(scratch);
+        let mut dynamic_value = None;
+        match &self.dynamic {
+            Some(Dynamic::Map(d)) => {
+                let value = d(request);
+                if let Value::Map(entries) = &value {
+                    for (k, v) in entries {
+                        writer.entry(k, v);
+                    }
+                }
+                dynamic_value = Some(value);
+            }
+            Some(Dynamic::Entries(d)) => d(request, &mut writer),
+            None => {}
+        }
         let static_part = self.static_part();
-        let dynamic_entries: &[(Value, Value)] = match &dynamic {
-            Some(Value::Map(entries)) => entries,
-            _ => &[],
-        };
-        let distinct = dynamic_entries.iter().enumerate().all(|(i, (k, _))| {
-            k.as_str().is_some_and(|k| {
-                !RESERVED_KEYS.contains(&k)
-                    && !static_part.keys.contains(k)
-                    && !dynamic_entries[..i]
-                        .iter()
-                        .any(|(p, _)| p.as_str() == Some(k))
-            })
-        });
-        if !(static_part.distinct && distinct) {
+        if !(static_part.distinct && writer.distinct_from(&static_part.keys)) {
+            let dynamic = match dynamic_value {
+                Some(value) => value,
+                None => writer.into_value(),
+            };
             let pong = self.merge(
                 request,
-                dynamic.as_ref(),
+                Some(&dynamic),
                 &static_part.value,
                 ping_body.len(),
                 max_echo_bytes,
@@ -248,33 +323,42 @@ impl PingResponder {
             );
             return value::encode(&pong);
         }
+        let dynamic_count = writer.count;
         let writeback = self.writeback;
-        let entries = u32::from(writeback) + dynamic_entries.len() as u32 + static_part.count + 2;
-        // The ping's bytes are reserved only when they are echoed.
-        let echoed = if writeback && ping_body.len() <= max_echo_bytes {
-            ping_body.len()
-        } else {
-            0
+        let entries = u32::from(writeback) + dynamic_count + static_part.count + 2;
+        let fits = ping_body.len() <= max_echo_bytes;
+        let echo = match (writeback, fits) {
+            (true, false) => Some(value::encode(&time_only(request.message))),
+            _ => None,
         };
-        let mut out =
-            Vec::with_capacity(64 + echoed + static_part.entries.len() + VERSION_ENTRY.len());
+        let echo_bytes: &[u8] = match (&echo, writeback) {
+            (Some(echo), _) => echo,
+            (None, true) => ping_body,
+            (None, false) => &[],
+        };
+        let header = match entries {
+            0..=15 => 1,
+            16..=0xffff => 3,
+            _ => 5,
+        };
+        let size = header
+            + if writeback { OLDMSG_KEY.len() } else { 0 }
+            + echo_bytes.len()
+            + scratch.len()
+            + static_part.entries.len()
+            + VERSION_ENTRY.len()
+            + SERVER_TIMING_LEN;
+        let mut out = Vec::with_capacity(size);
         write_map_len(&mut out, entries);
         if writeback {
-            value::encode_into(&mut out, &Value::from("oldmsg"));
-            if ping_body.len() <= max_echo_bytes {
-                out.extend_from_slice(ping_body);
-            } else {
-                value::encode_into(&mut out, &time_only(request.message));
-            }
+            out.extend_from_slice(OLDMSG_KEY);
+            out.extend_from_slice(echo_bytes);
         }
-        for (k, v) in dynamic_entries {
-            value::encode_into(&mut out, k);
-            value::encode_into(&mut out, v);
-        }
+        out.extend_from_slice(scratch);
         out.extend_from_slice(&static_part.entries);
         out.extend_from_slice(&VERSION_ENTRY);
-        value::encode_into(&mut out, &Value::from(SERVER_TIMING_KEY));
-        value::encode_into(&mut out, &timing.to_value());
+        timing.write_entry(&mut out);
+        debug_assert_eq!(out.len(), size);
         Bytes::from(out)
     }
 
@@ -306,6 +390,21 @@ impl PingResponder {
         pong
     }
 }
+
+/// Largest scratch buffer a thread keeps between two pongs.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// The `oldmsg` key, encoded.
+const OLDMSG_KEY: &[u8] = b"\xa6oldmsg";
+/// The `servertiming` key and the header of its map, encoded.
+const SERVER_TIMING_HEAD: &[u8] = b"\xacservertiming\x82";
+/// The `recvtime` key, encoded.
+const RECVTIME_KEY: &[u8] = b"\xa8recvtime";
+/// The `sendtime` key, encoded.
+const SENDTIME_KEY: &[u8] = b"\xa8sendtime";
+/// Size of the encoded `servertiming` entry (two float64s).
+const SERVER_TIMING_LEN: usize =
+    SERVER_TIMING_HEAD.len() + RECVTIME_KEY.len() + SENDTIME_KEY.len() + 2 * 9;
 
 /// Keys of the pong that come from the extension itself.
 const RESERVED_KEYS: [&str; 3] = ["oldmsg", "peng3dnet", SERVER_TIMING_KEY];
@@ -398,11 +497,200 @@ impl ServerTiming {
         }
     }
 
+    /// Writes the `servertiming` entry (key and map), byte for byte the encoding of
+    /// [`to_value`](Self::to_value) under its key.
+    fn write_entry(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(SERVER_TIMING_HEAD);
+        out.extend_from_slice(RECVTIME_KEY);
+        out.push(0xcb);
+        out.extend_from_slice(&unix_seconds(self.received).to_be_bytes());
+        out.extend_from_slice(SENDTIME_KEY);
+        out.push(0xcb);
+        out.extend_from_slice(&unix_seconds(self.sent).to_be_bytes());
+    }
+
     fn to_value(self) -> Value {
         map([
             ("recvtime", unix_seconds(self.received).into()),
             ("sendtime", unix_seconds(self.sent).into()),
         ])
+    }
+}
+
+/// Writes the entries of a map (the dynamic data of a pong) straight as msgpack: what a
+/// provider given to [`PingResponder::with_dynamic_entries`] writes into. Each method
+/// appends one entry, encoded as the same key and value in a [`Value`] map would be.
+pub struct MapWriter<'a> {
+    out: &'a mut Vec<u8>,
+    /// Entries written.
+    count: u32,
+    /// Where the first [`KEYS_TRACKED`] keys' bytes are in `out` (start, end).
+    keys: [(u32, u32); KEYS_TRACKED],
+    /// Every key is a string and at most [`KEYS_TRACKED`] were written: the keys can be
+    /// checked for collisions without decoding.
+    plain: bool,
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Keys a [`MapWriter`] remembers; more send the pong down the general merge.
+const KEYS_TRACKED: usize = 32;
+
+impl<'a> MapWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        MapWriter {
+            out,
+            count: 0,
+            keys: [(0, 0); KEYS_TRACKED],
+            plain: true,
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        value::write_str_header(self.out, key.len());
+        let start = self.out.len();
+        self.out.extend_from_slice(key.as_bytes());
+        match self.keys.get_mut(self.count as usize) {
+            Some(slot) => *slot = (start as u32, self.out.len() as u32),
+            None => self.plain = false,
+        }
+        self.count += 1;
+    }
+
+    /// An entry with a string value.
+    pub fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        value::write_str(self.out, value);
+    }
+
+    /// An entry with an unsigned integer value.
+    pub fn uint(&mut self, key: &str, value: u64) {
+        self.key(key);
+        value::write_uint(self.out, value);
+    }
+
+    /// An entry with a signed integer value.
+    pub fn int(&mut self, key: &str, value: i64) {
+        self.key(key);
+        match u64::try_from(value) {
+            Ok(u) => value::write_uint(self.out, u),
+            Err(_) => value::write_nint(self.out, value),
+        }
+    }
+
+    /// An entry with a float64 value.
+    pub fn f64(&mut self, key: &str, value: f64) {
+        self.key(key);
+        self.out.push(0xcb);
+        self.out.extend_from_slice(&value.to_be_bytes());
+    }
+
+    /// An entry with a boolean value.
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out.push(if value { 0xc3 } else { 0xc2 });
+    }
+
+    /// An entry whose value is the string `value` formats to (an address, say), written
+    /// without an intermediate `String`.
+    pub fn display(&mut self, key: &str, value: impl std::fmt::Display) {
+        use std::io::Write;
+        self.key(key);
+        let at = self.out.len();
+        self.out.push(0xa0);
+        let _ = write!(self.out, "{value}");
+        let len = self.out.len() - at - 1;
+        if len <= 31 {
+            self.out[at] = 0xa0 | len as u8;
+        } else {
+            let mut header = Vec::with_capacity(5);
+            value::write_str_header(&mut header, len);
+            self.out.splice(at..at + 1, header);
+        }
+    }
+
+    /// An entry whose value is a socket address as a string (`ip:port`, as its
+    /// `Display` writes it), an IPv4 one formatted without the formatting machinery (most
+    /// of the cost of the CLI's dynamic data, BENCHMARKS.md).
+    pub fn socket_addr(&mut self, key: &str, addr: std::net::SocketAddr) {
+        let std::net::SocketAddr::V4(v4) = addr else {
+            return self.display(key, addr);
+        };
+        self.key(key);
+        // At most "255.255.255.255:65535": 21 bytes, a fixstr.
+        let at = self.out.len();
+        self.out.push(0xa0);
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b'.');
+            }
+            push_decimal(self.out, u32::from(octet));
+        }
+        self.out.push(b':');
+        push_decimal(self.out, u32::from(v4.port()));
+        let len = self.out.len() - at - 1;
+        self.out[at] = 0xa0 | len as u8;
+    }
+
+    /// An entry with any value.
+    pub fn value(&mut self, key: &str, value: &Value) {
+        self.key(key);
+        value::encode_into(self.out, value);
+    }
+
+    /// An entry with any key and value (a key that is not a string is allowed, as in a
+    /// [`Value`] map).
+    pub fn entry(&mut self, key: &Value, value: &Value) {
+        match key {
+            Value::String(k) if k.as_str().is_some() => self.key(k.as_str().unwrap_or("")),
+            _ => {
+                value::encode_into(self.out, key);
+                self.plain = false;
+                self.count += 1;
+            }
+        }
+        value::encode_into(self.out, value);
+    }
+
+    /// Whether no key repeats, none is one of [`RESERVED_KEYS`] and none is in `taken`:
+    /// the entries can be spliced into a pong as they are.
+    fn distinct_from(&self, taken: &HashSet<String>) -> bool {
+        if !self.plain {
+            return false;
+        }
+        let keys = &self.keys[..self.count as usize];
+        keys.iter().enumerate().all(|(i, &(start, end))| {
+            let key = &self.out[start as usize..end as usize];
+            // Written from a `&str`: UTF-8.
+            let key = std::str::from_utf8(key).unwrap_or("");
+            !RESERVED_KEYS.contains(&key)
+                && !taken.contains(key)
+                && !keys[..i]
+                    .iter()
+                    .any(|&(s, e)| &self.out[s as usize..e as usize] == key.as_bytes())
+        })
+    }
+
+    /// The entries written, as a map.
+    fn into_value(self) -> Value {
+        let mut bytes = Vec::with_capacity(self.out.len() + 5);
+        write_map_len(&mut bytes, self.count);
+        bytes.extend_from_slice(self.out);
+        value::decode(&bytes, MAX_DEPTH_CLAMP).unwrap_or_else(|_| map([]))
     }
 }
 
@@ -631,6 +919,138 @@ mod tests {
                         );
                         let timing = get(&decoded, SERVER_TIMING_KEY).unwrap();
                         assert!(get(timing, "sendtime").unwrap().as_f64().unwrap() > 1.7e9);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Providers that write their entries give the pong, byte for byte, that providers
+    /// returning the same entries as a map give: in the fast path and in the merge (keys
+    /// colliding with the static data, with the extension's keys, with each other, more
+    /// keys than the writer tracks), with strings of every header size.
+    #[test]
+    fn entry_providers_write_the_pongs_of_map_providers() {
+        type MapProvider = fn(&PingRequest<'_>) -> Value;
+        type EntriesProvider = fn(&PingRequest<'_>, &mut MapWriter<'_>);
+        let pairs: [(MapProvider, EntriesProvider); 6] = [
+            (
+                |r| {
+                    map([
+                        ("clients", r.client_id.0.into()),
+                        ("uptime", Value::F64(1.25)),
+                        ("neg", Value::from(-40)),
+                        ("ok", true.into()),
+                        ("client_addr", r.peer_addr.to_string().into()),
+                    ])
+                },
+                |r, out| {
+                    out.uint("clients", r.client_id.0);
+                    out.f64("uptime", 1.25);
+                    out.int("neg", -40);
+                    out.bool("ok", true);
+                    out.socket_addr("client_addr", r.peer_addr);
+                },
+            ),
+            (
+                |_| map([("name", "dynamic".into()), ("s", "x".repeat(40).into())]),
+                |_, out| {
+                    out.str("name", "dynamic");
+                    out.display("s", "x".repeat(40));
+                },
+            ),
+            (
+                |_| map([("oldmsg", "dynamic".into()), ("a", map([("b", 1.into())]))]),
+                |_, out| {
+                    out.str("oldmsg", "dynamic");
+                    out.value("a", &map([("b", 1.into())]));
+                },
+            ),
+            (
+                |_| {
+                    map([
+                        ("a", 1.into()),
+                        ("a", 2.into()),
+                        ("l", "y".repeat(300).into()),
+                    ])
+                },
+                |_, out| {
+                    out.uint("a", 1);
+                    out.uint("a", 2);
+                    out.display("l", "y".repeat(300));
+                },
+            ),
+            (
+                |_| {
+                    Value::Map(
+                        (0..40)
+                            .map(|i| (Value::from(format!("k{i}")), Value::from(i)))
+                            .collect(),
+                    )
+                },
+                |_, out| {
+                    for i in 0..40u64 {
+                        out.uint(&format!("k{i}"), i);
+                    }
+                },
+            ),
+            (
+                |_| {
+                    Value::Map(vec![
+                        (Value::from(1), "int key".into()),
+                        ("b".into(), 2.into()),
+                    ])
+                },
+                |_, out| {
+                    out.entry(&Value::from(1), &"int key".into());
+                    out.entry(&"b".into(), &2.into());
+                },
+            ),
+        ];
+        let statics = [
+            map([]),
+            map([("name", "n".into()), ("motd", "m".into())]),
+            map([("peng3dnet", "overwritten".into())]),
+        ];
+        let ping = map([("time", Value::F64(1.5)), ("x", 1.into())]);
+        let body = value::encode(&ping);
+        let big = map([
+            ("time", Value::F64(2.5)),
+            ("blob", Value::Binary(vec![7; 3000])),
+        ]);
+        let big_body = value::encode(&big);
+        let at = ServerTiming {
+            received: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            sent: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_456),
+        };
+        for addr in [
+            "127.0.0.1:1",
+            "[2001:db8:1234:5678:9abc:def0:1234:5678]:65000",
+        ] {
+            for writeback in [true, false] {
+                for data in &statics {
+                    for (as_map, as_entries) in pairs {
+                        let by_map = PingResponder::new()
+                            .with_writeback(writeback)
+                            .with_static_data(data.clone())
+                            .with_dynamic(as_map);
+                        let by_entries = by_map.clone().with_dynamic_entries(as_entries);
+                        for (message, bytes) in [(&ping, &body), (&big, &big_body)] {
+                            let mut req = request(message);
+                            req.peer_addr = addr.parse().unwrap();
+                            let expected =
+                                value::encode(&by_map.respond(&req, bytes.len(), 1000, at));
+                            assert_eq!(by_map.encode_pong(&req, bytes, 1000, at), expected);
+                            assert_eq!(
+                                by_entries.encode_pong(&req, bytes, 1000, at),
+                                expected,
+                                "writeback {writeback}, static {data}, {addr}"
+                            );
+                            assert_eq!(
+                                value::encode(&by_entries.respond(&req, bytes.len(), 1000, at)),
+                                expected
+                            );
+                        }
                     }
                 }
             }

@@ -100,7 +100,7 @@ fn decode_with_rmpv(body: &[u8], max_depth: usize) -> Result<Value, ValueError> 
 // The encoder: rmpv's `write_value` (shortest integer forms, fixstr/str8/16/32, bin for
 // strings that are not UTF-8, fix/16/32 arrays and maps, fixext/ext8/16/32).
 
-fn write_uint(out: &mut Vec<u8>, n: u64) {
+pub(crate) fn write_uint(out: &mut Vec<u8>, n: u64) {
     match n {
         0..=127 => out.push(n as u8),
         128..=255 => out.extend_from_slice(&[0xcc, n as u8]),
@@ -119,7 +119,7 @@ fn write_uint(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-fn write_nint(out: &mut Vec<u8>, n: i64) {
+pub(crate) fn write_nint(out: &mut Vec<u8>, n: i64) {
     match n {
         -32..=-1 => out.push(n as i8 as u8),
         -128..=-33 => out.extend_from_slice(&[0xd0, n as i8 as u8]),
@@ -167,6 +167,22 @@ fn write_collection_len(out: &mut Vec<u8>, len: u32, fix: u8, markers: [u8; 2]) 
     }
 }
 
+/// A string's msgpack header (what [`write_value`] writes before a UTF-8 string's bytes).
+pub(crate) fn write_str_header(out: &mut Vec<u8>, len: usize) {
+    let len = len as u32;
+    match len {
+        0..=31 => out.push(0xa0 | len as u8),
+        32..=255 => out.extend_from_slice(&[0xd9, len as u8]),
+        _ => write_len(out, len, [0xd9, 0xda, 0xdb]),
+    }
+}
+
+/// A UTF-8 string, as [`write_value`] writes `Value::from(s)`.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_str_header(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
 fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Nil => out.push(0xc0),
@@ -187,11 +203,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
             let bytes = s.as_bytes();
             let len = bytes.len() as u32;
             if s.is_str() {
-                match len {
-                    0..=31 => out.push(0xa0 | len as u8),
-                    32..=255 => out.extend_from_slice(&[0xd9, len as u8]),
-                    _ => write_len(out, len, [0xd9, 0xda, 0xdb]),
-                }
+                write_str_header(out, bytes.len());
             } else {
                 write_len(out, len, [0xc4, 0xc5, 0xc6]);
             }

@@ -51,7 +51,7 @@ pub use config::{Config, Limits};
 pub use error::{ConnectionError, FrameError, RegistryError, ValueError};
 pub use peng3dnet_proto::CloseReason;
 pub use ping::{ping_addrs, ping_server, PingError, PingOptions, PingReply, PingSession};
-pub use pong::{PingRequest, PingResponder};
+pub use pong::{MapWriter, PingRequest, PingResponder};
 pub use protocol::{ConnType, Packet};
 pub use registry::Registry;
 pub use security::SecurityLevel;

@@ -1331,9 +1331,22 @@ impl<H: Handler> Conn<H> {
     /// Writes and flushes one frame, bounded by the write timeout: a peer that does not
     /// read cannot hold the task (or our memory) forever. It is closed with reason
     /// `timeout`, without a closeconn (it would not read that either).
+    ///
+    /// The timer is started only when the socket does not take the frame at once: the
+    /// usual write completes on its first poll, and a timer per write (a clock read, a
+    /// timer entry built and dropped) was a tenth of a ping's cost (BENCHMARKS.md).
     async fn write(&mut self, frame: Frame) -> Result<(), Closed> {
         let write_timeout = self.shared.limits.write_timeout;
-        match timeout(write_timeout, self.framed.send(frame)).await {
+        let mut send = self.framed.send(frame);
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(std::pin::Pin::new(&mut send), cx))
+        })
+        .await;
+        let result = match first {
+            std::task::Poll::Ready(done) => Ok(done),
+            std::task::Poll::Pending => timeout(write_timeout, send).await,
+        };
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(FrameError::Io(_))) => Err(Closed::SocketClosed),
             Ok(Err(e)) => {
