@@ -126,8 +126,14 @@ impl PingServer {
             })
         })?;
         let server = bound.map_err(|e| {
-            let message = format!("cannot listen on {}: {e}", this.addr);
-            match e.raw_os_error() {
+            let message = e.to_string();
+            // The library's error names the address and keeps the OS error inside.
+            let os_code = e.raw_os_error().or_else(|| {
+                e.get_ref()
+                    .and_then(|inner| inner.downcast_ref::<peng3dnet::server::BindError>())
+                    .and_then(|b| b.source.raw_os_error())
+            });
+            match os_code {
                 Some(code) => PyOSError::new_err((code, message)),
                 None => PyOSError::new_err(message),
             }

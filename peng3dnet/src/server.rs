@@ -825,7 +825,7 @@ pub async fn listen(addr: impl ToSocketAddrs, max_connections: usize) -> io::Res
         })();
         match bound {
             Ok(listener) => return Ok(listener),
-            Err(e) => last = Some(io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))),
+            Err(e) => last = Some(io::Error::new(e.kind(), BindError { addr, source: e })),
         }
     }
     Err(last.unwrap_or_else(|| {
@@ -834,6 +834,19 @@ pub async fn listen(addr: impl ToSocketAddrs, max_connections: usize) -> io::Res
             "the address resolves to no address",
         )
     }))
+}
+
+/// A listening socket that could not be bound, with the address it concerns. It travels
+/// inside the `io::Error` that [`listen`] returns (same kind), keeping the OS error as
+/// its source (`raw_os_error` of the source gives the errno).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {addr}: {source}")]
+pub struct BindError {
+    /// The address that could not be bound.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: io::Error,
 }
 
 /// How long a TLS server waits for a new connection's first bytes before it concludes that
