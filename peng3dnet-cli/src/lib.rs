@@ -215,6 +215,18 @@ pub struct ClientArgs {
     /// More detail: phase timings per reply; for `ping`, percentiles in the summary too.
     #[arg(short, long)]
     pub verbose: bool,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Connect from this local address (iputils' `ping -I`, fping's `-S`): for hosts with
+    /// several addresses. An IPv4 source implies -4, an IPv6 one -6.
+    #[arg(long = "source", value_name = "ADDR", value_parser = parse_source)]
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// The TLS options of the commands that connect (`ping`, `status`, `watch`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
     /// Connect with TLS, verifying the server against the system's root certificates
     /// (or --ca) and its name.
     #[arg(long)]
@@ -233,10 +245,23 @@ pub struct ClientArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// Connect from this local address (iputils' `ping -I`, fping's `-S`): for hosts with
-    /// several addresses. An IPv4 source implies -4, an IPv6 one -6.
-    #[arg(long = "source", value_name = "ADDR", value_parser = parse_source)]
-    pub source: Option<std::net::IpAddr>,
+}
+
+impl TlsArgs {
+    /// The TLS set-up asked for, if any.
+    pub fn client_tls(&self) -> Result<Option<ClientTls>, TlsError> {
+        if self.insecure {
+            return Ok(Some(ClientTls::dangerous_no_verification()));
+        }
+        match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                ClientTls::with_ca_file_and_client_cert(ca, cert, key).map(Some)
+            }
+            (Some(ca), _, _) => ClientTls::with_ca_file(ca).map(Some),
+            _ if self.tls => ClientTls::with_system_roots().map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Parses `--source`: an IP address (no port; the system picks one).
@@ -249,17 +274,7 @@ pub fn parse_source(s: &str) -> Result<std::net::IpAddr, String> {
 impl ClientArgs {
     /// The TLS set-up asked for, if any.
     pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
-        if self.insecure {
-            return Ok(Some(ClientTls::dangerous_no_verification()));
-        }
-        match (&self.ca, &self.cert, &self.key) {
-            (Some(ca), Some(cert), Some(key)) => {
-                ClientTls::with_ca_file_and_client_cert(ca, cert, key).map(Some)
-            }
-            (Some(ca), _, _) => ClientTls::with_ca_file(ca).map(Some),
-            _ if self.tls => ClientTls::with_system_roots().map(Some),
-            _ => Ok(None),
-        }
+        self.tls.client_tls()
     }
 
     /// The address family chosen.

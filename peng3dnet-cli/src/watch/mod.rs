@@ -35,7 +35,7 @@ use self::model::{Model, Outcome, Sample, Update};
 use self::terminal::TerminalGuard;
 use self::view::{Action, Mode, View};
 use super::output::{self, ErrorRecord, ReplyRecord, SummaryRecord, Tally, SCHEMA_VERSION};
-use super::{error, parse_key_value, parse_seconds, ClientArgs, Exit};
+use super::{error, parse_key_value, parse_seconds, ClientArgs, Exit, TlsArgs};
 use crate::targets::resolve;
 
 /// More targets than this open the browser rather than the graph.
@@ -113,23 +113,9 @@ pub struct WatchArgs {
     /// else taken as a string.
     #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub data: Vec<(String, Value)>,
-    /// Connect with TLS, verifying the server against the system's root certificates
-    /// (or --ca) and its name.
-    #[arg(long)]
-    pub tls: bool,
-    /// Verify the server against the CA certificates in this PEM file (implies --tls).
-    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
-    pub ca: Option<PathBuf>,
-    /// TLS without verifying the server's certificate or name, for self-signed test
-    /// servers only (implies --tls).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Client certificate (PEM) for servers that require one (needs --ca and --key).
-    #[arg(long, value_name = "FILE", requires_all = ["key", "ca"])]
-    pub cert: Option<PathBuf>,
-    /// Private key (PEM) of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
+    /// TLS, as for `ping`.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl WatchArgs {
@@ -142,11 +128,7 @@ impl WatchArgs {
             data: self.data.clone(),
             json: false,
             verbose: false,
-            tls: self.tls,
-            ca: self.ca.clone(),
-            insecure: self.insecure,
-            cert: self.cert.clone(),
-            key: self.key.clone(),
+            tls: self.tls.clone(),
             source: None,
         }
     }
