@@ -28,16 +28,13 @@ use super::{error, from_json, from_toml, Exit, ServeArgs};
 /// ```
 /// use peng3dnet::value::get;
 /// use peng3dnet_cli::serve::builtin_dynamic_data;
-/// use peng3dnet::{PingRequest, Stats};
+/// use peng3dnet::{PingMessage, PingRequest, Stats};
 ///
 /// let dynamic = builtin_dynamic_data(std::time::Instant::now());
 /// let stats = Stats::default();
-/// let data = dynamic(&PingRequest {
-///     message: &peng3dnet::value::map([]),
-///     client_id: peng3dnet::ClientId(1),
-///     peer_addr: "192.0.2.7:51234".parse().unwrap(),
-///     stats: &stats,
-/// });
+/// let ping = PingMessage::from_value(&peng3dnet::value::map([]));
+/// let peer = "192.0.2.7:51234".parse().unwrap();
+/// let data = dynamic(&PingRequest::new(&ping, peng3dnet::ClientId(1), peer, &stats));
 /// assert_eq!(get(&data, "client_addr").and_then(|v| v.as_str()), Some("192.0.2.7:51234"));
 /// ```
 pub fn builtin_dynamic_data(
@@ -63,20 +60,16 @@ pub fn builtin_dynamic_data(
 ///
 /// ```
 /// use peng3dnet::value::{self, get};
-/// use peng3dnet::{PingRequest, PingResponder, Stats};
+/// use peng3dnet::{PingMessage, PingRequest, PingResponder, Stats};
 /// use peng3dnet_cli::serve::builtin_dynamic_entries;
 ///
 /// let responder = PingResponder::new().with_dynamic_entries(builtin_dynamic_entries(std::time::Instant::now()));
 /// let stats = Stats::default();
-/// let ping = peng3dnet::value::map([]);
-/// let request = PingRequest {
-///     message: &ping,
-///     client_id: peng3dnet::ClientId(1),
-///     peer_addr: "192.0.2.7:51234".parse().unwrap(),
-///     stats: &stats,
-/// };
+/// let ping = PingMessage::from_value(&peng3dnet::value::map([]));
+/// let peer = "192.0.2.7:51234".parse().unwrap();
+/// let request = PingRequest::new(&ping, peng3dnet::ClientId(1), peer, &stats);
 /// let timing = peng3dnet::pong::ServerTiming::at(std::time::SystemTime::now());
-/// let pong = value::decode(&responder.encode_pong(&request, b"\x80", 1000, timing), 64).unwrap();
+/// let pong = value::decode(&responder.encode_pong(&request, 1000, timing), 64).unwrap();
 /// assert_eq!(get(&pong, "client_addr").and_then(|v| v.as_str()), Some("192.0.2.7:51234"));
 /// ```
 pub fn builtin_dynamic_entries(

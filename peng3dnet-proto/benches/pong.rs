@@ -16,8 +16,8 @@ use peng3dnet_proto::frame::{Frame, FrameCodec};
 use peng3dnet_proto::pong::ServerTiming;
 use peng3dnet_proto::protocol::{ids, settype_frame, ConnType, Event, ServerProtocol, ServerSetup};
 use peng3dnet_proto::value::{self, map, Value};
-use peng3dnet_proto::PingRequest;
 use peng3dnet_proto::{ClientId, Stats};
+use peng3dnet_proto::{PingMessage, PingRequest};
 use peng3dnet_proto::{PingResponder, Registry};
 
 fn responder() -> PingResponder {
@@ -36,13 +36,8 @@ fn responder() -> PingResponder {
 }
 
 /// A ping request from client 1, as the server builds it.
-fn request<'a>(message: &'a Value, stats: &'a Stats) -> PingRequest<'a> {
-    PingRequest {
-        message,
-        client_id: ClientId(1),
-        peer_addr: "127.0.0.1:1".parse().unwrap(),
-        stats,
-    }
+fn request<'a>(message: &'a PingMessage, stats: &'a Stats) -> PingRequest<'a> {
+    PingRequest::new(message, ClientId(1), "127.0.0.1:1".parse().unwrap(), stats)
 }
 
 fn established() -> ServerProtocol {
@@ -73,7 +68,6 @@ fn handle(
     frame: Frame,
     out: &mut BytesMut,
 ) -> usize {
-    let body = frame.body.clone();
     let step = protocol.handle(frame);
     let Some(Event::Ping(message)) = step.event else {
         panic!("not a ping");
@@ -81,7 +75,6 @@ fn handle(
     let stats = Stats::default();
     let pong = responder.encode_pong(
         &request(&message, &stats),
-        &body,
         64 << 10,
         ServerTiming::at(SystemTime::now()),
     );
@@ -93,11 +86,10 @@ fn handle(
 fn ping(c: &mut Criterion) {
     let responder = responder();
     let small = ping_frame(None);
-    let message = value::decode(&small.body, 64).unwrap();
+    let message = PingMessage::decode(small.body.clone(), 64, 1000).unwrap();
     let stats = Stats::default();
     let pong = responder.respond(
         &request(&message, &stats),
-        small.body.len(),
         64 << 10,
         ServerTiming::at(SystemTime::now()),
     );
@@ -120,7 +112,6 @@ fn ping(c: &mut Criterion) {
         b.iter(|| {
             let pong = responder.respond(
                 &request(black_box(&message), &stats),
-                small.body.len(),
                 64 << 10,
                 ServerTiming::at(SystemTime::now()),
             );
@@ -131,7 +122,6 @@ fn ping(c: &mut Criterion) {
         b.iter(|| {
             black_box(responder.encode_pong(
                 &request(black_box(&message), &stats),
-                &small.body,
                 64 << 10,
                 ServerTiming::at(SystemTime::now()),
             ))

@@ -110,7 +110,7 @@ pub use close::CloseReason;
 pub use config::{Config, Limits};
 pub use error::{FrameError, RegistryError, ValueError};
 pub use frame::{Frame, FrameCodec};
-pub use pong::{MapWriter, PingRequest, PingResponder};
+pub use pong::{MapWriter, PingMessage, PingRequest, PingResponder};
 pub use protocol::{ConnType, Packet};
 pub use registry::Registry;
 pub use security::SecurityLevel;

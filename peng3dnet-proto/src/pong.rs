@@ -13,13 +13,14 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use std::time::SystemTime;
 
+use crate::error::ValueError;
 use crate::protocol::{PROTOVERSION, RELEASE, VERSION};
 use crate::stats::{ClientId, Stats};
 use crate::value::{self, get, insert, map, update, Value, MAX_DEPTH_CLAMP};
@@ -27,11 +28,93 @@ use crate::value::{self, get, insert, map, update, Value, MAX_DEPTH_CLAMP};
 /// Key of the server's timestamps in a pong.
 pub const SERVER_TIMING_KEY: &str = "servertiming";
 
+/// A ping as the server received it: its bytes, checked to be one msgpack document the
+/// decoder accepts, and decoded only when something asks for the value.
+///
+/// The pong echoes the ping's own bytes under `oldmsg`, and most ping data providers never
+/// look at the ping, so a server answers most pings without building the ping as a
+/// [`Value`] at all (a tenth of a ping's cost on the server, BENCHMARKS.md).
+///
+/// ```
+/// use peng3dnet_proto::pong::PingMessage;
+/// use peng3dnet_proto::value::{self, get, map, Value};
+///
+/// let sent = map([("time", Value::F64(1.7e9))]);
+/// let message = PingMessage::decode(value::encode(&sent), 64, 1000).unwrap();
+/// assert_eq!(message.bytes(), &value::encode(&sent)[..]);
+/// assert_eq!(get(message.value(), "time"), Some(&Value::F64(1.7e9)));
+/// assert!(PingMessage::decode(&b"\x81"[..], 64, 1000).is_err(), "a map missing its entry");
+/// ```
+#[derive(Clone)]
+pub struct PingMessage {
+    /// One complete msgpack document, accepted by [`value::validate`].
+    bytes: Bytes,
+    /// The depth limit it was checked with (the decode uses the same).
+    max_depth: usize,
+    /// The decoded value, once asked for.
+    value: OnceLock<Value>,
+}
+
+impl PingMessage {
+    /// Checks `bytes` as the server checks every received body (nesting, item count,
+    /// trailing bytes: [`value::validate`]) and keeps them; the value is decoded when
+    /// first asked for.
+    pub fn decode(
+        bytes: impl Into<Bytes>,
+        max_depth: usize,
+        max_items: usize,
+    ) -> Result<Self, ValueError> {
+        let bytes = bytes.into();
+        value::validate(&bytes, max_depth, max_items)?;
+        Ok(PingMessage::checked(bytes, max_depth))
+    }
+
+    /// A ping from a value (encoded here): for tests and for servers that build pings.
+    pub fn from_value(message: &Value) -> Self {
+        PingMessage::checked(value::encode(message), MAX_DEPTH_CLAMP)
+    }
+
+    /// `bytes` already passed [`value::validate`] with `max_depth`.
+    pub(crate) fn checked(bytes: Bytes, max_depth: usize) -> Self {
+        PingMessage {
+            bytes,
+            max_depth,
+            value: OnceLock::new(),
+        }
+    }
+
+    /// The ping's bytes, exactly as received (what write-back echoes).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The ping, decoded on first use.
+    pub fn value(&self) -> &Value {
+        self.value.get_or_init(|| {
+            // Cannot fail: the bytes passed `validate`, which refuses exactly what the
+            // decoder refuses (property-tested). Nil rather than a panic if it ever did.
+            value::decode(&self.bytes, self.max_depth).unwrap_or(Value::Nil)
+        })
+    }
+}
+
+impl PartialEq for PingMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl std::fmt::Debug for PingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PingMessage").field(self.value()).finish()
+    }
+}
+
 /// One ping as the server sees it, given to the dynamic data provider.
 #[derive(Debug, Clone, Copy)]
 pub struct PingRequest<'a> {
-    /// The ping map exactly as the client sent it.
-    pub message: &'a Value,
+    /// The ping.
+    message: &'a PingMessage,
     /// The id the server gave this connection.
     pub client_id: ClientId,
     /// The client's address.
@@ -39,6 +122,34 @@ pub struct PingRequest<'a> {
     /// The server's counters (connections open, pings answered, this one included): what
     /// a status page's dynamic data usually reports.
     pub stats: &'a Stats,
+}
+
+impl<'a> PingRequest<'a> {
+    /// The request for `message` from client `client_id` at `peer_addr`.
+    pub fn new(
+        message: &'a PingMessage,
+        client_id: ClientId,
+        peer_addr: SocketAddr,
+        stats: &'a Stats,
+    ) -> Self {
+        PingRequest {
+            message,
+            client_id,
+            peer_addr,
+            stats,
+        }
+    }
+
+    /// The ping map exactly as the client sent it (decoded when first asked for: a
+    /// provider that does not look at it costs no decode).
+    pub fn message(&self) -> &'a Value {
+        self.message.value()
+    }
+
+    /// The ping as received, bytes and value.
+    pub fn ping(&self) -> &'a PingMessage {
+        self.message
+    }
 }
 
 type DynamicData = dyn Fn(&PingRequest<'_>) -> Value + Send + Sync;
@@ -63,7 +174,7 @@ enum Dynamic {
 ///
 /// let responder = PingResponder::new()
 ///     .with_static_data(map([("name", "my server".into()), ("motd", "hello".into())]))
-///     .with_dynamic(|req| map([("you_sent", req.message.clone())]));
+///     .with_dynamic(|req| map([("you_sent", req.message().clone())]));
 /// responder.set_static_data(map([("name", "renamed".into())]));
 /// assert_eq!(get(&responder.static_data(), "name").unwrap().as_str(), Some("renamed"));
 /// ```
@@ -217,13 +328,12 @@ impl PingResponder {
 
     /// Builds the pong for one ping.
     ///
-    /// `ping_len` is the ping's encoded size: a ping larger than `max_echo_bytes` is
-    /// echoed with its `time` key only, so clients can still time it but a client cannot
-    /// make the server send back megabytes.
+    /// A ping larger than `max_echo_bytes` (encoded) is echoed with its `time` key only,
+    /// so clients can still time it but a client cannot make the server send back
+    /// megabytes.
     pub fn respond(
         &self,
         request: &PingRequest<'_>,
-        ping_len: usize,
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Value {
@@ -241,7 +351,6 @@ impl PingResponder {
             request,
             dynamic.as_ref(),
             &static_part.value,
-            ping_len,
             max_echo_bytes,
             timing,
         )
@@ -258,7 +367,6 @@ impl PingResponder {
     pub fn encode_pong(
         &self,
         request: &PingRequest<'_>,
-        ping_body: &[u8],
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Bytes {
@@ -269,17 +377,14 @@ impl PingResponder {
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
                 scratch.clear();
-                let pong =
-                    self.encode_pong_with(&mut scratch, request, ping_body, max_echo_bytes, timing);
+                let pong = self.encode_pong_with(&mut scratch, request, max_echo_bytes, timing);
                 if scratch.capacity() > SCRATCH_KEEP {
                     *scratch = Vec::new();
                 }
                 pong
             }
             // A provider that builds a pong itself.
-            Err(_) => {
-                self.encode_pong_with(&mut Vec::new(), request, ping_body, max_echo_bytes, timing)
-            }
+            Err(_) => self.encode_pong_with(&mut Vec::new(), request, max_echo_bytes, timing),
         })
     }
 
@@ -288,10 +393,10 @@ impl PingResponder {
         &self,
         scratch: &mut Vec<u8>,
         request: &PingRequest<'_>,
-        ping_body: &[u8],
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Bytes {
+        let ping_body = request.ping().bytes();
         let mut writer = MapWriter::new(scratch);
         let mut dynamic_value = None;
         match &self.dynamic {
@@ -317,7 +422,6 @@ impl PingResponder {
                 request,
                 Some(&dynamic),
                 &static_part.value,
-                ping_body.len(),
                 max_echo_bytes,
                 timing,
             );
@@ -328,7 +432,7 @@ impl PingResponder {
         let entries = u32::from(writeback) + dynamic_count + static_part.count + 2;
         let fits = ping_body.len() <= max_echo_bytes;
         let echo = match (writeback, fits) {
-            (true, false) => Some(value::encode(&time_only(request.message))),
+            (true, false) => Some(value::encode(&time_only(request.message()))),
             _ => None,
         };
         let echo_bytes: &[u8] = match (&echo, writeback) {
@@ -368,16 +472,15 @@ impl PingResponder {
         request: &PingRequest<'_>,
         dynamic: Option<&Value>,
         static_data: &Value,
-        ping_len: usize,
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Value {
         let mut pong = map([]);
         if self.writeback {
-            let echo = if ping_len <= max_echo_bytes {
-                request.message.clone()
+            let echo = if request.ping().bytes().len() <= max_echo_bytes {
+                request.message().clone()
             } else {
-                time_only(request.message)
+                time_only(request.message())
             };
             insert(&mut pong, "oldmsg", echo);
         }
@@ -426,7 +529,7 @@ struct StaticPart {
     /// Number of entries.
     count: u32,
     /// Its string keys.
-    keys: HashSet<String>,
+    keys: KeySet,
     /// Every key is a string, none repeats and none is one of [`RESERVED_KEYS`]: the
     /// encoded entries can be spliced into a pong as they are.
     distinct: bool,
@@ -436,14 +539,14 @@ impl StaticPart {
     fn new(value: Value) -> StaticPart {
         let pairs: &[(Value, Value)] = value.as_map().map_or(&[], Vec::as_slice);
         let mut entries = Vec::new();
-        let mut keys = HashSet::new();
+        let mut keys = KeySet::default();
         let mut distinct = true;
         for (k, v) in pairs {
             value::encode_into(&mut entries, k);
             value::encode_into(&mut entries, v);
             match k.as_str() {
                 Some(key) if !RESERVED_KEYS.contains(&key) => {
-                    distinct &= keys.insert(key.to_owned());
+                    distinct &= keys.insert(key.as_bytes());
                 }
                 _ => distinct = false,
             }
@@ -455,6 +558,37 @@ impl StaticPart {
             keys,
             distinct,
         }
+    }
+}
+
+/// The string keys of the static data, looked up once per ping for every dynamic key: a
+/// list compared byte for byte while it is short (the usual few keys: no hashing), a hash
+/// set beyond that.
+#[derive(Default)]
+struct KeySet {
+    list: Vec<Box<[u8]>>,
+    set: HashSet<Box<[u8]>>,
+}
+
+/// Keys a [`KeySet`] keeps in its list; more go to its hash set.
+const KEYS_LISTED: usize = 16;
+
+impl KeySet {
+    /// Adds `key`; false if it was there already.
+    fn insert(&mut self, key: &[u8]) -> bool {
+        if self.contains(key) {
+            return false;
+        }
+        if self.list.len() < KEYS_LISTED {
+            self.list.push(key.into());
+        } else {
+            self.set.insert(key.into());
+        }
+        true
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        self.list.iter().any(|k| **k == *key) || (!self.set.is_empty() && self.set.contains(key))
     }
 }
 
@@ -531,9 +665,9 @@ pub struct MapWriter<'a> {
     plain: bool,
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    let mut digits = [0u8; 10];
+/// Writes `n` (at most 65,535) in decimal at the start of `out`; returns the length.
+fn write_decimal(out: &mut [u8], n: u16) -> usize {
+    let mut digits = [0u8; 5];
     let mut i = digits.len();
     let mut n = n;
     loop {
@@ -544,7 +678,9 @@ fn push_decimal(out: &mut Vec<u8>, n: u32) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
 }
 
 /// Keys a [`MapWriter`] remembers; more send the pong down the general merge.
@@ -631,19 +767,22 @@ impl<'a> MapWriter<'a> {
             return self.display(key, addr);
         };
         self.key(key);
-        // At most "255.255.255.255:65535": 21 bytes, a fixstr.
-        let at = self.out.len();
-        self.out.push(0xa0);
+        // At most "255.255.255.255:65535": 21 bytes, a fixstr, written on the stack first
+        // (one copy into the pong instead of a capacity check per character).
+        let mut text = [0u8; 21];
+        let mut len = 0;
         for (i, octet) in v4.ip().octets().into_iter().enumerate() {
             if i > 0 {
-                self.out.push(b'.');
+                text[len] = b'.';
+                len += 1;
             }
-            push_decimal(self.out, u32::from(octet));
+            len += write_decimal(&mut text[len..], u16::from(octet));
         }
-        self.out.push(b':');
-        push_decimal(self.out, u32::from(v4.port()));
-        let len = self.out.len() - at - 1;
-        self.out[at] = 0xa0 | len as u8;
+        text[len] = b':';
+        len += 1;
+        len += write_decimal(&mut text[len..], v4.port());
+        self.out.push(0xa0 | len as u8);
+        self.out.extend_from_slice(&text[..len]);
     }
 
     /// An entry with any value.
@@ -668,20 +807,18 @@ impl<'a> MapWriter<'a> {
 
     /// Whether no key repeats, none is one of [`RESERVED_KEYS`] and none is in `taken`:
     /// the entries can be spliced into a pong as they are.
-    fn distinct_from(&self, taken: &HashSet<String>) -> bool {
+    fn distinct_from(&self, taken: &KeySet) -> bool {
         if !self.plain {
             return false;
         }
         let keys = &self.keys[..self.count as usize];
         keys.iter().enumerate().all(|(i, &(start, end))| {
             let key = &self.out[start as usize..end as usize];
-            // Written from a `&str`: UTF-8.
-            let key = std::str::from_utf8(key).unwrap_or("");
-            !RESERVED_KEYS.contains(&key)
+            !RESERVED_KEYS.iter().any(|r| r.as_bytes() == key)
                 && !taken.contains(key)
                 && !keys[..i]
                     .iter()
-                    .any(|&(s, e)| &self.out[s as usize..e as usize] == key.as_bytes())
+                    .any(|&(s, e)| &self.out[s as usize..e as usize] == key)
         })
     }
 
@@ -722,13 +859,12 @@ mod tests {
 
     static STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(Stats::default);
 
-    fn request(msg: &Value) -> PingRequest<'_> {
-        PingRequest {
-            message: msg,
-            client_id: ClientId(7),
-            peer_addr: "127.0.0.1:1".parse().unwrap(),
-            stats: &STATS,
-        }
+    fn request(msg: &PingMessage) -> PingRequest<'_> {
+        PingRequest::new(msg, ClientId(7), "127.0.0.1:1".parse().unwrap(), &STATS)
+    }
+
+    fn message_of(msg: &Value) -> PingMessage {
+        PingMessage::from_value(msg)
     }
 
     /// Issue 19: a clone turned into a responder without write-back lost the dynamic
@@ -741,7 +877,7 @@ mod tests {
         let derived = original.clone().with_writeback(false);
         let ping = map([("time", 1.5.into())]);
         let now = ServerTiming::at(SystemTime::now());
-        let pong = derived.respond(&request(&ping), 10, 1000, now);
+        let pong = derived.respond(&request(&message_of(&ping)), 1000, now);
         assert_eq!(keys(&pong), ["dyn", "name", "peng3dnet", "servertiming"]);
         assert!(original.writeback(), "the original keeps its own setting");
         derived.set_static_data(map([("name", "renamed".into())]));
@@ -750,7 +886,7 @@ mod tests {
             Some("renamed")
         );
         derived.set("players", 3.into());
-        let pong = original.respond(&request(&ping), 10, 1000, now);
+        let pong = original.respond(&request(&message_of(&ping)), 1000, now);
         assert_eq!(get(&pong, "players").and_then(Value::as_u64), Some(3));
         assert!(original.remove("players"));
         assert!(!original.remove("players"));
@@ -781,8 +917,7 @@ mod tests {
             ]));
         let ping = map([("time", Value::F64(1.5)), ("x", 1.into())]);
         let pong = r.respond(
-            &request(&ping),
-            20,
+            &request(&message_of(&ping)),
             1000,
             ServerTiming::at(SystemTime::now()),
         );
@@ -816,15 +951,13 @@ mod tests {
     fn writeback_echoes_the_ping_and_can_be_turned_off() {
         let ping = map([("time", Value::F64(1.5)), ("x", 1.into())]);
         let on = PingResponder::new().respond(
-            &request(&ping),
-            20,
+            &request(&message_of(&ping)),
             1000,
             ServerTiming::at(SystemTime::now()),
         );
         assert_eq!(get(&on, "oldmsg"), Some(&ping));
         let off = PingResponder::new().with_writeback(false).respond(
-            &request(&ping),
-            20,
+            &request(&message_of(&ping)),
             1000,
             ServerTiming::at(SystemTime::now()),
         );
@@ -838,8 +971,7 @@ mod tests {
             ("big", Value::Binary(vec![0; 5000])),
         ]);
         let pong = PingResponder::new().respond(
-            &request(&ping),
-            5020,
+            &request(&message_of(&ping)),
             1000,
             ServerTiming::at(SystemTime::now()),
         );
@@ -855,8 +987,7 @@ mod tests {
         let clone = r.clone();
         clone.set_static_data(map([("name", "b".into())]));
         let pong = r.respond(
-            &request(&map([])),
-            1,
+            &request(&message_of(&map([]))),
             1000,
             ServerTiming::at(SystemTime::now()),
         );
@@ -907,15 +1038,18 @@ mod tests {
                         r = r.with_dynamic(*d);
                     }
                     for (message, bytes) in [(&ping, &body), (&big, &big_body)] {
-                        let req = request(message);
+                        assert_eq!(&value::encode(message), bytes);
+                        let message = message_of(message);
+                        let req = request(&message);
                         let now = ServerTiming::at(SystemTime::now());
-                        let merged = r.respond(&req, bytes.len(), 1000, now);
-                        let encoded = r.encode_pong(&req, bytes, 1000, now);
+                        let merged = r.respond(&req, 1000, now);
+                        let encoded = r.encode_pong(&req, 1000, now);
                         let decoded = value::decode(&encoded, 64).unwrap();
                         assert_eq!(
                             untimed(decoded.clone()),
                             untimed(merged),
-                            "writeback {writeback}, static {data}, message {message}"
+                            "writeback {writeback}, static {data}, message {}",
+                            message.value()
                         );
                         let timing = get(&decoded, SERVER_TIMING_KEY).unwrap();
                         assert!(get(timing, "sendtime").unwrap().as_f64().unwrap() > 1.7e9);
@@ -1036,18 +1170,19 @@ mod tests {
                             .with_dynamic(as_map);
                         let by_entries = by_map.clone().with_dynamic_entries(as_entries);
                         for (message, bytes) in [(&ping, &body), (&big, &big_body)] {
-                            let mut req = request(message);
+                            assert_eq!(&value::encode(message), bytes);
+                            let message = message_of(message);
+                            let mut req = request(&message);
                             req.peer_addr = addr.parse().unwrap();
-                            let expected =
-                                value::encode(&by_map.respond(&req, bytes.len(), 1000, at));
-                            assert_eq!(by_map.encode_pong(&req, bytes, 1000, at), expected);
+                            let expected = value::encode(&by_map.respond(&req, 1000, at));
+                            assert_eq!(by_map.encode_pong(&req, 1000, at), expected);
                             assert_eq!(
-                                by_entries.encode_pong(&req, bytes, 1000, at),
+                                by_entries.encode_pong(&req, 1000, at),
                                 expected,
                                 "writeback {writeback}, static {data}, {addr}"
                             );
                             assert_eq!(
-                                value::encode(&by_entries.respond(&req, bytes.len(), 1000, at)),
+                                value::encode(&by_entries.respond(&req, 1000, at)),
                                 expected
                             );
                         }

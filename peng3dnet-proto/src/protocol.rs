@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use crate::config::{Limits, RegistrySync};
 use crate::frame::Frame;
+use crate::pong::PingMessage;
 use crate::registry::Registry;
 use crate::value::{self, get, map, Value};
 
@@ -114,8 +115,9 @@ pub enum Event {
     Established(ConnType),
     /// An application packet.
     Packet(Packet),
-    /// A ping (server side): answer it with a pong.
-    Ping(Value),
+    /// A ping (server side): answer it with a pong. Checked, not decoded: see
+    /// [`PingMessage`].
+    Ping(PingMessage),
     /// A pong (client side).
     Pong(Value),
     /// The protocol was broken: send closeconn with this reason and close.
@@ -174,9 +176,8 @@ pub fn settype_frame(conntype: &ConnType) -> Frame {
     )
 }
 
-fn decode(frame: &Frame, max_depth: usize, max_items: usize) -> Result<Value, Step> {
-    value::decode_bounded(&frame.body, max_depth, max_items)
-        .map_err(|e| Step::close(e.close_reason()))
+fn decode(frame: &Frame, max_depth: usize, max_items: usize) -> Result<Value, CloseReason> {
+    value::decode_bounded(&frame.body, max_depth, max_items).map_err(|e| e.close_reason())
 }
 
 fn peer_closed(body: &Value) -> Step {
@@ -301,9 +302,12 @@ impl ServerProtocol {
         if self.state == ServerState::Closed {
             return Step::nothing();
         }
+        if frame.id == ids::PING && self.state == ServerState::Established(ConnType::Ping) {
+            return self.on_ping(frame);
+        }
         let body = match decode(&frame, self.setup.max_depth, self.setup.max_items) {
             Ok(body) => body,
-            Err(step) => return self.closing(step),
+            Err(reason) => return self.closing(Step::close(reason)),
         };
         let step = match (frame.id, &self.state) {
             (ids::CLOSECONN, _) => peer_closed(&body),
@@ -320,7 +324,6 @@ impl ServerProtocol {
                 Step::close(CloseReason::SmartPacketInvalid)
             }
             (id, ServerState::Established(ConnType::Ping)) if id >= 64 => match id {
-                ids::PING => Step::event(Event::Ping(body)),
                 ids::PONG => Step::close(CloseReason::PingInvalidSide),
                 _ => Step::close(CloseReason::InvalidPingPacket),
             },
@@ -344,6 +347,16 @@ impl ServerProtocol {
             _ => Step::nothing(),
         };
         self.closing(step)
+    }
+
+    /// A ping on a ping connection: its body is checked as every body is, but not
+    /// decoded (the pong echoes its bytes; a data provider may decode it).
+    fn on_ping(&mut self, frame: Frame) -> Step {
+        let (max_depth, max_items) = (self.setup.max_depth, self.setup.max_items);
+        match value::validate(&frame.body, max_depth, max_items) {
+            Ok(()) => Step::event(Event::Ping(PingMessage::checked(frame.body, max_depth))),
+            Err(e) => self.closing(Step::close(e.close_reason())),
+        }
     }
 
     fn closing(&mut self, step: Step) -> Step {
@@ -464,7 +477,7 @@ impl ClientProtocol {
         }
         let body = match decode(&frame, self.max_depth, self.max_items) {
             Ok(body) => body,
-            Err(step) => return self.closing(step),
+            Err(reason) => return self.closing(Step::close(reason)),
         };
         let step = match (frame.id, &self.state) {
             (ids::CLOSECONN, _) => peer_closed(&body),
@@ -805,11 +818,11 @@ mod tests {
         let ping = map([("time", Value::F64(1.5))]);
         assert_eq!(
             s.handle(frame(64, ping.clone())).event,
-            Some(Event::Ping(ping.clone()))
+            Some(Event::Ping(PingMessage::from_value(&ping)))
         );
         assert_eq!(
             s.handle(frame(64, ping.clone())).event,
-            Some(Event::Ping(ping)),
+            Some(Event::Ping(PingMessage::from_value(&ping))),
             "every ping is answered"
         );
         assert_eq!(

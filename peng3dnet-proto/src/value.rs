@@ -523,6 +523,110 @@ fn truncated() -> ValueError {
 /// `40 * max_items` plus the body itself, before any of it is allocated. It costs one pass
 /// over the bytes, without recursion or allocation; depth is left to the decoder.
 pub fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<(), ValueError> {
+    walk(body, max_depth, max_items).map(|_| ())
+}
+
+/// Whether [`decode_bounded`] would accept `body`, and with the same error when it would
+/// not, without building anything: [`check_items`] plus the decoder's own refusals (its
+/// depth counting, trailing bytes).
+///
+/// This is what lets a server answer a ping without decoding it: the pong echoes the
+/// ping's bytes, and the ping is decoded only if a ping data provider reads it.
+///
+/// ```
+/// use peng3dnet_proto::value::{validate, decode_bounded};
+///
+/// let ping = b"\x81\xa4time\xcb\x41\xd9\x00\x00\x00\x00\x00\x00";
+/// assert!(validate(ping, 64, 1000).is_ok());
+/// assert!(decode_bounded(ping, 64, 1000).is_ok());
+/// // A complete map followed by a stray byte: both refuse it.
+/// assert!(validate(b"\x80\xc0", 64, 1000).is_err());
+/// assert!(decode_bounded(b"\x80\xc0", 64, 1000).is_err());
+/// ```
+pub fn validate(body: &[u8], max_depth: usize, max_items: usize) -> Result<(), ValueError> {
+    let max_depth = max_depth.min(MAX_DEPTH_CLAMP);
+    let walked = walk(body, max_depth, max_items)?;
+    if walked.too_deep {
+        return Err(ValueError::Decode("depth limit exceeded".into()));
+    }
+    if walked.end != body.len() {
+        return Err(ValueError::TrailingBytes(body.len() - walked.end));
+    }
+    Ok(())
+}
+
+/// What [`walk`] found besides the refusals of [`check_items`].
+struct Walked {
+    /// Where the document ends.
+    end: usize,
+    /// The decoder would refuse the nesting (it counts depth per value, see [`depth_needed`]).
+    too_deep: bool,
+}
+
+/// The depth budget [`decode`] needs left, when it reaches a value with this marker, to
+/// read it: one level for the value, one more for a container's or a binary's body, two
+/// more for a string's or an extension's (rmpv's counting, which the decoder keeps).
+fn depth_needed(marker: u8) -> usize {
+    match marker {
+        0x80..=0x9f | 0xdc..=0xdf | 0xc4..=0xc6 => 2,
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc7..=0xc9 | 0xd4..=0xd8 => 3,
+        _ => 1,
+    }
+}
+
+/// The values still to walk in each open container, outermost first: on the stack for the
+/// nesting real messages have (a ping is one map), so that walking one allocates nothing.
+struct OpenContainers {
+    inline: [usize; 8],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl OpenContainers {
+    fn new() -> Self {
+        OpenContainers {
+            inline: [0; 8],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len + self.spill.len()
+    }
+
+    fn last(&self) -> Option<usize> {
+        match self.spill.last() {
+            Some(&last) => Some(last),
+            None => self.len.checked_sub(1).map(|i| self.inline[i]),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut usize> {
+        match self.spill.last_mut() {
+            Some(last) => Some(last),
+            None => self.len.checked_sub(1).map(|i| &mut self.inline[i]),
+        }
+    }
+
+    fn push(&mut self, n: usize) {
+        if self.len < self.inline.len() && self.spill.is_empty() {
+            self.inline[self.len] = n;
+            self.len += 1;
+        } else {
+            self.spill.push(n);
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.spill.pop().is_none() {
+            self.len = self.len.saturating_sub(1);
+        }
+    }
+}
+
+/// The walk of [`check_items`] and [`validate`].
+fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<Walked, ValueError> {
     fn length(body: &[u8], pos: &mut usize, width: usize) -> Result<usize, ValueError> {
         let end = pos
             .checked_add(width)
@@ -537,12 +641,12 @@ pub fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<()
     let mut pos = 0usize;
     // Values announced (by the root or by containers) and not yet walked.
     let mut pending = 1usize;
-    // Values still to walk in each open container, outermost first; at most
-    // `max_depth / 2` entries.
-    let mut open: Vec<usize> = Vec::new();
+    // At most `max_depth / 2` entries.
+    let mut open = OpenContainers::new();
     let mut items = 0usize;
+    let mut too_deep = false;
     while pending > 0 {
-        while open.last() == Some(&0) {
+        while open.last() == Some(0) {
             open.pop();
         }
         if let Some(left) = open.last_mut() {
@@ -555,6 +659,11 @@ pub fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<()
         }
         let marker = *body.get(pos).ok_or_else(truncated)?;
         pos += 1;
+        // The decoder enters this value with its budget less two levels per container
+        // around it; it is read only after the whole walk, like the decoder runs after
+        // `check_items`, so that the error is the one `decode_bounded` gives.
+        let depth_left = max_depth.saturating_sub(2 * open.len());
+        too_deep |= depth_left < depth_needed(marker);
         // (payload bytes to skip, values this one contains)
         let (skip, children) = match marker {
             0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
@@ -601,7 +710,7 @@ pub fn check_items(body: &[u8], max_depth: usize, max_items: usize) -> Result<()
             return Err(truncated());
         }
     }
-    Ok(())
+    Ok(Walked { end: pos, too_deep })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use peng3dnet_proto::protocol::{
     ConnType, Event, ServerProtocol, ServerSetup, ServerState, Step,
 };
 use peng3dnet_proto::value::{self, map, Value};
-use peng3dnet_proto::Registry;
+use peng3dnet_proto::{Registry, ValueError};
 use proptest::prelude::*;
 
 /// Nesting of generated values: well inside the default depth limit.
@@ -331,6 +331,45 @@ proptest! {
                 step.event, Some(Event::Close(CloseReason::InvalidPacket))
             ),
         }
+    }
+
+    #[test]
+    fn validate_refuses_exactly_what_decode_bounded_refuses(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            arb_value().prop_map(|v| value::encode(&v).to_vec()),
+            (arb_value(), any::<usize>(), any::<u8>()).prop_map(|(v, at, b)| {
+                let mut bytes = value::encode(&v).to_vec();
+                let at = at % bytes.len();
+                match b % 3 {
+                    0 => bytes[at] = b,
+                    1 => bytes.truncate(at),
+                    _ => bytes.push(b),
+                }
+                bytes
+            }),
+            // A leaf of every kind at every nesting around the depth limits below.
+            (0usize..45, prop::sample::select(vec![
+                Value::Nil, Value::from(7), Value::from("s"), Value::Binary(vec![1]),
+                Value::Ext(3, vec![1, 2]), Value::Array(vec![]), Value::Map(vec![]),
+            ]), any::<bool>()).prop_map(|(k, leaf, maps)| {
+                let mut v = leaf;
+                for _ in 0..k {
+                    v = if maps { value::map([("k", v)]) } else { Value::Array(vec![v]) };
+                }
+                value::encode(&v).to_vec()
+            }),
+        ],
+        depth in 0usize..90,
+        items in prop_oneof![Just(usize::MAX), 0usize..64],
+    ) {
+        let decoded = value::decode_bounded(&bytes, depth, items);
+        let validated = value::validate(&bytes, depth, items);
+        prop_assert_eq!(
+            decoded.as_ref().err().map(ValueError::close_reason),
+            validated.as_ref().err().map(ValueError::close_reason),
+            "decode {:?}, validate {:?}", decoded, validated
+        );
     }
 
     #[test]

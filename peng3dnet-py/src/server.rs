@@ -244,7 +244,7 @@ fn call_dynamic(dynamic: &Py<PyAny>, request: &PingRequest<'_>) -> Value {
     // None while the interpreter shuts down: answer with the static data.
     Python::try_attach(|py| {
         let attempt = || -> PyResult<Value> {
-            let message = to_py(py, request.message)?;
+            let message = to_py(py, request.message())?;
             let result = dynamic.bind(py).call1((message, request.client_id.0))?;
             if result.is_none() {
                 return Ok(map([]));

@@ -46,12 +46,13 @@ pub mod tls;
 #[path = "tls_off.rs"]
 pub mod tls;
 pub mod transport;
+mod wall_clock;
 
 pub use config::{Config, Limits};
 pub use error::{ConnectionError, FrameError, RegistryError, ValueError};
 pub use peng3dnet_proto::CloseReason;
 pub use ping::{ping_addrs, ping_server, PingError, PingOptions, PingReply, PingSession};
-pub use pong::{MapWriter, PingRequest, PingResponder};
+pub use pong::{MapWriter, PingMessage, PingRequest, PingResponder};
 pub use protocol::{ConnType, Packet};
 pub use registry::Registry;
 pub use security::SecurityLevel;

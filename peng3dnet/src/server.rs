@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,6 +41,7 @@ use crate::stats::{ClientId, Stats};
 use crate::tls::{SecurityLevel, ServerTls};
 use crate::transport::Stream;
 use crate::value::{self, Value};
+use crate::wall_clock::wall_times;
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +167,10 @@ const QUEUE_OVERHEAD: usize = 64;
 enum Command {
     Send(Frame),
     Close(CloseReason),
+    /// The server shuts down: answer what was read, then close with `servershutdown`.
+    /// Sent through the command queue rather than a cancellation token that every
+    /// connection's loop would poll on every frame (a tenth of a ping's cost).
+    Shutdown,
 }
 
 /// A connected client, as seen from the rest of the program: who it is and how to talk to
@@ -599,7 +604,13 @@ impl Server {
     /// queued for it and answering the pings it had already read, and waits until every connection is gone (each bounded by the write
     /// timeout and close linger).
     pub async fn shutdown(&self) {
+        // First the token (the accept loop, and connections still in their PROXY or TLS
+        // handshake), then every registered connection. A connection registers itself
+        // and then looks at the token, under the same lock order: none is missed.
         self.shared.shutdown.cancel();
+        for client in self.shared.clients().values() {
+            let _ = client.tx.send(Command::Shutdown);
+        }
         let accept = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(accept) = accept {
             let _ = accept.await;
@@ -989,6 +1000,10 @@ async fn connection<H: Handler>(
         security,
     };
     shared.clients().insert(id, handle.clone());
+    if shared.shutdown.is_cancelled() {
+        // Registered after `shutdown` told the others.
+        let _ = handle.tx.send(Command::Shutdown);
+    }
     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(peer = %addr, client = %id, "connection opened");
     let (state, created) = match guarded(addr, "new_state", || handler.new_state(&handle)) {
@@ -1125,14 +1140,10 @@ impl<H: Handler> Conn<H> {
             return closed;
         }
         let mut idle_deadline = after(limits.idle_timeout);
-        // One shutdown waiter and one timer for the whole connection, not one of each per
-        // frame (the profile showed both on every packet): a waiter of its own (a child
-        // token) so that connections do not contend for the server's one waiter list, and
-        // a timer that is moved only when it fires early (the idle deadline moves with
-        // every frame; the timer lags behind and catches up when it fires).
-        let shutdown = self.shared.shutdown.child_token();
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
+        // One timer for the whole connection, not one per frame (the profile showed it on
+        // every packet): moved only when it fires early (the idle deadline moves with
+        // every frame; the timer lags behind and catches up when it fires). The shutdown
+        // comes as a command.
         let timer = tokio::time::sleep_until(handshake_deadline);
         tokio::pin!(timer);
         loop {
@@ -1146,13 +1157,13 @@ impl<H: Handler> Conn<H> {
             }
             tokio::select! {
                 biased;
-                _ = &mut cancelled => {
-                    if let Some(closed) = self.answer_buffered().await {
-                        return closed;
-                    }
-                    return Closed::ByUs(CloseReason::ServerShutdown);
-                }
                 command = rx.recv() => match command {
+                    Some(Command::Shutdown) => {
+                        if let Some(closed) = self.answer_buffered().await {
+                            return closed;
+                        }
+                        return Closed::ByUs(CloseReason::ServerShutdown);
+                    }
                     Some(Command::Send(frame)) => {
                         self.handle
                             .queued
@@ -1171,11 +1182,13 @@ impl<H: Handler> Conn<H> {
                     None => return Closed::ByUs(CloseReason::ServerShutdown),
                 },
                 incoming = self.framed.next() => {
-                    idle_deadline = after(limits.idle_timeout);
                     match incoming {
                         None => return Closed::SocketClosed,
                         Some(Err(e)) => return self.frame_error(e),
                         Some(Ok(frame)) => {
+                            // The decoder's clock reading, not a second one.
+                            let read_at = self.framed.codec().codec.read_at();
+                            idle_deadline = crate::deadline::at(read_at, limits.idle_timeout);
                             let closed = self.on_frame(frame).await;
                             shrink_read_buffer(self.framed.read_buffer_mut());
                             if let Some(closed) = closed {
@@ -1264,11 +1277,6 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
-        let received_at = SystemTime::now();
-        // Only an observer needs the handling time: no clock read per frame without one.
-        let received_clock = self.shared.observer.as_ref().map(|_| Instant::now());
-        // Kept (a reference count, no copy) to echo the ping's own bytes in the pong.
-        let ping_body = frame.body.clone();
         let frame_id = frame.id;
         let step = self.protocol.handle(frame);
         if let Some(out) = step.send {
@@ -1306,26 +1314,25 @@ impl<H: Handler> Conn<H> {
             Event::Ping(message) => {
                 self.settled = true;
                 let responder = self.shared.ping.as_ref()?;
-                let request = PingRequest {
-                    message: &message,
-                    client_id: self.handle.id,
-                    peer_addr: self.handle.addr,
-                    stats: &self.shared.stats,
-                };
-                self.shared.stats.pings.fetch_add(1, Ordering::Relaxed);
+                let (handle, stats) = (&self.handle, &self.shared.stats);
+                let request = PingRequest::new(&message, handle.id, handle.addr, stats);
+                stats.pings.fetch_add(1, Ordering::Relaxed);
                 let max_echo = self.shared.limits.max_echo_bytes;
-                let pong = match guarded(self.handle.addr, "the ping data provider", || {
-                    let timing = ServerTiming {
-                        received: received_at,
-                        sent: SystemTime::now(),
-                    };
-                    responder.encode_pong(&request, &ping_body, max_echo, timing)
+                // Two clock readings per ping, one per frame: the decoder's when the ping
+                // was read, and this one for the pong (both put on the wall clock without
+                // reading it, see `wall_clock`).
+                let read_at = self.framed.codec().codec.read_at();
+                let sent_at = Instant::now();
+                let (received, sent) = wall_times(read_at, sent_at);
+                let timing = ServerTiming { received, sent };
+                let pong = match guarded(handle.addr, "the ping data provider", || {
+                    responder.encode_pong(&request, max_echo, timing)
                 }) {
                     Ok(pong) => pong,
                     Err(closed) => return Some(closed),
                 };
-                if let (Some(observer), Some(clock)) = (&self.shared.observer, received_clock) {
-                    observer.ping_answered(clock.elapsed());
+                if let Some(observer) = &self.shared.observer {
+                    observer.ping_answered(Instant::now().saturating_duration_since(read_at));
                 }
                 if let Err(closed) = self.write(Frame::new(ids::PONG, pong)).await {
                     return Some(closed);

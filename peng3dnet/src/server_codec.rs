@@ -68,6 +68,9 @@ pub(crate) struct ServerCodec {
     held: usize,
     /// When the partial frame at the front of the buffer started arriving.
     started: Option<Instant>,
+    /// When the last frame that came out was read: the connection's one clock reading per
+    /// frame, which the connection reuses for its idle deadline and the pong's timing.
+    read_at: Instant,
 }
 
 impl ServerCodec {
@@ -78,6 +81,7 @@ impl ServerCodec {
             budget,
             held: 0,
             started: None,
+            read_at: Instant::now(),
         };
         codec.set_phase(Phase::Handshake);
         codec
@@ -109,6 +113,12 @@ impl ServerCodec {
     pub(crate) fn frame_deadline(&self) -> Option<Instant> {
         self.started
             .map(|s| crate::deadline::at(s, self.limits.frame_timeout))
+    }
+
+    /// When the last frame that came out of the decoder was read (the clock as the
+    /// decoder read it: no second reading per frame).
+    pub(crate) fn read_at(&self) -> Instant {
+        self.read_at
     }
 
     /// The frame timeout in force.
@@ -183,6 +193,7 @@ impl Decoder for ServerCodec {
             // A frame came out (or the connection is refused): the next one starts now.
             self.release();
             self.started = (!src.is_empty()).then_some(now);
+            self.read_at = now;
         }
         decoded
     }

@@ -123,9 +123,12 @@ impl AsyncWrite for Stream {
         }
     }
 
+    /// Plain TCP says no: our frames are written from one contiguous buffer (the framed
+    /// write buffer), so a vectored write would be a `writev` of one slice, which costs
+    /// more in the kernel than the `send` a plain write makes.
     fn is_write_vectored(&self) -> bool {
         match self {
-            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Plain(_) => false,
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.is_write_vectored(),
         }

@@ -193,7 +193,7 @@ async fn the_python_ping_of_our_server() {
                 ("clients", 1.into()),
                 (
                     "echo_x",
-                    get(req.message, "x").cloned().unwrap_or(Value::Nil),
+                    get(req.message(), "x").cloned().unwrap_or(Value::Nil),
                 ),
             ])
         });

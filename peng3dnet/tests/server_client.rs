@@ -209,7 +209,7 @@ async fn ping_returns_server_data_delay_and_timings() {
             seen2
                 .lock()
                 .unwrap()
-                .push((req.client_id, req.peer_addr, req.message.clone()));
+                .push((req.client_id, req.peer_addr, req.message().clone()));
             map([("clients", 1.into())])
         });
     let server = Server::builder()
@@ -415,7 +415,7 @@ impl Handler for Panicky {
 async fn a_panic_in_application_code_closes_only_that_client_with_a_reason() {
     let (tx, mut closed) = mpsc::unbounded_channel();
     let responder = PingResponder::new().with_dynamic(|request: &PingRequest<'_>| {
-        if get(request.message, "boom").is_some() {
+        if get(request.message(), "boom").is_some() {
             panic!("the provider failed");
         }
         map([])
