@@ -665,21 +665,20 @@ pub struct MapWriter<'a> {
     plain: bool,
 }
 
-/// Writes `n` (at most 65,535) in decimal at the start of `out`; returns the length.
+/// Writes `n` in decimal at the start of `out`; returns the length.
 fn write_decimal(out: &mut [u8], n: u16) -> usize {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
+    let len = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
     let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+    for digit in out[..len].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
-        }
     }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
     len
 }
 

@@ -574,43 +574,26 @@ fn depth_needed(marker: u8) -> usize {
     }
 }
 
-/// The values still to walk in each open container, outermost first: on the stack for the
-/// nesting real messages have (a ping is one map), so that walking one allocates nothing.
-struct OpenContainers {
+/// The values still to walk in the containers around the innermost one, outermost first:
+/// on the stack for the nesting real messages have (a ping is one map), so that walking
+/// one allocates nothing.
+struct Outer {
     inline: [usize; 8],
     len: usize,
     spill: Vec<usize>,
 }
 
-impl OpenContainers {
+impl Outer {
     fn new() -> Self {
-        OpenContainers {
+        Outer {
             inline: [0; 8],
             len: 0,
             spill: Vec::new(),
         }
     }
 
-    fn len(&self) -> usize {
-        self.len + self.spill.len()
-    }
-
-    fn last(&self) -> Option<usize> {
-        match self.spill.last() {
-            Some(&last) => Some(last),
-            None => self.len.checked_sub(1).map(|i| self.inline[i]),
-        }
-    }
-
-    fn last_mut(&mut self) -> Option<&mut usize> {
-        match self.spill.last_mut() {
-            Some(last) => Some(last),
-            None => self.len.checked_sub(1).map(|i| &mut self.inline[i]),
-        }
-    }
-
     fn push(&mut self, n: usize) {
-        if self.len < self.inline.len() && self.spill.is_empty() {
+        if self.len < self.inline.len() {
             self.inline[self.len] = n;
             self.len += 1;
         } else {
@@ -618,9 +601,14 @@ impl OpenContainers {
         }
     }
 
-    fn pop(&mut self) {
-        if self.spill.pop().is_none() {
-            self.len = self.len.saturating_sub(1);
+    /// The last pushed count (0 when empty: the walk never pops more than it pushed).
+    fn pop(&mut self) -> usize {
+        match self.spill.pop() {
+            Some(n) => n,
+            None => {
+                self.len = self.len.saturating_sub(1);
+                self.inline[self.len]
+            }
         }
     }
 }
@@ -641,17 +629,20 @@ fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<Walked, Value
     let mut pos = 0usize;
     // Values announced (by the root or by containers) and not yet walked.
     let mut pending = 1usize;
-    // At most `max_depth / 2` entries.
-    let mut open = OpenContainers::new();
+    // Containers around the value walked now (its nesting), at most `max_depth / 2`;
+    // values left to walk in the innermost one (or at the root), and in the others.
+    let mut level = 0usize;
+    let mut left = 1usize;
+    let mut outer = Outer::new();
     let mut items = 0usize;
     let mut too_deep = false;
     while pending > 0 {
-        while open.last() == Some(0) {
-            open.pop();
+        // A finished container: back to its parent (`pending > 0`, so one is open).
+        while left == 0 && level > 0 {
+            left = outer.pop();
+            level -= 1;
         }
-        if let Some(left) = open.last_mut() {
-            *left -= 1;
-        }
+        left = left.saturating_sub(1);
         pending -= 1;
         items += 1;
         if items > max_items {
@@ -662,7 +653,7 @@ fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<Walked, Value
         // The decoder enters this value with its budget less two levels per container
         // around it; it is read only after the whole walk, like the decoder runs after
         // `check_items`, so that the error is the one `decode_bounded` gives.
-        let depth_left = max_depth.saturating_sub(2 * open.len());
+        let depth_left = max_depth.saturating_sub(2 * level);
         too_deep |= depth_left < depth_needed(marker);
         // (payload bytes to skip, values this one contains)
         let (skip, children) = match marker {
@@ -699,10 +690,12 @@ fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<Walked, Value
             .filter(|&end| end <= body.len())
             .ok_or_else(truncated)?;
         if children > 0 {
-            if open.len() >= max_depth / 2 {
+            if level >= max_depth / 2 {
                 return Err(ValueError::Decode("nested deeper than allowed".into()));
             }
-            open.push(children);
+            outer.push(left);
+            left = children;
+            level += 1;
         }
         // Every announced value takes at least one more byte.
         pending = pending.saturating_add(children);

@@ -1077,6 +1077,30 @@ async fn connection<H: Handler>(
     });
 }
 
+/// The next command for a connection (`rx.recv()`), without touching the queue while it
+/// is empty and our waker is still registered with it (`armed`): a connection's loop
+/// wakes for every frame, commands are rare, and polling the queue each time was 6 % of a
+/// ping's cost (BENCHMARKS.md).
+///
+/// `armed` is true only after a poll of the queue returned `Pending`, which registered our
+/// waker: a command sent since then wakes us and makes the queue non-empty, so it is
+/// never missed. The poll runs outside tokio's cooperative budget, because a budget
+/// `Pending` would register nothing.
+fn next_command<'a>(
+    rx: &'a mut mpsc::UnboundedReceiver<Command>,
+    armed: &'a mut bool,
+) -> impl std::future::Future<Output = Option<Command>> + 'a {
+    std::future::poll_fn(move |cx| {
+        if *armed && rx.is_empty() {
+            return std::task::Poll::Pending;
+        }
+        let recv = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| rx.poll_recv(cx)));
+        let polled = std::future::Future::poll(std::pin::pin!(recv), cx);
+        *armed = polled.is_pending();
+        polled
+    })
+}
+
 /// Runs application code (a [`Handler`] hook, a ping data provider) so that a panic in it
 /// costs only this connection: the panic is logged once with the peer's address and the
 /// connection is closed with `internalerror`; the client still leaves `clients()` and the
@@ -1146,6 +1170,7 @@ impl<H: Handler> Conn<H> {
         // comes as a command.
         let timer = tokio::time::sleep_until(handshake_deadline);
         tokio::pin!(timer);
+        let mut commands_armed = false;
         loop {
             if self.settled && timer.deadline() > idle_deadline {
                 timer.as_mut().reset(idle_deadline);
@@ -1157,7 +1182,7 @@ impl<H: Handler> Conn<H> {
             }
             tokio::select! {
                 biased;
-                command = rx.recv() => match command {
+                command = next_command(rx, &mut commands_armed) => match command {
                     Some(Command::Shutdown) => {
                         if let Some(closed) = self.answer_buffered().await {
                             return closed;
