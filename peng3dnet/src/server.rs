@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -911,6 +912,10 @@ struct Conn<H: Handler> {
     unwritable: bool,
     /// The connection type, once the peer chose it (for the observer).
     conntype: Option<ConnType>,
+    /// The connection's one timer, for every deadline: handshake, idle, a frame that
+    /// started arriving, and a write the socket does not take at once. On the heap so
+    /// that [`Conn::write`] can use it too.
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 async fn connection<H: Handler>(
@@ -1025,6 +1030,7 @@ async fn connection<H: Handler>(
         refusal: None,
         unwritable: false,
         conntype: None,
+        timer: Box::pin(tokio::time::sleep_until(handshake_deadline)),
     };
     let connected = created.and_then(|()| {
         let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
@@ -1165,20 +1171,22 @@ impl<H: Handler> Conn<H> {
         }
         let mut idle_deadline = after(limits.idle_timeout);
         // One timer for the whole connection, not one per frame (the profile showed it on
-        // every packet): moved only when it fires early (the idle deadline moves with
-        // every frame; the timer lags behind and catches up when it fires). The shutdown
-        // comes as a command.
-        let timer = tokio::time::sleep_until(handshake_deadline);
-        tokio::pin!(timer);
+        // every packet): moved only when it would fire late (the idle deadline moves with
+        // every frame; the timer lags behind and catches up when it fires early). The
+        // shutdown comes as a command.
         let mut commands_armed = false;
         loop {
-            if self.settled && timer.deadline() > idle_deadline {
-                timer.as_mut().reset(idle_deadline);
-            }
-            if let Some(frame_deadline) = self.framed.codec().codec.frame_deadline() {
-                if timer.deadline() > frame_deadline {
-                    timer.as_mut().reset(frame_deadline);
-                }
+            let deadline = if self.settled {
+                idle_deadline
+            } else {
+                handshake_deadline
+            };
+            let deadline = match self.framed.codec().codec.frame_deadline() {
+                Some(frame_deadline) => deadline.min(frame_deadline),
+                None => deadline,
+            };
+            if self.timer.deadline() > deadline {
+                self.timer.as_mut().reset(deadline);
             }
             tokio::select! {
                 biased;
@@ -1222,7 +1230,7 @@ impl<H: Handler> Conn<H> {
                         }
                     }
                 }
-                _ = &mut timer => {
+                _ = &mut self.timer => {
                     let now = Instant::now();
                     let codec = &self.framed.codec().codec;
                     if codec.frame_deadline().is_some_and(|d| now >= d) {
@@ -1243,7 +1251,7 @@ impl<H: Handler> Conn<H> {
                         handshake_deadline
                     };
                     if now < deadline {
-                        timer.as_mut().reset(deadline.min(check));
+                        self.timer.as_mut().reset(deadline.min(check));
                         continue;
                     }
                     self.refusal = Some(if self.settled {
@@ -1377,19 +1385,27 @@ impl<H: Handler> Conn<H> {
     /// read cannot hold the task (or our memory) forever. It is closed with reason
     /// `timeout`, without a closeconn (it would not read that either).
     ///
-    /// The timer is started only when the socket does not take the frame at once: the
+    /// The deadline is set only when the socket does not take the frame at once: the
     /// usual write completes on its first poll, and a timer per write (a clock read, a
-    /// timer entry built and dropped) was a tenth of a ping's cost (BENCHMARKS.md).
+    /// timer entry built and dropped) was a tenth of a ping's cost (BENCHMARKS.md). It
+    /// moves the connection's one timer, which the loop in [`Conn::run`] moves back.
     async fn write(&mut self, frame: Frame) -> Result<(), Closed> {
         let write_timeout = self.shared.limits.write_timeout;
         let mut send = self.framed.send(frame);
         let first = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(std::future::Future::poll(std::pin::Pin::new(&mut send), cx))
+            std::task::Poll::Ready(std::future::Future::poll(Pin::new(&mut send), cx))
         })
         .await;
         let result = match first {
             std::task::Poll::Ready(done) => Ok(done),
-            std::task::Poll::Pending => timeout(write_timeout, send).await,
+            std::task::Poll::Pending => {
+                self.timer.as_mut().reset(after(write_timeout));
+                tokio::select! {
+                    biased;
+                    done = &mut send => Ok(done),
+                    _ = &mut self.timer => Err(()),
+                }
+            }
         };
         match result {
             Ok(Ok(())) => Ok(()),
