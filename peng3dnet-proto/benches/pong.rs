@@ -2,7 +2,8 @@
 //! server does for one ping frame (`ServerProtocol::handle` decoding it, then
 //! `PingResponder::encode_pong` writing the pong, then framing it), with and without
 //! compression of a large ping's echo; and the general merge (`PingResponder::respond`
-//! plus encoding) that `encode_pong` avoids when keys do not collide.
+//! plus encoding) that `encode_pong` avoids when keys do not collide; a provider writing
+//! its entries (`with_dynamic_entries`) beside one returning a map.
 //!
 //! Run with `cargo bench -p peng3dnet-proto --bench pong`.
 
@@ -33,6 +34,16 @@ fn responder() -> PingResponder {
                 ("pings", Value::from(123_456)),
             ])
         })
+}
+
+/// [`responder`] with the same dynamic entries written by an entries provider (what
+/// `peng3dnet serve` uses) instead of returned as a map.
+fn entries_responder() -> PingResponder {
+    responder().with_dynamic_entries(|_, out| {
+        out.uint("clients", 16);
+        out.f64("uptime", 12.345);
+        out.uint("pings", 123_456);
+    })
 }
 
 /// A ping request from client 1, as the server builds it.
@@ -126,6 +137,19 @@ fn ping(c: &mut Criterion) {
                 ServerTiming::at(SystemTime::now()),
             ))
         })
+    });
+    let entries = entries_responder();
+    group.bench_function("encode_pong (small ping, entries provider)", |b| {
+        b.iter(|| {
+            black_box(entries.encode_pong(
+                &request(black_box(&message), &stats),
+                64 << 10,
+                ServerTiming::at(SystemTime::now()),
+            ))
+        })
+    });
+    group.bench_function("handle (small ping: checked, not decoded)", |b| {
+        b.iter(|| black_box(protocol.handle(black_box(small.clone()))))
     });
     group.bench_function("handle + encode_pong + frame (small ping)", |b| {
         b.iter(|| {
