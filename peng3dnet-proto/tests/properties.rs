@@ -62,6 +62,25 @@ fn arb_body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Message bodies: random bytes, valid documents, and valid documents with a byte
+/// flipped, cut short or one byte too many (near misses).
+fn arb_bodies() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..512),
+        arb_value().prop_map(|v| value::encode(&v).to_vec()),
+        (arb_value(), any::<usize>(), any::<u8>()).prop_map(|(v, at, b)| {
+            let mut bytes = value::encode(&v).to_vec();
+            let at = at % bytes.len();
+            match b % 3 {
+                0 => bytes[at] = b,
+                1 => bytes.truncate(at),
+                _ => bytes.push(b),
+            }
+            bytes
+        }),
+    ]
+}
+
 fn arb_frame() -> impl Strategy<Value = Frame> {
     (any::<u32>(), arb_body()).prop_map(|(id, body)| Frame::new(id, body))
 }
@@ -304,17 +323,7 @@ proptest! {
 
     #[test]
     fn the_state_machines_accept_exactly_the_bodies_the_decoder_accepts(
-        bytes in prop_oneof![
-            prop::collection::vec(any::<u8>(), 0..512),
-            arb_value().prop_map(|v| value::encode(&v).to_vec()),
-            // Valid documents with a byte flipped or cut: near misses.
-            (arb_value(), any::<usize>(), any::<u8>()).prop_map(|(v, at, b)| {
-                let mut bytes = value::encode(&v).to_vec();
-                let at = at % bytes.len();
-                if b & 1 == 0 { bytes[at] = b } else { bytes.truncate(at) }
-                bytes
-            }),
-        ],
+        bytes in arb_bodies(),
     ) {
         // An established custom connection hands every body on unchanged, so whatever it
         // refuses was refused by the body checks alone (the item walk, then the decoder).
@@ -331,23 +340,28 @@ proptest! {
                 step.event, Some(Event::Close(CloseReason::InvalidPacket))
             ),
         }
+        // A ping is checked without being decoded: the same verdict.
+        let mut s = server();
+        s.handle(settype_frame(&ConnType::Ping));
+        let step = s.handle(Frame::new(ids::PING, bytes.clone()));
+        match value::decode(&bytes, DEPTH) {
+            Ok(v) => match step.event {
+                Some(Event::Ping(ping)) => {
+                    prop_assert_eq!(ping.bytes(), &bytes[..]);
+                    prop_assert_eq!(value::encode(ping.value()), value::encode(&v));
+                }
+                other => prop_assert!(false, "decodable ping refused: {:?}", other),
+            },
+            Err(_) => prop_assert_eq!(
+                step.event, Some(Event::Close(CloseReason::InvalidPacket))
+            ),
+        }
     }
 
     #[test]
     fn validate_refuses_exactly_what_decode_bounded_refuses(
         bytes in prop_oneof![
-            prop::collection::vec(any::<u8>(), 0..512),
-            arb_value().prop_map(|v| value::encode(&v).to_vec()),
-            (arb_value(), any::<usize>(), any::<u8>()).prop_map(|(v, at, b)| {
-                let mut bytes = value::encode(&v).to_vec();
-                let at = at % bytes.len();
-                match b % 3 {
-                    0 => bytes[at] = b,
-                    1 => bytes.truncate(at),
-                    _ => bytes.push(b),
-                }
-                bytes
-            }),
+            arb_bodies(),
             // A leaf of every kind at every nesting around the depth limits below.
             (0usize..45, prop::sample::select(vec![
                 Value::Nil, Value::from(7), Value::from("s"), Value::Binary(vec![1]),
