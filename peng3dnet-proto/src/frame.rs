@@ -192,22 +192,28 @@ impl FrameCodec {
     /// Appends `frame` to `dst` as wire bytes, compressing its body when it is longer
     /// than the threshold.
     pub fn encode(&self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let compress = self.compression.enabled && frame.body.len() > self.compression.threshold;
+        self.encode_body(frame.id, &frame.body, dst)
+    }
+
+    /// Appends a frame with packet id `id` and `body` to `dst`, as [`encode`](Self::encode)
+    /// does, from a body the caller keeps: a server writes its pong straight from a
+    /// reused buffer into the connection's write buffer, with no allocation per pong.
+    pub fn encode_body(&self, id: u32, body: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+        let compress = self.compression.enabled && body.len() > self.compression.threshold;
+        let deflated;
         let (flags, body) = if compress {
-            (
-                FLAG_COMPRESSED,
-                deflate(&frame.body, self.compression.level),
-            )
+            deflated = deflate(body, self.compression.level);
+            (FLAG_COMPRESSED, &deflated[..])
         } else {
-            (0, frame.body)
+            (0, body)
         };
         let length = HEADER_BYTES + body.len();
         let length = u32::try_from(length).map_err(|_| FrameError::OutgoingTooLarge { length })?;
         dst.reserve(LENGTH_BYTES + length as usize);
         dst.put_u32(length);
-        dst.put_u32(frame.id);
+        dst.put_u32(id);
         dst.put_u16(flags);
-        dst.extend_from_slice(&body);
+        dst.extend_from_slice(body);
         Ok(())
     }
 

@@ -370,6 +370,35 @@ impl PingResponder {
         max_echo_bytes: usize,
         timing: ServerTiming,
     ) -> Bytes {
+        let mut pong = Vec::new();
+        self.encode_pong_into(request, max_echo_bytes, timing, &mut pong);
+        Bytes::from(pong)
+    }
+
+    /// [`encode_pong`](Self::encode_pong), appended to `out`: a server that keeps a buffer
+    /// for its pongs answers a ping without allocating.
+    ///
+    /// ```
+    /// use peng3dnet_proto::pong::{PingMessage, PingRequest, PingResponder, ServerTiming};
+    /// use peng3dnet_proto::value::{self, map, Value};
+    /// use peng3dnet_proto::{ClientId, Stats};
+    ///
+    /// let responder = PingResponder::new().with_static_data(map([("name", "arena".into())]));
+    /// let ping = PingMessage::from_value(&map([("time", Value::F64(1.7e9))]));
+    /// let stats = Stats::default();
+    /// let request = PingRequest::new(&ping, ClientId(1), "192.0.2.1:4000".parse().unwrap(), &stats);
+    /// let timing = ServerTiming::at(std::time::SystemTime::now());
+    /// let mut buffer = Vec::new();
+    /// responder.encode_pong_into(&request, 1000, timing, &mut buffer);
+    /// assert_eq!(buffer, responder.encode_pong(&request, 1000, timing));
+    /// ```
+    pub fn encode_pong_into(
+        &self,
+        request: &PingRequest<'_>,
+        max_echo_bytes: usize,
+        timing: ServerTiming,
+        out: &mut Vec<u8>,
+    ) {
         thread_local! {
             /// Where the dynamic entries are written before the pong's size is known.
             static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -377,14 +406,13 @@ impl PingResponder {
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
                 scratch.clear();
-                let pong = self.encode_pong_with(&mut scratch, request, max_echo_bytes, timing);
+                self.encode_pong_with(&mut scratch, request, max_echo_bytes, timing, out);
                 if scratch.capacity() > SCRATCH_KEEP {
                     *scratch = Vec::new();
                 }
-                pong
             }
             // A provider that builds a pong itself.
-            Err(_) => self.encode_pong_with(&mut Vec::new(), request, max_echo_bytes, timing),
+            Err(_) => self.encode_pong_with(&mut Vec::new(), request, max_echo_bytes, timing, out),
         })
     }
 
@@ -395,7 +423,8 @@ impl PingResponder {
         request: &PingRequest<'_>,
         max_echo_bytes: usize,
         timing: ServerTiming,
-    ) -> Bytes {
+        out: &mut Vec<u8>,
+    ) {
         let ping_body = request.ping().bytes();
         let mut writer = MapWriter::new(scratch);
         let mut dynamic_value = None;
@@ -425,7 +454,8 @@ impl PingResponder {
                 max_echo_bytes,
                 timing,
             );
-            return value::encode(&pong);
+            value::encode_into(out, &pong);
+            return;
         }
         let dynamic_count = writer.count;
         let writeback = self.writeback;
@@ -452,8 +482,9 @@ impl PingResponder {
             + static_part.entries.len()
             + VERSION_ENTRY.len()
             + SERVER_TIMING_LEN;
-        let mut out = Vec::with_capacity(size);
-        write_map_len(&mut out, entries);
+        out.reserve(size);
+        let start = out.len();
+        write_map_len(out, entries);
         if writeback {
             out.extend_from_slice(OLDMSG_KEY);
             out.extend_from_slice(echo_bytes);
@@ -461,9 +492,8 @@ impl PingResponder {
         out.extend_from_slice(scratch);
         out.extend_from_slice(&static_part.entries);
         out.extend_from_slice(&VERSION_ENTRY);
-        timing.write_entry(&mut out);
-        debug_assert_eq!(out.len(), size);
-        Bytes::from(out)
+        timing.write_entry(out);
+        debug_assert_eq!(out.len() - start, size);
     }
 
     /// Merges the pong's sources in the protocol's order.

@@ -464,6 +464,7 @@ impl<H: Handler> ServerBuilder<H> {
             registry,
             limits: self.config.limits,
             compression: self.config.compression,
+            encoder: FrameCodec::new(self.config.limits.frame, self.config.compression),
             budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
             per_addr: Mutex::new(HashMap::new()),
             ping: self.ping,
@@ -493,6 +494,8 @@ struct Shared {
     registry: Arc<Registry>,
     limits: Limits,
     compression: crate::config::Compression,
+    /// Frames are written with it straight into a connection's write buffer.
+    encoder: FrameCodec,
     /// Bytes held in large partial frames and inflate buffers, across connections.
     budget: Arc<Budget>,
     /// Connections per source address, when `Limits::max_connections_per_addr` is set.
@@ -1083,6 +1086,27 @@ async fn connection<H: Handler>(
     });
 }
 
+/// Runs `f` with an empty buffer this thread keeps for pongs (a fresh one if a ping data
+/// provider, running inside, answers a ping itself).
+fn with_pong_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static PONG: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// Largest pong buffer a thread keeps.
+    const KEEP: usize = 64 << 10;
+    PONG.with(|pong| match pong.try_borrow_mut() {
+        Ok(mut pong) => {
+            pong.clear();
+            let result = f(&mut pong);
+            if pong.capacity() > KEEP {
+                *pong = Vec::new();
+            }
+            result
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// The next command for a connection (`rx.recv()`), without touching the queue while it
 /// is empty and our waker is still registered with it (`armed`): a connection's loop
 /// wakes for every frame, commands are rare, and polling the queue each time was 6 % of a
@@ -1358,16 +1382,27 @@ impl<H: Handler> Conn<H> {
                 let sent_at = Instant::now();
                 let (received, sent) = wall_times(read_at, sent_at);
                 let timing = ServerTiming { received, sent };
-                let pong = match guarded(handle.addr, "the ping data provider", || {
-                    responder.encode_pong(&request, max_echo, timing)
-                }) {
-                    Ok(pong) => pong,
+                // The pong is written into a buffer this thread keeps, then framed straight
+                // into the connection's write buffer: no allocation per ping.
+                let (encoder, dst) = (&self.shared.encoder, self.framed.write_buffer_mut());
+                let before = dst.len();
+                let buffered = guarded(handle.addr, "the ping data provider", || {
+                    with_pong_buffer(|pong| {
+                        responder.encode_pong_into(&request, max_echo, timing, pong);
+                        encoder.encode_body(ids::PONG, pong, dst)
+                    })
+                });
+                let written = self.framed.write_buffer().len() - before;
+                match buffered {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Some(self.cannot_send(e)),
                     Err(closed) => return Some(closed),
-                };
+                }
                 if let Some(observer) = &self.shared.observer {
+                    observer.bytes_written(written as u64);
                     observer.ping_answered(Instant::now().saturating_duration_since(read_at));
                 }
-                if let Err(closed) = self.write(Frame::new(ids::PONG, pong)).await {
+                if let Err(closed) = self.flush().await {
                     return Some(closed);
                 }
             }
@@ -1381,19 +1416,39 @@ impl<H: Handler> Conn<H> {
         None
     }
 
-    /// Writes and flushes one frame, bounded by the write timeout: a peer that does not
+    /// Writes and flushes one frame (see [`flush`](Self::flush)).
+    async fn write(&mut self, frame: Frame) -> Result<(), Closed> {
+        let dst = self.framed.write_buffer_mut();
+        let before = dst.len();
+        if let Err(e) = self.shared.encoder.encode_body(frame.id, &frame.body, dst) {
+            return Err(self.cannot_send(e));
+        }
+        if let Some(observer) = &self.shared.observer {
+            observer.bytes_written((self.framed.write_buffer().len() - before) as u64);
+        }
+        self.flush().await
+    }
+
+    /// A frame that cannot be encoded (larger than the protocol's 4 GiB): logged, and
+    /// the connection dropped.
+    fn cannot_send(&self, e: FrameError) -> Closed {
+        tracing::error!(peer = %self.handle.addr, client = %self.handle.id, "cannot send: {e}");
+        Closed::SocketClosed
+    }
+
+    /// Writes out the write buffer, bounded by the write timeout: a peer that does not
     /// read cannot hold the task (or our memory) forever. It is closed with reason
     /// `timeout`, without a closeconn (it would not read that either).
     ///
-    /// The deadline is set only when the socket does not take the frame at once: the
+    /// The deadline is set only when the socket does not take the bytes at once: the
     /// usual write completes on its first poll, and a timer per write (a clock read, a
     /// timer entry built and dropped) was a tenth of a ping's cost (BENCHMARKS.md). It
     /// moves the connection's one timer, which the loop in [`Conn::run`] moves back.
-    async fn write(&mut self, frame: Frame) -> Result<(), Closed> {
+    async fn flush(&mut self) -> Result<(), Closed> {
         let write_timeout = self.shared.limits.write_timeout;
-        let mut send = self.framed.send(frame);
+        let mut flush = SinkExt::<Frame>::flush(&mut self.framed);
         let first = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(std::future::Future::poll(Pin::new(&mut send), cx))
+            std::task::Poll::Ready(std::future::Future::poll(Pin::new(&mut flush), cx))
         })
         .await;
         let result = match first {
@@ -1402,7 +1457,7 @@ impl<H: Handler> Conn<H> {
                 self.timer.as_mut().reset(after(write_timeout));
                 tokio::select! {
                     biased;
-                    done = &mut send => Ok(done),
+                    done = &mut flush => Ok(done),
                     _ = &mut self.timer => Err(()),
                 }
             }
@@ -1410,10 +1465,7 @@ impl<H: Handler> Conn<H> {
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(FrameError::Io(_))) => Err(Closed::SocketClosed),
-            Ok(Err(e)) => {
-                tracing::error!(peer = %self.handle.addr, client = %self.handle.id, "cannot send: {e}");
-                Err(Closed::SocketClosed)
-            }
+            Ok(Err(e)) => Err(self.cannot_send(e)),
             Err(_) => {
                 self.unwritable = true;
                 self.refusal = Some(format!("peer did not read for {write_timeout:?}"));
