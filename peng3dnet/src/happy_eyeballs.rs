@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::error::{ConnectionError, Phase};
 
@@ -123,6 +123,19 @@ pub(crate) async fn connect_with_delay(
     delay: Duration,
 ) -> Result<TcpStream, ConnectionError> {
     let started = Instant::now();
+    if let [addr] = addrs {
+        // One address (a literal, or a name with one): no race to run, so one timer and
+        // no set of attempts; the same errors as below.
+        return match timeout_at(deadline, attempt(*addr, local, deadline)).await {
+            Ok((_, Ok(stream))) => Ok(stream),
+            Ok((addr, Err(source))) => Err(ConnectionError::Connect { addr, source }),
+            Err(_) => Err(ConnectionError::Timeout {
+                phase: Phase::Connecting,
+                after: started.elapsed(),
+                target: None,
+            }),
+        };
+    }
     let order = interleave(addrs);
     let mut next = 0;
     let mut attempts = FuturesUnordered::new();
