@@ -219,6 +219,8 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     }
     signals.abort();
     quit.abort();
+    // The ends of all targets, written a block at a time rather than a write per target.
+    let mut text = String::new();
     for (name, d) in targets.iter().zip(done) {
         let Some(d) = d else { continue };
         exit = exit.max(d.exit);
@@ -227,12 +229,19 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             continue;
         }
         let tally = lock(&tallies[d.index]).clone();
-        if print_end(&settings, name, &d, &tally).is_err() {
+        end_text(&mut text, &settings, name, &d, &tally);
+        if text.len() >= END_BLOCK && Out.print(&std::mem::take(&mut text)).is_err() {
             return Exit::System;
         }
     }
+    if !text.is_empty() && Out.print(&text).is_err() {
+        return Exit::System;
+    }
     exit
 }
+
+/// Size of the blocks the end of a run is written in.
+const END_BLOCK: usize = 64 * 1024;
 
 /// What a target's task hands back.
 struct Done {
@@ -259,29 +268,34 @@ fn lock(m: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Prints a target's end of run: its summary, or its name (`-a`, `-u`), or its times
-/// (`-C`).
-fn print_end(s: &Settings, name: &str, d: &Done, tally: &Tally) -> std::io::Result<()> {
-    let out = Out;
+/// Appends a target's end of run to `text`: its summary, or its name (`-a`, `-u`), or its
+/// times (`-C`).
+fn end_text(text: &mut String, s: &Settings, name: &str, d: &Done, tally: &Tally) {
     let answered = tally.received > 0;
+    let line = |text: &mut String, line: &str| {
+        text.push_str(line);
+        text.push('\n');
+    };
     match s.list.report {
-        Report::Alive if answered => out.line(name),
-        Report::Unreachable if !answered => out.line(name),
-        Report::Alive | Report::Unreachable => Ok(()),
+        Report::Alive if answered => line(text, name),
+        Report::Unreachable if !answered => line(text, name),
+        Report::Alive | Report::Unreachable => {}
         Report::Grid => {
             let times: Vec<String> = d
                 .times
                 .iter()
                 .map(|t| t.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.3}")))
                 .collect();
-            out.line(&format!("{name} : {}", times.join(" ")))
+            line(text, &format!("{name} : {}", times.join(" ")));
         }
-        Report::Summaries if s.json => out.json(&SummaryRecord::new(
-            name,
-            d.addr.map(|a| a.to_string()),
-            tally,
-        )),
-        Report::Summaries => out.print(&output::summary_text(name, tally, s.verbose)),
+        Report::Summaries if s.json => {
+            let record = SummaryRecord::new(name, d.addr.map(|a| a.to_string()), tally);
+            // A record of plain fields always serializes.
+            if let Ok(json) = serde_json::to_string(&record) {
+                line(text, &json);
+            }
+        }
+        Report::Summaries => text.push_str(&output::summary_text(name, tally, s.verbose)),
     }
 }
 
