@@ -76,9 +76,13 @@ pub fn raise_fd_limit() -> Option<u64> {
     crate::fdlimit::raise().map(|n| n as u64)
 }
 
-/// The default number of targets pinged at once: half of the open-files limit (after
-/// [`raise_fd_limit`]) less a reserve, so that a connect's second Happy Eyeballs attempt
-/// still finds a descriptor, between 1 and [`MAX_DEFAULT_CONCURRENCY`].
+/// The default number of targets pinged at once: three quarters of the open-files limit
+/// (after [`raise_fd_limit`]) less a reserve of 64, between 1 and
+/// [`MAX_DEFAULT_CONCURRENCY`] (720 under a limit of 1,024). A ping holds one descriptor
+/// while it runs (a target that never answers holds it until its time-out); the quarter
+/// left is room for the second and later attempts of a Happy Eyeballs connect. Should the
+/// descriptors still run out, the connect waits and is made again: backpressure, never a
+/// target's failure.
 ///
 /// ```
 /// let n = peng3dnet::many::default_concurrency();
@@ -91,7 +95,7 @@ pub fn default_concurrency() -> usize {
 fn concurrency_for(fd_limit: Option<u64>) -> usize {
     match fd_limit {
         Some(n) => {
-            let n = n.saturating_sub(FD_RESERVE) / 2;
+            let n = n.saturating_sub(FD_RESERVE) / 4 * 3;
             usize::try_from(n)
                 .unwrap_or(usize::MAX)
                 .clamp(1, MAX_DEFAULT_CONCURRENCY)
@@ -468,7 +472,8 @@ mod tests {
 
     #[test]
     fn concurrency_follows_the_fd_limit() {
-        assert_eq!(concurrency_for(Some(1024)), 480);
+        assert_eq!(concurrency_for(Some(1024)), 720);
+        assert_eq!(concurrency_for(Some(20_000)), MAX_DEFAULT_CONCURRENCY);
         assert_eq!(concurrency_for(Some(64)), 1);
         assert_eq!(concurrency_for(Some(0)), 1);
         assert_eq!(concurrency_for(Some(1 << 20)), MAX_DEFAULT_CONCURRENCY);
