@@ -296,7 +296,7 @@ impl PingSession {
     ) -> Result<PingSession, PingError> {
         let deadline = crate::deadline::at(start, options.timeout);
         let connect_start = Instant::now();
-        let (mut stream, tls) = crate::client::open(
+        let (mut stream, tls, peer) = crate::client::open(
             addrs,
             host,
             options.tls.as_ref(),
@@ -305,7 +305,6 @@ impl PingSession {
         )
         .await?;
         let security = stream.security(options.tls.as_ref().is_some_and(ClientTls::verifies));
-        let peer = stream.peer_addr().map_err(PingError::Io)?;
         let connected = Instant::now();
         let greeting = crate::client::read_greeting(&mut stream, deadline, options.timeout).await?;
         let config = options.config.clone();
