@@ -181,6 +181,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     // Two pings of one address at least this far apart (never further than the interval).
     let spacing = settings.interval.min(Duration::from_millis(50));
     let limiter = Arc::new(Limiter::new(concurrency, settings.list.rate, spacing));
+    let sessions = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let settings = Arc::new(settings);
     let tallies: Arc<Vec<Mutex<Tally>>> = Arc::new(
         targets
@@ -198,6 +199,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             prefix,
             s: settings.clone(),
             limiter: limiter.clone(),
+            sessions: sessions.clone(),
             tallies: tallies.clone(),
         };
         tasks.spawn(run_target(run, stop.clone()));
@@ -261,6 +263,9 @@ struct TargetRun {
     prefix: bool,
     s: Arc<Settings>,
     limiter: Arc<Limiter>,
+    /// With `--session`: one slot per target that keeps its connection (and descriptor)
+    /// between pings, `concurrency` in all.
+    sessions: Arc<tokio::sync::Semaphore>,
     tallies: Arc<Vec<Mutex<Tally>>>,
 }
 
@@ -382,6 +387,14 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     }
     let addrs: Arc<[SocketAddr]> = addrs.into();
     let tally = &run.tallies[run.index];
+    // --session keeps a connection per target for the whole run: the first `concurrency`
+    // targets to get here keep one, the others (a list longer than the open-files limit
+    // allows) connect for each ping, so the descriptors stay bounded.
+    let session_slot = if s.session {
+        run.sessions.clone().try_acquire_owned().ok()
+    } else {
+        None
+    };
 
     let start = Instant::now();
     let mut ticker = tokio::time::interval(s.interval);
@@ -473,7 +486,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
                 let host = target.host.clone();
                 // The ping's state is boxed once its turn comes: thousands of targets
                 // waiting for a turn then cost a few bytes each, not a whole ping's.
-                if s.session {
+                if session_slot.is_some() {
                     let session = idle_session.take().map(|s| *s);
                     inflight.spawn(async move {
                         let _permit = limiter.permit().await;
@@ -494,6 +507,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     if let Some(session) = idle_session.take() {
         let _ = timeout(Duration::from_secs(1), Box::pin((*session).close())).await;
     }
+    drop(session_slot);
     done.exit = if broken_pipe || failed_task {
         Exit::System
     } else if received == 0 || (count_replies && s.count.is_some_and(|c| received < c)) {

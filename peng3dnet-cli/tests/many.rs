@@ -598,3 +598,50 @@ fn a_name_resolving_to_v6_first_reaches_a_server_on_127_0_0_1_only() {
     );
     assert_clean_stderr(&stderr);
 }
+
+#[test]
+fn session_connections_are_bounded_by_the_concurrency() {
+    let (_server, port) = serve("0.0.0.0:0", &[]);
+    // Four targets, two sessions: two targets keep their connection (a later ping has no
+    // connect time), the other two connect for each ping; every ping is answered.
+    let out = cmd()
+        .args([
+            "ping",
+            "--session",
+            "-c",
+            "3",
+            "-i",
+            "0.05",
+            "--concurrency",
+            "2",
+            "--json",
+            "-f",
+            "-",
+        ])
+        .write_stdin(loopback_list(port, 4))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replies: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["type"] == "reply").collect();
+    assert_eq!(replies.len(), 12, "{stdout}");
+    let mut kept: Vec<&str> = replies
+        .iter()
+        .filter(|r| r["seq"] != 0 && r["connect_ms"].as_f64() == Some(0.0))
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    kept.sort();
+    kept.dedup();
+    assert_eq!(kept.len(), 2, "{stdout}");
+    let reconnected = replies
+        .iter()
+        .filter(|r| r["seq"] != 0 && r["connect_ms"].as_f64().unwrap() > 0.0)
+        .count();
+    assert_eq!(reconnected, 4, "{stdout}");
+    assert_clean_stderr(&stderr);
+}
