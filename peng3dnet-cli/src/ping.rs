@@ -155,7 +155,15 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
             rate: args.list.rate,
         },
     };
-    run_targets(targets, settings).await
+    // On a worker thread: the targets' tasks are then spawned onto its own queue, not
+    // through the runtime's shared queue with a worker woken for each.
+    match tokio::spawn(run_targets(targets, settings)).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            error(task_failure(&e));
+            Exit::System
+        }
+    }
 }
 
 /// Pings every target concurrently until each is done, the deadline, or Ctrl-C/SIGTERM;
