@@ -9,6 +9,9 @@
 //! - a **concurrency** bound ([`ManyOptions::concurrency`]); by default derived from the
 //!   open-files limit, which is first raised from its soft value to the hard one
 //!   ([`raise_fd_limit`], [`default_concurrency`]);
+//! - at most [`FRESH_PINGS`] pings in their first [`FRESH_HOLD`] at once, so that on a
+//!   fast network, where the CPU is what limits, few connections are set up together
+//!   (which is faster), while slow and silent targets still wait side by side;
 //! - a **rate** of new connections per second ([`ManyOptions::rate`]);
 //! - **politeness** per address: never two pings of one address at once, and at least
 //!   [`ManyOptions::spacing`] between the starts of two ([`Limiter`]);
@@ -61,6 +64,12 @@ const FD_RESERVE: u64 = 64;
 
 /// Upper bound of the default concurrency, however high the open-files limit.
 pub const MAX_DEFAULT_CONCURRENCY: usize = 2048;
+
+/// Pings in their first [`FRESH_HOLD`] at once, at most (see [`Limiter`]).
+pub const FRESH_PINGS: usize = 128;
+
+/// How long a ping counts among the [`FRESH_PINGS`].
+pub const FRESH_HOLD: Duration = Duration::from_millis(20);
 
 /// Raises the soft limit of open files (`RLIMIT_NOFILE`) to the hard limit, as fping and
 /// most servers do at start, and returns the limit now in force (`None` where there is no
@@ -358,6 +367,13 @@ async fn resolve(
 /// a time at least a spacing apart. Share one between everything that pings (the CLI's
 /// `ping` of many targets does).
 ///
+/// Within the bound on connections, at most [`FRESH_PINGS`] pings are in their first
+/// [`FRESH_HOLD`] at once. On a fast network a ping is over well within that time, so this
+/// keeps the connections being set up together few when the CPU, not the network, is what
+/// limits (fewer in flight is then faster: less state to go through per event); a slower
+/// ping gives its place up after that time and goes on under the concurrency bound alone,
+/// so targets that never answer hold only a connection slot (and a descriptor).
+///
 /// ```no_run
 /// # async fn f() -> Result<(), peng3dnet::PingError> {
 /// use std::time::Duration;
@@ -380,6 +396,8 @@ pub struct Limiter {
     spacing: Duration,
     /// Per address: a lock held while it is pinged, with the time of the last start.
     addrs: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// Places for pings in their first FRESH_HOLD.
+    fresh: Semaphore,
 }
 
 impl Limiter {
@@ -389,12 +407,14 @@ impl Limiter {
         let rate_gap = rate
             .filter(|r| r.is_finite() && *r > 0.0)
             .and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
+        let concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         Limiter {
-            permits: Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS))),
+            permits: Arc::new(Semaphore::new(concurrency)),
             rate_gap,
             next_start: Mutex::new(Instant::now()),
             spacing,
             addrs: Mutex::new(HashMap::new()),
+            fresh: Semaphore::new(concurrency.min(FRESH_PINGS)),
         }
     }
 
@@ -419,9 +439,31 @@ impl Limiter {
         sleep_until(at).await;
     }
 
-    /// Pings `addrs` (one target's addresses) once: waits for the rate cap and for the
+    /// [`ping_addrs`] holding a place among the fresh pings for its first [`FRESH_HOLD`].
+    async fn fresh_ping(
+        &self,
+        addrs: &[SocketAddr],
+        host: &str,
+        options: &PingOptions,
+    ) -> Result<PingReply, PingError> {
+        // The semaphore is never closed.
+        let fresh = self.fresh.acquire().await.ok();
+        let ping = ping_addrs(addrs, host, options);
+        tokio::pin!(ping);
+        tokio::select! {
+            biased;
+            result = &mut ping => result,
+            _ = tokio::time::sleep(FRESH_HOLD) => {
+                drop(fresh);
+                ping.await
+            }
+        }
+    }
+
+    /// Pings `addrs` (one target's addresses) once: waits for the rate cap, for the
     /// address's own turn (one ping at a time, `spacing` apart, keyed by its first
-    /// address), then pings within `options.timeout`, counted from then. An attempt that
+    /// address) and for a place among the fresh pings, then pings within
+    /// `options.timeout`, counted from then. An attempt that
     /// fails for lack of local resources is made again after a pause, not reported.
     /// The caller holds a [`permit`](Self::permit).
     pub async fn ping_resolved(
@@ -446,7 +488,7 @@ impl Limiter {
             let result = loop {
                 self.rate_slot().await;
                 *last = Some(Instant::now());
-                match ping_addrs(addrs, host, options).await {
+                match self.fresh_ping(addrs, host, options).await {
                     Err(e) if e.is_local_exhaustion() => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(500));
