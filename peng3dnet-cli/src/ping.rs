@@ -10,7 +10,7 @@ use peng3dnet::many::Limiter;
 use peng3dnet::ping::{ping_addrs, PingError, PingOptions, PingReply, PingSession};
 use peng3dnet::target::{Family, Target};
 use peng3dnet::{CloseReason, Value};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
@@ -189,7 +189,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     // Two pings of one address at least this far apart (never further than the interval).
     let spacing = settings.interval.min(Duration::from_millis(50));
     let limiter = Arc::new(Limiter::new(concurrency, settings.list.rate, spacing));
-    let sessions = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let sessions = Arc::new(Semaphore::new(concurrency));
     let settings = Arc::new(settings);
     let tallies: Arc<Vec<Mutex<Tally>>> = Arc::new(
         targets
@@ -200,7 +200,37 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     let quit = tokio::spawn(print_on_sigquit(targets.clone(), tallies.clone()));
     let prefix = targets.len() > 1;
     let mut tasks = JoinSet::new();
+    // One ping per target (-c 1, a fleet check): a target's task starts when there is
+    // room for its ping, as ping_many's do, not all at once (ten thousand tasks polled up
+    // front hold the first pings back). Once stopped or past the deadline, the rest start
+    // at once and end there, each with its summary.
+    let gate = (settings.count == Some(1)).then(|| Arc::new(Semaphore::new(concurrency)));
+    let mut gating = gate.is_some();
+    let mut stop_gate = stop.clone();
     for (index, name) in targets.iter().enumerate() {
+        let slot = match &gate {
+            Some(gate) if gating => {
+                let deadline = async {
+                    match settings.deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    permit = gate.clone().acquire_owned() => permit.ok(),
+                    _ = stop_gate.wait_for(|v| *v) => {
+                        gating = false;
+                        None
+                    }
+                    _ = deadline => {
+                        gating = false;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let run = TargetRun {
             index,
             name: name.clone(),
@@ -209,6 +239,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             limiter: limiter.clone(),
             sessions: sessions.clone(),
             tallies: tallies.clone(),
+            _slot: slot,
         };
         tasks.spawn(run_target(run, stop.clone()));
     }
@@ -273,8 +304,10 @@ struct TargetRun {
     limiter: Arc<Limiter>,
     /// With `--session`: one slot per target that keeps its connection (and descriptor)
     /// between pings, `concurrency` in all.
-    sessions: Arc<tokio::sync::Semaphore>,
+    sessions: Arc<Semaphore>,
     tallies: Arc<Vec<Mutex<Tally>>>,
+    /// With -c 1: the place the task started in, held until it ends.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn lock(m: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
