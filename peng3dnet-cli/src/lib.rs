@@ -379,7 +379,8 @@ pub struct PingArgs {
     #[arg(short, long)]
     pub quiet: bool,
     /// Send all of a target's pings over one connection instead of one connection per
-    /// ping.
+    /// ping. Each such connection holds a file descriptor for the whole run, so at most
+    /// --concurrency targets keep one; the others of a longer list connect for each ping.
     #[arg(long)]
     pub session: bool,
     /// Options shared with `status`.

@@ -10,7 +10,7 @@ use peng3dnet::many::Limiter;
 use peng3dnet::ping::{ping_addrs, PingError, PingOptions, PingReply, PingSession};
 use peng3dnet::target::{Family, Target};
 use peng3dnet::{CloseReason, Value};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
@@ -155,7 +155,15 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
             rate: args.list.rate,
         },
     };
-    run_targets(targets, settings).await
+    // On a worker thread: the targets' tasks are then spawned onto its own queue, not
+    // through the runtime's shared queue with a worker woken for each.
+    match tokio::spawn(run_targets(targets, settings)).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            error(task_failure(&e));
+            Exit::System
+        }
+    }
 }
 
 /// Pings every target concurrently until each is done, the deadline, or Ctrl-C/SIGTERM;
@@ -181,6 +189,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     // Two pings of one address at least this far apart (never further than the interval).
     let spacing = settings.interval.min(Duration::from_millis(50));
     let limiter = Arc::new(Limiter::new(concurrency, settings.list.rate, spacing));
+    let sessions = Arc::new(Semaphore::new(concurrency));
     let settings = Arc::new(settings);
     let tallies: Arc<Vec<Mutex<Tally>>> = Arc::new(
         targets
@@ -191,14 +200,46 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     let quit = tokio::spawn(print_on_sigquit(targets.clone(), tallies.clone()));
     let prefix = targets.len() > 1;
     let mut tasks = JoinSet::new();
+    // One ping per target (-c 1, a fleet check): a target's task starts when there is
+    // room for its ping, as ping_many's do, not all at once (ten thousand tasks polled up
+    // front hold the first pings back). Once stopped or past the deadline, the rest start
+    // at once and end there, each with its summary.
+    let gate = (settings.count == Some(1)).then(|| Arc::new(Semaphore::new(concurrency)));
+    let mut gating = gate.is_some();
+    let mut stop_gate = stop.clone();
     for (index, name) in targets.iter().enumerate() {
+        let slot = match &gate {
+            Some(gate) if gating => {
+                let deadline = async {
+                    match settings.deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    permit = gate.clone().acquire_owned() => permit.ok(),
+                    _ = stop_gate.wait_for(|v| *v) => {
+                        gating = false;
+                        None
+                    }
+                    _ = deadline => {
+                        gating = false;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let run = TargetRun {
             index,
             name: name.clone(),
             prefix,
             s: settings.clone(),
             limiter: limiter.clone(),
+            sessions: sessions.clone(),
             tallies: tallies.clone(),
+            _slot: slot,
         };
         tasks.spawn(run_target(run, stop.clone()));
     }
@@ -219,6 +260,8 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     }
     signals.abort();
     quit.abort();
+    // The ends of all targets, written a block at a time rather than a write per target.
+    let mut text = String::new();
     for (name, d) in targets.iter().zip(done) {
         let Some(d) = d else { continue };
         exit = exit.max(d.exit);
@@ -227,12 +270,19 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             continue;
         }
         let tally = lock(&tallies[d.index]).clone();
-        if print_end(&settings, name, &d, &tally).is_err() {
+        end_text(&mut text, &settings, name, &d, &tally);
+        if text.len() >= END_BLOCK && Out.print(&std::mem::take(&mut text)).is_err() {
             return Exit::System;
         }
     }
+    if !text.is_empty() && Out.print(&text).is_err() {
+        return Exit::System;
+    }
     exit
 }
+
+/// Size of the blocks the end of a run is written in.
+const END_BLOCK: usize = 64 * 1024;
 
 /// What a target's task hands back.
 struct Done {
@@ -252,36 +302,46 @@ struct TargetRun {
     prefix: bool,
     s: Arc<Settings>,
     limiter: Arc<Limiter>,
+    /// With `--session`: one slot per target that keeps its connection (and descriptor)
+    /// between pings, `concurrency` in all.
+    sessions: Arc<Semaphore>,
     tallies: Arc<Vec<Mutex<Tally>>>,
+    /// With -c 1: the place the task started in, held until it ends.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn lock(m: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Prints a target's end of run: its summary, or its name (`-a`, `-u`), or its times
-/// (`-C`).
-fn print_end(s: &Settings, name: &str, d: &Done, tally: &Tally) -> std::io::Result<()> {
-    let out = Out;
+/// Appends a target's end of run to `text`: its summary, or its name (`-a`, `-u`), or its
+/// times (`-C`).
+fn end_text(text: &mut String, s: &Settings, name: &str, d: &Done, tally: &Tally) {
     let answered = tally.received > 0;
+    let line = |text: &mut String, line: &str| {
+        text.push_str(line);
+        text.push('\n');
+    };
     match s.list.report {
-        Report::Alive if answered => out.line(name),
-        Report::Unreachable if !answered => out.line(name),
-        Report::Alive | Report::Unreachable => Ok(()),
+        Report::Alive if answered => line(text, name),
+        Report::Unreachable if !answered => line(text, name),
+        Report::Alive | Report::Unreachable => {}
         Report::Grid => {
             let times: Vec<String> = d
                 .times
                 .iter()
                 .map(|t| t.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.3}")))
                 .collect();
-            out.line(&format!("{name} : {}", times.join(" ")))
+            line(text, &format!("{name} : {}", times.join(" ")));
         }
-        Report::Summaries if s.json => out.json(&SummaryRecord::new(
-            name,
-            d.addr.map(|a| a.to_string()),
-            tally,
-        )),
-        Report::Summaries => out.print(&output::summary_text(name, tally, s.verbose)),
+        Report::Summaries if s.json => {
+            let record = SummaryRecord::new(name, d.addr.map(|a| a.to_string()), tally);
+            // A record of plain fields always serializes.
+            if let Ok(json) = serde_json::to_string(&record) {
+                line(text, &json);
+            }
+        }
+        Report::Summaries => text.push_str(&output::summary_text(name, tally, s.verbose)),
     }
 }
 
@@ -368,6 +428,14 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     }
     let addrs: Arc<[SocketAddr]> = addrs.into();
     let tally = &run.tallies[run.index];
+    // --session keeps a connection per target for the whole run: the first `concurrency`
+    // targets to get here keep one, the others (a list longer than the open-files limit
+    // allows) connect for each ping, so the descriptors stay bounded.
+    let session_slot = if s.session {
+        run.sessions.clone().try_acquire_owned().ok()
+    } else {
+        None
+    };
 
     let start = Instant::now();
     let mut ticker = tokio::time::interval(s.interval);
@@ -459,7 +527,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
                 let host = target.host.clone();
                 // The ping's state is boxed once its turn comes: thousands of targets
                 // waiting for a turn then cost a few bytes each, not a whole ping's.
-                if s.session {
+                if session_slot.is_some() {
                     let session = idle_session.take().map(|s| *s);
                     inflight.spawn(async move {
                         let _permit = limiter.permit().await;
@@ -480,6 +548,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     if let Some(session) = idle_session.take() {
         let _ = timeout(Duration::from_secs(1), Box::pin((*session).close())).await;
     }
+    drop(session_slot);
     done.exit = if broken_pipe || failed_task {
         Exit::System
     } else if received == 0 || (count_replies && s.count.is_some_and(|c| received < c)) {

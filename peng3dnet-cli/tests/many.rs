@@ -503,3 +503,145 @@ fn arguments_a_newcomer_gets_wrong_are_answered_plainly() {
     let line = wait_line(&out, |l| l.starts_with("listening on "));
     assert_eq!(line, format!("listening on 0.0.0.0:{port}"));
 }
+
+/// How to make a name resolve to `::1` first, then 127.0.0.1, for the CLI: `localhost`
+/// where this machine's resolver already answers so, else a hosts file bind-mounted over
+/// /etc/hosts in a private mount namespace (`unshare`). Returns the name and the command
+/// line prefix to run the CLI with, or why neither is possible.
+fn v6_first_name(dir: &std::path::Path) -> Result<(String, Vec<String>), String> {
+    let first = |out: std::process::Output| {
+        text(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    if let Ok(out) = StdCommand::new("getent")
+        .args(["ahosts", "localhost"])
+        .output()
+    {
+        if first(out).as_deref() == Some("::1") {
+            return Ok(("localhost".into(), vec![BIN.into()]));
+        }
+    }
+    let name = "p3d-dual.test";
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("::1 {name}\n127.0.0.1 {name}\n")).unwrap();
+    let mut tried = Vec::new();
+    // As root a mount namespace is enough; otherwise a user namespace maps us to root.
+    for flags in ["-m", "-rm"] {
+        let script = format!("mount --bind {} /etc/hosts && exec \"$@\"", hosts.display());
+        let prefix: Vec<String> = ["unshare", flags, "sh", "-c", &script, "sh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let probe = StdCommand::new(&prefix[0])
+            .args(&prefix[1..])
+            .args(["getent", "ahosts", name])
+            .output();
+        match probe {
+            Ok(out) if out.status.success() => match first(out) {
+                Some(addr) if addr == "::1" => {
+                    let mut prefix = prefix;
+                    prefix.push(BIN.into());
+                    return Ok((name.into(), prefix));
+                }
+                other => tried.push(format!(
+                    "unshare {flags}: {name} resolves to {other:?} first"
+                )),
+            },
+            Ok(out) => tried.push(format!("unshare {flags}: {}", text(&out.stderr).trim())),
+            Err(e) => tried.push(format!("unshare {flags}: {e}")),
+        }
+    }
+    Err(tried.join("; "))
+}
+
+#[test]
+fn a_name_resolving_to_v6_first_reaches_a_server_on_127_0_0_1_only() {
+    let (_server, port) = serve("127.0.0.1:0", &[]);
+    let dir = std::env::temp_dir().join(format!("p3d-v6-first-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let found = v6_first_name(&dir);
+    let (name, prefix) = match found {
+        Ok(found) => found,
+        // CI must run it: there a missing namespace is a failure, not a skip.
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("cannot make a name resolve to ::1 first: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: cannot make a name resolve to ::1 first: {why}");
+            return;
+        }
+    };
+    let target = format!("{name}:{port}");
+    let out = StdCommand::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(["ping", "-c", "1", "-W", "5", &target])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The first address is ::1 (nothing listens there), the reply comes from 127.0.0.1.
+    assert!(
+        stdout.starts_with(&format!("PING {target} ([::1]:{port})")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("reply from 127.0.0.1:{port}: seq=0")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 packets transmitted, 1 received"),
+        "{stdout}"
+    );
+    assert_clean_stderr(&stderr);
+}
+
+#[test]
+fn session_connections_are_bounded_by_the_concurrency() {
+    let (_server, port) = serve("0.0.0.0:0", &[]);
+    // Four targets, two sessions: two targets keep their connection (a later ping has no
+    // connect time), the other two connect for each ping; every ping is answered.
+    let out = cmd()
+        .args([
+            "ping",
+            "--session",
+            "-c",
+            "3",
+            "-i",
+            "0.05",
+            "--concurrency",
+            "2",
+            "--json",
+            "-f",
+            "-",
+        ])
+        .write_stdin(loopback_list(port, 4))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replies: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["type"] == "reply").collect();
+    assert_eq!(replies.len(), 12, "{stdout}");
+    let mut kept: Vec<&str> = replies
+        .iter()
+        .filter(|r| r["seq"] != 0 && r["connect_ms"].as_f64() == Some(0.0))
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    kept.sort();
+    kept.dedup();
+    assert_eq!(kept.len(), 2, "{stdout}");
+    let reconnected = replies
+        .iter()
+        .filter(|r| r["seq"] != 0 && r["connect_ms"].as_f64().unwrap() > 0.0)
+        .count();
+    assert_eq!(reconnected, 4, "{stdout}");
+    assert_clean_stderr(&stderr);
+}

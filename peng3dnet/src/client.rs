@@ -138,7 +138,7 @@ impl ClientBuilder {
                 target: target.to_string(),
                 source,
             })?;
-        let (stream, _) = open(
+        let (stream, _, _) = open(
             &addrs,
             &target.host,
             self.tls.as_ref(),
@@ -156,7 +156,7 @@ impl ClientBuilder {
     pub async fn connect_addr(self, addr: SocketAddr) -> Result<Client, ConnectionError> {
         let deadline = crate::deadline::at(Instant::now(), self.timeout);
         let host = addr.ip().to_string();
-        let (stream, _) = open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline)
+        let (stream, _, _) = open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline)
             .await
             .map_err(|e| e.with_target(addr))?;
         self.handshake(stream, deadline)
@@ -208,23 +208,24 @@ impl ClientBuilder {
 }
 
 /// Connects to the first address that accepts, then runs the TLS handshake if asked (checking
-/// the certificate against `host`), all before `deadline`. Returns the stream and the time
-/// the TLS handshake took. With `local`, connects from that address.
+/// the certificate against `host`), all before `deadline`. Returns the stream, the time
+/// the TLS handshake took and the address that accepted. With `local`, connects from that
+/// address.
 pub(crate) async fn open(
     addrs: &[SocketAddr],
     host: &str,
     tls: Option<&ClientTls>,
     local: Option<IpAddr>,
     deadline: Instant,
-) -> Result<(Stream, Duration), ConnectionError> {
-    let tcp = connect_any(addrs, local, deadline).await?;
+) -> Result<(Stream, Duration, SocketAddr), ConnectionError> {
+    let (tcp, peer) = connect_any(addrs, local, deadline).await?;
     let _ = tcp.set_nodelay(true);
     let Some(tls) = tls else {
-        return Ok((Stream::Plain(tcp), Duration::ZERO));
+        return Ok((Stream::Plain(tcp), Duration::ZERO, peer));
     };
     let started = Instant::now();
     match timeout_at(deadline, tls.connect(host, tcp)).await {
-        Ok(Ok(stream)) => Ok((stream, started.elapsed())),
+        Ok(Ok(stream)) => Ok((stream, started.elapsed(), peer)),
         Ok(Err(e)) => Err(ConnectionError::Tls(e)),
         Err(_) => Err(ConnectionError::Timeout {
             phase: Phase::TlsHandshake,
@@ -278,12 +279,13 @@ pub(crate) fn framed_with(stream: Stream, codec: Codec, read: BytesMut) -> Frame
 }
 
 /// Connects to the first address that accepts, before `deadline` (from `local`, if
-/// given), trying them all as RFC 8305 describes ([`crate::happy_eyeballs`]).
+/// given), trying them all as RFC 8305 describes ([`crate::happy_eyeballs`]); also
+/// returns the address that accepted.
 pub(crate) async fn connect_any(
     addrs: &[SocketAddr],
     local: Option<IpAddr>,
     deadline: Instant,
-) -> Result<TcpStream, ConnectionError> {
+) -> Result<(TcpStream, SocketAddr), ConnectionError> {
     crate::happy_eyeballs::connect_by(addrs, local, deadline).await
 }
 

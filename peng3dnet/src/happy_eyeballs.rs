@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::error::{ConnectionError, Phase};
 
@@ -102,16 +102,18 @@ pub async fn connect(
     addrs: &[SocketAddr],
     timeout: Duration,
 ) -> Result<TcpStream, ConnectionError> {
-    connect_by(addrs, None, crate::deadline::after(timeout)).await
+    connect_by(addrs, None, crate::deadline::after(timeout))
+        .await
+        .map(|(stream, _)| stream)
 }
 
 /// [`connect`] with a deadline instead of a time allowance, from the local address
-/// `local` if given (`ping --source`).
+/// `local` if given (`ping --source`); also returns the address that accepted.
 pub(crate) async fn connect_by(
     addrs: &[SocketAddr],
     local: Option<IpAddr>,
     deadline: Instant,
-) -> Result<TcpStream, ConnectionError> {
+) -> Result<(TcpStream, SocketAddr), ConnectionError> {
     connect_with_delay(addrs, local, deadline, CONNECTION_ATTEMPT_DELAY).await
 }
 
@@ -121,8 +123,21 @@ pub(crate) async fn connect_with_delay(
     local: Option<IpAddr>,
     deadline: Instant,
     delay: Duration,
-) -> Result<TcpStream, ConnectionError> {
+) -> Result<(TcpStream, SocketAddr), ConnectionError> {
     let started = Instant::now();
+    if let [addr] = addrs {
+        // One address (a literal, or a name with one): no race to run, so one timer and
+        // no set of attempts; the same errors as below.
+        return match timeout_at(deadline, attempt(*addr, local, deadline)).await {
+            Ok((addr, Ok(stream))) => Ok((stream, addr)),
+            Ok((addr, Err(source))) => Err(ConnectionError::Connect { addr, source }),
+            Err(_) => Err(ConnectionError::Timeout {
+                phase: Phase::Connecting,
+                after: started.elapsed(),
+                target: None,
+            }),
+        };
+    }
     let order = interleave(addrs);
     let mut next = 0;
     let mut attempts = FuturesUnordered::new();
@@ -141,7 +156,7 @@ pub(crate) async fn connect_with_delay(
         let more = next < order.len();
         tokio::select! {
             Some((addr, result)) = attempts.next() => match result {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => return Ok((stream, addr)),
                 Err(e) => {
                     failures.push((addr, e));
                     // The next address starts at once (RFC 8305, section 5).

@@ -9,6 +9,9 @@
 //! - a **concurrency** bound ([`ManyOptions::concurrency`]); by default derived from the
 //!   open-files limit, which is first raised from its soft value to the hard one
 //!   ([`raise_fd_limit`], [`default_concurrency`]);
+//! - at most [`FRESH_PINGS`] pings in their first [`FRESH_HOLD`] at once, so that on a
+//!   fast network, where the CPU is what limits, few connections are set up together
+//!   (which is faster), while slow and silent targets still wait side by side;
 //! - a **rate** of new connections per second ([`ManyOptions::rate`]);
 //! - **politeness** per address: never two pings of one address at once, and at least
 //!   [`ManyOptions::spacing`] between the starts of two ([`Limiter`]);
@@ -62,6 +65,12 @@ const FD_RESERVE: u64 = 64;
 /// Upper bound of the default concurrency, however high the open-files limit.
 pub const MAX_DEFAULT_CONCURRENCY: usize = 2048;
 
+/// Pings in their first [`FRESH_HOLD`] at once, at most (see [`Limiter`]).
+pub const FRESH_PINGS: usize = 128;
+
+/// How long a ping counts among the [`FRESH_PINGS`].
+pub const FRESH_HOLD: Duration = Duration::from_millis(20);
+
 /// Raises the soft limit of open files (`RLIMIT_NOFILE`) to the hard limit, as fping and
 /// most servers do at start, and returns the limit now in force (`None` where there is no
 /// such limit, as on Windows, or it cannot be read).
@@ -76,9 +85,13 @@ pub fn raise_fd_limit() -> Option<u64> {
     crate::fdlimit::raise().map(|n| n as u64)
 }
 
-/// The default number of targets pinged at once: half of the open-files limit (after
-/// [`raise_fd_limit`]) less a reserve, so that a connect's second Happy Eyeballs attempt
-/// still finds a descriptor, between 1 and [`MAX_DEFAULT_CONCURRENCY`].
+/// The default number of targets pinged at once: three quarters of the open-files limit
+/// (after [`raise_fd_limit`]) less a reserve of 64, between 1 and
+/// [`MAX_DEFAULT_CONCURRENCY`] (720 under a limit of 1,024). A ping holds one descriptor
+/// while it runs (a target that never answers holds it until its time-out); the quarter
+/// left is room for the second and later attempts of a Happy Eyeballs connect. Should the
+/// descriptors still run out, the connect waits and is made again: backpressure, never a
+/// target's failure.
 ///
 /// ```
 /// let n = peng3dnet::many::default_concurrency();
@@ -91,7 +104,7 @@ pub fn default_concurrency() -> usize {
 fn concurrency_for(fd_limit: Option<u64>) -> usize {
     match fd_limit {
         Some(n) => {
-            let n = n.saturating_sub(FD_RESERVE) / 2;
+            let n = n.saturating_sub(FD_RESERVE) / 4 * 3;
             usize::try_from(n)
                 .unwrap_or(usize::MAX)
                 .clamp(1, MAX_DEFAULT_CONCURRENCY)
@@ -354,6 +367,13 @@ async fn resolve(
 /// a time at least a spacing apart. Share one between everything that pings (the CLI's
 /// `ping` of many targets does).
 ///
+/// Within the bound on connections, at most [`FRESH_PINGS`] pings are in their first
+/// [`FRESH_HOLD`] at once. On a fast network a ping is over well within that time, so this
+/// keeps the connections being set up together few when the CPU, not the network, is what
+/// limits (fewer in flight is then faster: less state to go through per event); a slower
+/// ping gives its place up after that time and goes on under the concurrency bound alone,
+/// so targets that never answer hold only a connection slot (and a descriptor).
+///
 /// ```no_run
 /// # async fn f() -> Result<(), peng3dnet::PingError> {
 /// use std::time::Duration;
@@ -376,6 +396,8 @@ pub struct Limiter {
     spacing: Duration,
     /// Per address: a lock held while it is pinged, with the time of the last start.
     addrs: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// Places for pings in their first FRESH_HOLD.
+    fresh: Semaphore,
 }
 
 impl Limiter {
@@ -385,12 +407,14 @@ impl Limiter {
         let rate_gap = rate
             .filter(|r| r.is_finite() && *r > 0.0)
             .and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
+        let concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         Limiter {
-            permits: Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS))),
+            permits: Arc::new(Semaphore::new(concurrency)),
             rate_gap,
             next_start: Mutex::new(Instant::now()),
             spacing,
             addrs: Mutex::new(HashMap::new()),
+            fresh: Semaphore::new(concurrency.min(FRESH_PINGS)),
         }
     }
 
@@ -415,9 +439,31 @@ impl Limiter {
         sleep_until(at).await;
     }
 
-    /// Pings `addrs` (one target's addresses) once: waits for the rate cap and for the
+    /// [`ping_addrs`] holding a place among the fresh pings for its first [`FRESH_HOLD`].
+    async fn fresh_ping(
+        &self,
+        addrs: &[SocketAddr],
+        host: &str,
+        options: &PingOptions,
+    ) -> Result<PingReply, PingError> {
+        // The semaphore is never closed.
+        let fresh = self.fresh.acquire().await.ok();
+        let ping = ping_addrs(addrs, host, options);
+        tokio::pin!(ping);
+        tokio::select! {
+            biased;
+            result = &mut ping => result,
+            _ = tokio::time::sleep(FRESH_HOLD) => {
+                drop(fresh);
+                ping.await
+            }
+        }
+    }
+
+    /// Pings `addrs` (one target's addresses) once: waits for the rate cap, for the
     /// address's own turn (one ping at a time, `spacing` apart, keyed by its first
-    /// address), then pings within `options.timeout`, counted from then. An attempt that
+    /// address) and for a place among the fresh pings, then pings within
+    /// `options.timeout`, counted from then. An attempt that
     /// fails for lack of local resources is made again after a pause, not reported.
     /// The caller holds a [`permit`](Self::permit).
     pub async fn ping_resolved(
@@ -442,7 +488,7 @@ impl Limiter {
             let result = loop {
                 self.rate_slot().await;
                 *last = Some(Instant::now());
-                match ping_addrs(addrs, host, options).await {
+                match self.fresh_ping(addrs, host, options).await {
                     Err(e) if e.is_local_exhaustion() => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -468,7 +514,8 @@ mod tests {
 
     #[test]
     fn concurrency_follows_the_fd_limit() {
-        assert_eq!(concurrency_for(Some(1024)), 480);
+        assert_eq!(concurrency_for(Some(1024)), 720);
+        assert_eq!(concurrency_for(Some(20_000)), MAX_DEFAULT_CONCURRENCY);
         assert_eq!(concurrency_for(Some(64)), 1);
         assert_eq!(concurrency_for(Some(0)), 1);
         assert_eq!(concurrency_for(Some(1 << 20)), MAX_DEFAULT_CONCURRENCY);

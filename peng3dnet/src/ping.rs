@@ -181,6 +181,9 @@ pub struct PingSession {
     peer: SocketAddr,
     /// How secure the connection is.
     security: SecurityLevel,
+    /// A one-shot ping's session ([`ping_server`], [`ping_addrs`]): the answer to the
+    /// hello is held back and goes out with the ping, in one write.
+    one_shot: bool,
 }
 
 impl PingSession {
@@ -188,6 +191,14 @@ impl PingSession {
     pub async fn connect(
         target: impl ToTarget,
         options: &PingOptions,
+    ) -> Result<PingSession, PingError> {
+        Self::connect_target(target, options, false).await
+    }
+
+    async fn connect_target(
+        target: impl ToTarget,
+        options: &PingOptions,
+        one_shot: bool,
     ) -> Result<PingSession, PingError> {
         let start = Instant::now();
         let deadline = crate::deadline::at(start, options.timeout);
@@ -206,9 +217,16 @@ impl PingSession {
                 source,
             })?;
         let resolved = Instant::now();
-        Self::connect_resolved(&addrs, &target.host, options, start, resolved - start)
-            .await
-            .map_err(|e| e.with_target(&target))
+        Self::connect_resolved(
+            &addrs,
+            &target.host,
+            options,
+            start,
+            resolved - start,
+            one_shot,
+        )
+        .await
+        .map_err(|e| e.with_target(&target))
     }
 
     /// Connects to a socket address directly (no resolution).
@@ -217,9 +235,16 @@ impl PingSession {
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
         let host = addr.ip().to_string();
-        Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO)
-            .await
-            .map_err(|e| e.with_target(addr))
+        Self::connect_resolved(
+            &[addr],
+            &host,
+            options,
+            Instant::now(),
+            Duration::ZERO,
+            false,
+        )
+        .await
+        .map_err(|e| e.with_target(addr))
     }
 
     /// Connects to the first of several addresses that accepts (no resolution), trying
@@ -240,9 +265,25 @@ impl PingSession {
         host: &str,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
-        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO)
-            .await
-            .map_err(|e| e.with_target(host))
+        Self::connect_addrs_as(addrs, host, options, false).await
+    }
+
+    async fn connect_addrs_as(
+        addrs: &[SocketAddr],
+        host: &str,
+        options: &PingOptions,
+        one_shot: bool,
+    ) -> Result<PingSession, PingError> {
+        Self::connect_resolved(
+            addrs,
+            host,
+            options,
+            Instant::now(),
+            Duration::ZERO,
+            one_shot,
+        )
+        .await
+        .map_err(|e| e.with_target(host))
     }
 
     async fn connect_resolved(
@@ -251,10 +292,11 @@ impl PingSession {
         options: &PingOptions,
         start: Instant,
         resolve: Duration,
+        one_shot: bool,
     ) -> Result<PingSession, PingError> {
         let deadline = crate::deadline::at(start, options.timeout);
         let connect_start = Instant::now();
-        let (mut stream, tls) = crate::client::open(
+        let (mut stream, tls, peer) = crate::client::open(
             addrs,
             host,
             options.tls.as_ref(),
@@ -263,7 +305,6 @@ impl PingSession {
         )
         .await?;
         let security = stream.security(options.tls.as_ref().is_some_and(ClientTls::verifies));
-        let peer = stream.peer_addr().map_err(PingError::Io)?;
         let connected = Instant::now();
         let greeting = crate::client::read_greeting(&mut stream, deadline, options.timeout).await?;
         let config = options.config.clone();
@@ -289,6 +330,7 @@ impl PingSession {
             setup: None,
             peer,
             security,
+            one_shot,
         };
         match timeout_at(deadline, session.await_hello()).await {
             Ok(Ok(())) => {}
@@ -331,7 +373,13 @@ impl PingSession {
         }
         let step = self.protocol.handle(frame);
         if let Some(out) = step.send {
-            self.write(out).await?;
+            if self.one_shot && matches!(step.event, Some(Event::Established(_))) {
+                // Buffered only: the ping's write takes it along (one segment, one read
+                // for the server), as does a closeconn if there is no ping.
+                self.framed.feed(out).await.map_err(PingError::from)?;
+            } else {
+                self.write(out).await?;
+            }
         }
         match step.event {
             Some(Event::Established(_)) => Ok(()),
@@ -554,7 +602,7 @@ pub async fn ping_server(
     options: &PingOptions,
 ) -> Result<PingReply, PingError> {
     let deadline = crate::deadline::at(Instant::now(), options.timeout);
-    let session = PingSession::connect(target, options).await?;
+    let session = PingSession::connect_target(target, options, true).await?;
     ping_once(session, deadline).await
 }
 
@@ -576,7 +624,7 @@ pub async fn ping_addrs(
     options: &PingOptions,
 ) -> Result<PingReply, PingError> {
     let deadline = crate::deadline::at(Instant::now(), options.timeout);
-    let session = PingSession::connect_addrs(addrs, host, options).await?;
+    let session = PingSession::connect_addrs_as(addrs, host, options, true).await?;
     ping_once(session, deadline).await
 }
 
