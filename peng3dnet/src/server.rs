@@ -922,7 +922,7 @@ struct Conn<H: Handler> {
 }
 
 async fn connection<H: Handler>(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     addr: SocketAddr,
     shared: Arc<Shared>,
     handler: Arc<H>,
@@ -930,69 +930,16 @@ async fn connection<H: Handler>(
     // The handshake deadline counts from the accept, PROXY header and TLS handshake
     // included.
     let handshake_deadline = after(shared.limits.handshake_timeout);
-    // Behind a balancer: the header first (before the TLS sniff), naming the client.
-    let (addr, _slot) = if shared.proxy.is_some() {
-        let proxied = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            proxied = proxied(&mut tcp, addr, &shared, handshake_deadline) => proxied,
-        };
-        match proxied {
-            Proxied::Serve(addr, slot) => (addr, slot),
-            Proxied::Refused => return,
-            Proxied::Full => {
-                if shared.tls.is_none() {
-                    let within = shared.limits.write_timeout.min(Duration::from_secs(1));
-                    refuse(tcp, CloseReason::ServerFull, within).await;
-                }
-                return;
-            }
-        }
+    // The plain path in place; the PROXY header and the TLS handshake in a task of
+    // their own on the heap, so that their futures do not make every connection's
+    // larger (they are not kept once the connection is established).
+    let (stream, addr, _slot) = if shared.proxy.is_none() && shared.tls.is_none() {
+        (Stream::Plain(tcp), addr, None)
     } else {
-        (addr, None)
-    };
-    let stream = match &shared.tls {
-        None => Stream::Plain(tcp),
-        Some(tls) => match tokio::select! {
-            // A peer in the middle of its TLS handshake does not hold up a shutdown.
-            _ = shared.shutdown.cancelled() => return,
-            accepted = timeout_at(handshake_deadline, async {
-                match first_bytes_tls(&tcp, TLS_GRACE.min(shared.limits.handshake_timeout)).await {
-                    Some(true) => Ok(tls.accept(tcp).await),
-                    Some(false) => Err(tcp),
-                    None => Ok(Err(io::ErrorKind::UnexpectedEof.into())),
-                }
-            }) => match accepted {
-                Ok(Err(tcp)) => {
-                    tracing::info!(
-                        peer = %addr,
-                        "refused: the client does not speak TLS (silent, or its first bytes are \
-                         not a TLS record); sent closeconn {}",
-                        CloseReason::TlsRequired
-                    );
-                    let within = shared.limits.write_timeout.min(Duration::from_secs(1));
-                    refuse(tcp, CloseReason::TlsRequired, within).await;
-                    return;
-                }
-                Ok(Ok(accepted)) => Ok(accepted),
-                Err(elapsed) => Err(elapsed),
-            },
-        } {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                if let Some(observer) = &shared.observer {
-                    observer.tls_handshake_failed();
-                }
-                tracing::info!(peer = %addr, "TLS handshake failed: {e}");
-                return;
-            }
-            Err(_) => {
-                if let Some(observer) = &shared.observer {
-                    observer.tls_handshake_failed();
-                }
-                tracing::info!(peer = %addr, "TLS handshake timed out");
-                return;
-            }
-        },
+        match Box::pin(establish(tcp, addr, &shared, handshake_deadline)).await {
+            Some(established) => established,
+            None => return,
+        }
     };
     let security = stream.security(false);
     let id = ClientId(shared.next_id.fetch_add(1, Ordering::Relaxed));
@@ -1129,6 +1076,82 @@ fn next_command<'a>(
         *armed = polled.is_pending();
         polled
     })
+}
+
+/// What comes before the protocol on a server behind balancers or with TLS: the PROXY
+/// header (naming the client) and the TLS handshake. `None` when the connection is done
+/// with (refused, failed or shut down: logged and counted here).
+async fn establish(
+    mut tcp: TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    handshake_deadline: Instant,
+) -> Option<(Stream, SocketAddr, Option<AddrSlot>)> {
+    // Behind a balancer: the header first (before the TLS sniff), naming the client.
+    let (addr, slot) = if shared.proxy.is_some() {
+        let proxied = tokio::select! {
+            _ = shared.shutdown.cancelled() => return None,
+            proxied = proxied(&mut tcp, addr, shared, handshake_deadline) => proxied,
+        };
+        match proxied {
+            Proxied::Serve(addr, slot) => (addr, slot),
+            Proxied::Refused => return None,
+            Proxied::Full => {
+                if shared.tls.is_none() {
+                    let within = shared.limits.write_timeout.min(Duration::from_secs(1));
+                    refuse(tcp, CloseReason::ServerFull, within).await;
+                }
+                return None;
+            }
+        }
+    } else {
+        (addr, None)
+    };
+    let stream = match &shared.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match tokio::select! {
+            // A peer in the middle of its TLS handshake does not hold up a shutdown.
+            _ = shared.shutdown.cancelled() => return None,
+            accepted = timeout_at(handshake_deadline, async {
+                match first_bytes_tls(&tcp, TLS_GRACE.min(shared.limits.handshake_timeout)).await {
+                    Some(true) => Ok(tls.accept(tcp).await),
+                    Some(false) => Err(tcp),
+                    None => Ok(Err(io::ErrorKind::UnexpectedEof.into())),
+                }
+            }) => match accepted {
+                Ok(Err(tcp)) => {
+                    tracing::info!(
+                        peer = %addr,
+                        "refused: the client does not speak TLS (silent, or its first bytes are \
+                         not a TLS record); sent closeconn {}",
+                        CloseReason::TlsRequired
+                    );
+                    let within = shared.limits.write_timeout.min(Duration::from_secs(1));
+                    refuse(tcp, CloseReason::TlsRequired, within).await;
+                    return None;
+                }
+                Ok(Ok(accepted)) => Ok(accepted),
+                Err(elapsed) => Err(elapsed),
+            },
+        } {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                if let Some(observer) = &shared.observer {
+                    observer.tls_handshake_failed();
+                }
+                tracing::info!(peer = %addr, "TLS handshake failed: {e}");
+                return None;
+            }
+            Err(_) => {
+                if let Some(observer) = &shared.observer {
+                    observer.tls_handshake_failed();
+                }
+                tracing::info!(peer = %addr, "TLS handshake timed out");
+                return None;
+            }
+        },
+    };
+    Some((stream, addr, slot))
 }
 
 /// Runs application code (a [`Handler`] hook, a ping data provider) so that a panic in it
@@ -1333,15 +1356,31 @@ impl<H: Handler> Conn<H> {
         }
     }
 
+    /// Handles one frame and writes out what it made us send.
     async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
+        match self.handle_frame(frame) {
+            Ok(true) => self.flush().await.err(),
+            Ok(false) => None,
+            Err(closed) => Some(closed),
+        }
+    }
+
+    /// Handles one frame, without waiting: what it makes us send (a handshake, a pong) is
+    /// put in the write buffer; returns whether something was. Apart from `on_frame`'s
+    /// `await` so that nothing of a frame's handling (the ping, its request, the
+    /// timestamps) is kept in the connection's future while the pong is written.
+    fn handle_frame(&mut self, frame: Frame) -> Result<bool, Closed> {
         let frame_id = frame.id;
         let step = self.protocol.handle(frame);
+        let mut buffered = false;
         if let Some(out) = step.send {
-            if let Err(closed) = self.write(out).await {
-                return Some(closed);
-            }
+            self.buffer(out)?;
+            buffered = true;
         }
-        match step.event? {
+        let Some(event) = step.event else {
+            return Ok(buffered);
+        };
+        match event {
             Event::Established(conntype) => {
                 if conntype != ConnType::Ping {
                     self.settled = true;
@@ -1354,23 +1393,21 @@ impl<H: Handler> Conn<H> {
                     self.conntype = Some(conntype);
                 }
                 let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
-                if let Err(closed) = guarded(handle.addr, "on_established", || {
+                guarded(handle.addr, "on_established", || {
                     handler.on_established(handle, state)
-                }) {
-                    return Some(closed);
-                }
+                })?;
             }
             Event::Packet(packet) => {
                 let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
-                if let Err(closed) = guarded(handle.addr, "on_packet", || {
+                guarded(handle.addr, "on_packet", || {
                     handler.on_packet(handle, state, packet)
-                }) {
-                    return Some(closed);
-                }
+                })?;
             }
             Event::Ping(message) => {
                 self.settled = true;
-                let responder = self.shared.ping.as_ref()?;
+                let Some(responder) = self.shared.ping.as_ref() else {
+                    return Ok(buffered);
+                };
                 let (handle, stats) = (&self.handle, &self.shared.stats);
                 let request = PingRequest::new(&message, handle.id, handle.addr, stats);
                 stats.pings.fetch_add(1, Ordering::Relaxed);
@@ -1386,38 +1423,41 @@ impl<H: Handler> Conn<H> {
                 // into the connection's write buffer: no allocation per ping.
                 let (encoder, dst) = (&self.shared.encoder, self.framed.write_buffer_mut());
                 let before = dst.len();
-                let buffered = guarded(handle.addr, "the ping data provider", || {
+                let pong = guarded(handle.addr, "the ping data provider", || {
                     with_pong_buffer(|pong| {
                         responder.encode_pong_into(&request, max_echo, timing, pong);
                         encoder.encode_body(ids::PONG, pong, dst)
                     })
                 });
                 let written = self.framed.write_buffer().len() - before;
-                match buffered {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Some(self.cannot_send(e)),
-                    Err(closed) => return Some(closed),
+                match pong {
+                    Ok(Ok(())) => buffered = true,
+                    Ok(Err(e)) => return Err(self.cannot_send(e)),
+                    Err(closed) => return Err(closed),
                 }
                 if let Some(observer) = &self.shared.observer {
                     observer.bytes_written(written as u64);
                     observer.ping_answered(Instant::now().saturating_duration_since(read_at));
                 }
-                if let Err(closed) = self.flush().await {
-                    return Some(closed);
-                }
             }
             Event::Pong(_) => {}
             Event::Close(reason) => {
                 self.refusal = Some(format!("protocol violation in packet id {frame_id}"));
-                return Some(Closed::ByUs(reason));
+                return Err(Closed::ByUs(reason));
             }
-            Event::PeerClosed(reason) => return Some(Closed::ByPeer(reason)),
+            Event::PeerClosed(reason) => return Err(Closed::ByPeer(reason)),
         }
-        None
+        Ok(buffered)
     }
 
     /// Writes and flushes one frame (see [`flush`](Self::flush)).
     async fn write(&mut self, frame: Frame) -> Result<(), Closed> {
+        self.buffer(frame)?;
+        self.flush().await
+    }
+
+    /// Puts one frame in the write buffer.
+    fn buffer(&mut self, frame: Frame) -> Result<(), Closed> {
         let dst = self.framed.write_buffer_mut();
         let before = dst.len();
         if let Err(e) = self.shared.encoder.encode_body(frame.id, &frame.body, dst) {
@@ -1426,7 +1466,7 @@ impl<H: Handler> Conn<H> {
         if let Some(observer) = &self.shared.observer {
             observer.bytes_written((self.framed.write_buffer().len() - before) as u64);
         }
-        self.flush().await
+        Ok(())
     }
 
     /// A frame that cannot be encoded (larger than the protocol's 4 GiB): logged, and
