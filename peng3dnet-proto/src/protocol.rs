@@ -413,8 +413,9 @@ pub enum ClientState {
 pub struct ClientProtocol {
     /// The type this client asks for.
     conntype: ConnType,
-    /// Our registry, re-mapped to the server's ids on a classic handshake.
-    registry: Registry,
+    /// Our registry, re-mapped to the server's ids on a classic handshake (copied then,
+    /// if shared: a ping connection shares one registry with every other).
+    registry: Arc<Registry>,
     /// How to sync the registry.
     sync: RegistrySync,
     /// Deepest msgpack nesting accepted.
@@ -426,16 +427,18 @@ pub struct ClientProtocol {
 }
 
 impl ClientProtocol {
-    /// A new connection asking for `conntype`.
+    /// A new connection asking for `conntype`, with our `registry` (a [`Registry`], or
+    /// one shared in an `Arc`: a ping client opening thousands of connections gives
+    /// them all [`Registry::shared_internal`] instead of building one each).
     pub fn new(
         conntype: ConnType,
-        registry: Registry,
+        registry: impl Into<Arc<Registry>>,
         sync: RegistrySync,
         max_depth: usize,
     ) -> Self {
         ClientProtocol {
             conntype,
-            registry,
+            registry: registry.into(),
             sync,
             max_depth,
             max_items: Limits::default().max_items,
@@ -544,8 +547,7 @@ impl ClientProtocol {
             return Step::close(CloseReason::ProtoVersionMismatch);
         }
         let server_registry = get(body, "registry").cloned().unwrap_or(Value::Nil);
-        if self
-            .registry
+        if Arc::make_mut(&mut self.registry)
             .sync_with(&server_registry, self.sync)
             .is_err()
         {

@@ -69,6 +69,19 @@ impl Registry {
         reg
     }
 
+    /// The registry of [`new`](Self::new), built once per process and shared: what a
+    /// connection that never registers packets (a ping) needs, without building its own.
+    ///
+    /// ```
+    /// use peng3dnet_proto::Registry;
+    /// assert_eq!(*Registry::shared_internal(), Registry::new());
+    /// ```
+    pub fn shared_internal() -> std::sync::Arc<Registry> {
+        static INTERNAL: std::sync::LazyLock<std::sync::Arc<Registry>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::new(Registry::new()));
+        INTERNAL.clone()
+    }
+
     /// Registers an application packet with the next free id (64 and up).
     pub fn register(&mut self, name: &str) -> Result<u32, RegistryError> {
         self.check_new_name(name)?;

@@ -182,7 +182,7 @@ impl PingSession {
             codec: FrameCodec::new(config.limits.frame, config.compression),
             protocol: ClientProtocol::new(
                 ConnType::Ping,
-                Registry::new(),
+                Registry::shared_internal(),
                 config.registry_sync,
                 config.limits.max_depth,
             )

@@ -316,7 +316,7 @@ impl PingSession {
             ),
             protocol: ClientProtocol::new(
                 ConnType::Ping,
-                Registry::new(),
+                Registry::shared_internal(),
                 config.registry_sync,
                 config.limits.max_depth,
             )
