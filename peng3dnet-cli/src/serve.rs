@@ -366,15 +366,16 @@ fn reload(
         }
     };
     let fixed = running.fixed_differences(&new);
+    responder.set_static_data(data);
+    if let (Some(tls), Some(new_tls)) = (tls, &new_tls) {
+        tls.replace(new_tls);
+    }
+    // Said once the data is in place: whoever reads the log sees a reload done.
     if !fixed.is_empty() {
         tracing::warn!(
             "reload: these settings changed but cannot change while running (restart to apply them): {}",
             fixed.join(", ")
         );
-    }
-    responder.set_static_data(data);
-    if let (Some(tls), Some(new_tls)) = (tls, &new_tls) {
-        tls.replace(new_tls);
     }
     // What runs now: the new data and TLS files, the old fixed settings.
     let mut applied = new;
