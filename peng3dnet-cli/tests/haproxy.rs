@@ -9,17 +9,17 @@
 //!
 //! Without haproxy the test is skipped, except under `CI=true`, where it fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peng3dnet");
-/// Upper bound for any single wait.
-const LIMIT: Duration = Duration::from_secs(20);
+#[path = "support/proc.rs"]
+mod proc;
+use proc::{Proc, LIMIT};
 
 /// The haproxy binary, or `None` (test skipped) when it is not installed outside CI.
 fn haproxy() -> Option<PathBuf> {
@@ -40,97 +40,6 @@ fn haproxy() -> Option<PathBuf> {
     None
 }
 
-/// A child process, killed on drop, whose stderr is collected as it comes.
-struct Proc {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    /// Spawns `program args`; with `ready`, waits for the stdout line it accepts and
-    /// returns it.
-    fn spawn(
-        program: &std::ffi::OsStr,
-        args: &[&str],
-        ready: Option<&dyn Fn(&str) -> bool>,
-    ) -> (Proc, Option<String>) {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = err.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let proc = Proc { child, stderr };
-        let Some(ready) = ready else {
-            return (proc, None);
-        };
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if ready(&line) => return (proc, Some(line)),
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "{program:?} did not get ready ({e}); stderr: {}",
-                    proc.stderr()
-                ),
-            }
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Polls the collected stderr until it has a line that satisfies `pred`.
-    fn wait_for_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(line) = self.stderr().lines().find(|l| pred(l)) {
-                return line.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {what}; stderr: {}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `peng3dnet serve` behind balancers on 127.0.0.1, with its address.
 fn backend(name: &str) -> (Proc, SocketAddr) {
     let args = [
@@ -144,12 +53,8 @@ fn backend(name: &str) -> (Proc, SocketAddr) {
         &format!("name={name}"),
         "-v",
     ];
-    let (proc, line) = Proc::spawn(
-        BIN.as_ref(),
-        &args,
-        Some(&|l: &str| l.starts_with("listening on ")),
-    );
-    let addr = line.unwrap()["listening on ".len()..].parse().unwrap();
+    let proc = Proc::spawn(BIN, &args);
+    let addr = proc.line("listening on ").parse().unwrap();
     (proc, addr)
 }
 
@@ -225,11 +130,7 @@ fn three_servers_behind_haproxy_see_each_clients_real_address() {
         .unwrap()
         .write_all(haproxy_config(front, &addrs).as_bytes())
         .unwrap();
-    let (balancer, _) = Proc::spawn(
-        haproxy.as_os_str(),
-        &["-f", cfg_path.to_str().unwrap(), "-db"],
-        None,
-    );
+    let balancer = Proc::spawn(&haproxy, &["-f", cfg_path.to_str().unwrap(), "-db"]);
     let target = format!("127.0.0.1:{front}");
     // Ready when it accepts on the front end.
     let deadline = Instant::now() + LIMIT;

@@ -5,117 +5,19 @@
 //! it). Without them these tests are skipped with a message, except under CI=true, where
 //! they fail. Nothing sleeps to synchronise: each wait polls with a deadline.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use peng3dnet::ping::{PingOptions, PingSession};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peng3dnet");
-/// Upper bound for any single wait; tests normally finish far sooner.
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// A spawned child whose stdout lines and stderr text are collected on threads; killed
-/// on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(program: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Proc {
-            child,
-            lines,
-            stderr,
-        }
-    }
-
-    /// The rest of the first stdout line that starts with `prefix`.
-    fn line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line[prefix.len()..].to_owned(),
-                Ok(_) => {}
-                Err(e) => panic!("no line starting {prefix:?} ({e}); stderr: {}", self.err()),
-            }
-        }
-    }
-
-    fn err(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr contains `text`.
-    fn wait_stderr(&self, text: &str) {
-        let deadline = Instant::now() + LIMIT;
-        while !self.err().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "stderr never said {text:?}: {}",
-                self.err()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
-
-    fn exited(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_some()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "support/proc.rs"]
+mod proc;
+use proc::{Proc, LIMIT};
 
 /// A temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -331,7 +233,11 @@ async fn sighup_reloads_the_data_file_into_a_session_that_stays_open() {
     std::fs::write(&data, "{\"motd\": ").unwrap();
     server.signal("-HUP");
     server.wait_stderr("reload failed, keeping the running settings");
-    assert!(server.err().contains("invalid JSON"), "{}", server.err());
+    assert!(
+        server.stderr().contains("invalid JSON"),
+        "{}",
+        server.stderr()
+    );
     assert_eq!(
         motd(&session.ping().await.unwrap()).as_deref(),
         Some("second")
@@ -460,10 +366,10 @@ fn start_prometheus(prometheus: &str, dir: &TempDir, config: &Path) -> (Proc, St
         let deadline = Instant::now() + LIMIT;
         loop {
             if proc.exited() {
-                if proc.err().contains("address already in use") {
+                if proc.stderr().contains("address already in use") {
                     break;
                 }
-                panic!("prometheus exited: {}", proc.err());
+                panic!("prometheus exited: {}", proc.stderr());
             }
             if TcpStream::connect(&addr).is_ok() && get(&addr, "/-/ready", &[]).0 == 200 {
                 return (proc, addr);
@@ -471,7 +377,7 @@ fn start_prometheus(prometheus: &str, dir: &TempDir, config: &Path) -> (Proc, St
             assert!(
                 Instant::now() < deadline,
                 "prometheus not ready: {}",
-                proc.err()
+                proc.stderr()
             );
             thread::sleep(Duration::from_millis(50));
         }
