@@ -122,11 +122,8 @@ impl Handler for Echo {
     }
 }
 
-/// Issue 19: a `Client` is `&mut` for both `send` and `recv`, so one task could not wait
-/// for packets while another sends. Split, the reader waits in a spawned task (already
-/// blocked in `recv` before anything is sent) while the writer sends from this one.
-#[tokio::test]
-async fn a_split_client_receives_in_one_task_while_another_sends() {
+/// An echoing server and a classic client connected to it.
+async fn echo_server_and_client() -> (Server, Client) {
     let server = Server::builder()
         .registry(registry())
         .handler(Echo)
@@ -138,6 +135,15 @@ async fn a_split_client_receives_in_one_task_while_another_sends() {
         .connect(&server.local_addr().to_string())
         .await
         .unwrap();
+    (server, client)
+}
+
+/// Issue 19: a `Client` is `&mut` for both `send` and `recv`, so one task could not wait
+/// for packets while another sends. Split, the reader waits in a spawned task (already
+/// blocked in `recv` before anything is sent) while the writer sends from this one.
+#[tokio::test]
+async fn a_split_client_receives_in_one_task_while_another_sends() {
+    let (server, client) = echo_server_and_client().await;
     let (mut reader, mut writer) = client.split();
     const N: u64 = 200;
     let receiving = tokio::spawn(async move {
@@ -148,7 +154,8 @@ async fn a_split_client_receives_in_one_task_while_another_sends() {
         }
         (reader, seen)
     });
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The test runtime has one thread: yielding runs the reader until it waits in `recv`.
+    tokio::task::yield_now().await;
     for n in 0..N {
         writer
             .send("test:other", &map([("n", n.into())]))
@@ -173,17 +180,7 @@ async fn a_split_client_receives_in_one_task_while_another_sends() {
 /// socket.
 #[tokio::test]
 async fn the_writer_of_a_split_client_stops_when_the_server_closes() {
-    let server = Server::builder()
-        .registry(registry())
-        .handler(Echo)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let client = Client::builder()
-        .registry(registry())
-        .connect(&server.local_addr().to_string())
-        .await
-        .unwrap();
+    let (server, client) = echo_server_and_client().await;
     let (mut reader, mut writer) = client.split();
     server.clients()[0].close("kicked");
     match reader.recv().await {
