@@ -12,14 +12,15 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::{Decoder, Framed};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,9 @@ use crate::tls::{SecurityLevel, ServerTls};
 use crate::transport::Stream;
 use crate::value::{self, Value};
 use crate::wall_clock::wall_times;
+
+mod mailbox;
+use mailbox::{Inbox, Mailbox};
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,14 +186,10 @@ pub struct ClientHandle {
     id: ClientId,
     /// Peer address.
     addr: SocketAddr,
-    /// Commands to the connection task.
-    tx: mpsc::UnboundedSender<Command>,
-    /// Bytes queued in `tx` and not yet written.
-    queued: Arc<AtomicUsize>,
-    /// Cap on `queued`.
+    /// Commands to the connection task, with the bytes they queue.
+    mailbox: Arc<Mailbox<Command>>,
+    /// Cap on the mailbox's queued bytes.
     max_queued: usize,
-    /// The queue overflowed and a close command is queued.
-    closing: Arc<std::sync::atomic::AtomicBool>,
     /// The server's registry, to name packets.
     registry: Arc<Registry>,
     /// How secure the connection is (TLS, client certificate).
@@ -242,24 +242,25 @@ impl ClientHandle {
         // Each message costs its frame header and queue node besides its body, so a flood
         // of tiny messages is bounded too.
         let len = frame.body.len() + QUEUE_OVERHEAD;
-        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
+        let mailbox = &self.mailbox;
+        let queued = mailbox.queued.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.max_queued {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            mailbox.queued.fetch_sub(len, Ordering::AcqRel);
             // One close command, however many sends are refused.
-            if !self.closing.swap(true, Ordering::AcqRel) {
-                let _ = self.tx.send(Command::Close(CloseReason::SendQueueFull));
+            if !mailbox.closing.swap(true, Ordering::AcqRel) {
+                let _ = mailbox.push(Command::Close(CloseReason::SendQueueFull));
             }
             return Err(SendError::QueueFull(self.id));
         }
-        self.tx.send(Command::Send(frame)).map_err(|_| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+        mailbox.push(Command::Send(frame)).map_err(|_| {
+            mailbox.queued.fetch_sub(len, Ordering::AcqRel);
             SendError::Disconnected(self.id)
         })
     }
 
     /// Closes the connection with a reason, after what is already queued.
     pub fn close(&self, reason: impl Into<CloseReason>) {
-        let _ = self.tx.send(Command::Close(reason.into()));
+        let _ = self.mailbox.push(Command::Close(reason.into()));
     }
 }
 
@@ -613,7 +614,7 @@ impl Server {
         // and then looks at the token, under the same lock order: none is missed.
         self.shared.shutdown.cancel();
         for client in self.shared.clients().values() {
-            let _ = client.tx.send(Command::Shutdown);
+            let _ = client.mailbox.push(Command::Shutdown);
         }
         let accept = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(accept) = accept {
@@ -897,6 +898,13 @@ async fn refuse(mut stream: TcpStream, reason: CloseReason, within: Duration) {
     }
 }
 
+/// What wakes a connection's loop.
+enum Woken {
+    Command(Command),
+    Frame(Option<Result<Frame, FrameError>>),
+    Timer,
+}
+
 /// Per-connection state the task needs besides the protocol.
 struct Conn<H: Handler> {
     framed: Framed<Stream, ObservedCodec<ServerCodec>>,
@@ -915,10 +923,10 @@ struct Conn<H: Handler> {
     unwritable: bool,
     /// The connection type, once the peer chose it (for the observer).
     conntype: Option<ConnType>,
-    /// The connection's one timer, for every deadline: handshake, idle, a frame that
-    /// started arriving, and a write the socket does not take at once. On the heap so
-    /// that [`Conn::write`] can use it too.
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The commands from the connection's handles, and the connection's one timer, for
+    /// every deadline: handshake, idle, a frame that started arriving, and a write the
+    /// socket does not take at once.
+    inbox: Inbox<Command>,
 }
 
 async fn connection<H: Handler>(
@@ -943,21 +951,20 @@ async fn connection<H: Handler>(
     };
     let security = stream.security(false);
     let id = ClientId(shared.next_id.fetch_add(1, Ordering::Relaxed));
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mailbox = Mailbox::new();
+    let inbox = Inbox::new(mailbox.clone(), handshake_deadline);
     let handle = ClientHandle {
         id,
         addr,
-        tx,
-        queued: Arc::new(AtomicUsize::new(0)),
+        mailbox,
         max_queued: shared.limits.max_queued_bytes,
-        closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         registry: shared.registry.clone(),
         security,
     };
     shared.clients().insert(id, handle.clone());
     if shared.shutdown.is_cancelled() {
         // Registered after `shutdown` told the others.
-        let _ = handle.tx.send(Command::Shutdown);
+        let _ = handle.mailbox.push(Command::Shutdown);
     }
     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(peer = %addr, client = %id, "connection opened");
@@ -980,14 +987,14 @@ async fn connection<H: Handler>(
         refusal: None,
         unwritable: false,
         conntype: None,
-        timer: Box::pin(tokio::time::sleep_until(handshake_deadline)),
+        inbox,
     };
     let connected = created.and_then(|()| {
         let (handler, handle, state) = (&conn.handler, &conn.handle, &mut conn.state);
         guarded(addr, "on_connect", || handler.on_connect(handle, state))
     });
     let closed = match connected {
-        Ok(()) => conn.run(&mut rx, handshake_deadline).await,
+        Ok(()) => conn.run(handshake_deadline).await,
         Err(closed) => closed,
     };
     match &closed {
@@ -1002,7 +1009,7 @@ async fn connection<H: Handler>(
                 }
                 (None, _) => tracing::info!(peer = %addr, client = %id, "closing: {reason}"),
             }
-            conn.close_gracefully(&mut rx, reason).await;
+            conn.close_gracefully(reason).await;
         }
         Closed::ByPeer(reason) => {
             match reason {
@@ -1051,30 +1058,6 @@ fn with_pong_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
             result
         }
         Err(_) => f(&mut Vec::new()),
-    })
-}
-
-/// The next command for a connection (`rx.recv()`), without touching the queue while it
-/// is empty and our waker is still registered with it (`armed`): a connection's loop
-/// wakes for every frame, commands are rare, and polling the queue each time was 6 % of a
-/// ping's cost (BENCHMARKS.md).
-///
-/// `armed` is true only after a poll of the queue returned `Pending`, which registered our
-/// waker: a command sent since then wakes us and makes the queue non-empty, so it is
-/// never missed. The poll runs outside tokio's cooperative budget, because a budget
-/// `Pending` would register nothing.
-fn next_command<'a>(
-    rx: &'a mut mpsc::UnboundedReceiver<Command>,
-    armed: &'a mut bool,
-) -> impl std::future::Future<Output = Option<Command>> + 'a {
-    std::future::poll_fn(move |cx| {
-        if *armed && rx.is_empty() {
-            return std::task::Poll::Pending;
-        }
-        let recv = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| rx.poll_recv(cx)));
-        let polled = std::future::Future::poll(std::pin::pin!(recv), cx);
-        *armed = polled.is_pending();
-        polled
     })
 }
 
@@ -1207,11 +1190,7 @@ fn small_framed(
 }
 
 impl<H: Handler> Conn<H> {
-    async fn run(
-        &mut self,
-        rx: &mut mpsc::UnboundedReceiver<Command>,
-        handshake_deadline: Instant,
-    ) -> Closed {
+    async fn run(&mut self, handshake_deadline: Instant) -> Closed {
         let limits = self.shared.limits;
         if let Err(closed) = self.write(hello_frame()).await {
             return closed;
@@ -1221,7 +1200,6 @@ impl<H: Handler> Conn<H> {
         // every packet): moved only when it would fire late (the idle deadline moves with
         // every frame; the timer lags behind and catches up when it fires early). The
         // shutdown comes as a command.
-        let mut commands_armed = false;
         loop {
             let deadline = if self.settled {
                 idle_deadline
@@ -1232,36 +1210,37 @@ impl<H: Handler> Conn<H> {
                 Some(frame_deadline) => deadline.min(frame_deadline),
                 None => deadline,
             };
-            if self.timer.deadline() > deadline {
-                self.timer.as_mut().reset(deadline);
+            if self.inbox.deadline() > deadline {
+                self.inbox.reset(deadline);
             }
-            tokio::select! {
-                biased;
-                command = next_command(rx, &mut commands_armed) => match command {
-                    Some(Command::Shutdown) => {
+            match self.next_wake().await {
+                Woken::Command(command) => match command {
+                    Command::Shutdown => {
                         if let Some(closed) = self.answer_buffered().await {
                             return closed;
                         }
                         return Closed::ByUs(CloseReason::ServerShutdown);
                     }
-                    Some(Command::Send(frame)) => {
+                    Command::Send(frame) => {
                         self.handle
+                            .mailbox
                             .queued
                             .fetch_sub(frame.body.len() + QUEUE_OVERHEAD, Ordering::AcqRel);
                         if let Err(closed) = self.write(frame).await {
                             return closed;
                         }
                     }
-                    Some(Command::Close(reason)) => {
+                    Command::Close(reason) => {
                         if reason == CloseReason::SendQueueFull {
-                            self.refusal =
-                                Some(format!("more than {} bytes queued", limits.max_queued_bytes));
+                            self.refusal = Some(format!(
+                                "more than {} bytes queued",
+                                limits.max_queued_bytes
+                            ));
                         }
                         return Closed::ByUs(reason);
                     }
-                    None => return Closed::ByUs(CloseReason::ServerShutdown),
                 },
-                incoming = self.framed.next() => {
+                Woken::Frame(incoming) => {
                     match incoming {
                         None => return Closed::SocketClosed,
                         Some(Err(e)) => return self.frame_error(e),
@@ -1277,7 +1256,7 @@ impl<H: Handler> Conn<H> {
                         }
                     }
                 }
-                _ = &mut self.timer => {
+                Woken::Timer => {
                     let now = Instant::now();
                     let codec = &self.framed.codec().codec;
                     if codec.frame_deadline().is_some_and(|d| now >= d) {
@@ -1298,7 +1277,7 @@ impl<H: Handler> Conn<H> {
                         handshake_deadline
                     };
                     if now < deadline {
-                        self.timer.as_mut().reset(deadline.min(check));
+                        self.inbox.reset(deadline.min(check));
                         continue;
                     }
                     self.refusal = Some(if self.settled {
@@ -1310,6 +1289,23 @@ impl<H: Handler> Conn<H> {
                 }
             }
         }
+    }
+
+    /// What wakes the loop of [`Conn::run`], in this order: a command, a frame (or the
+    /// stream's end), the timer.
+    fn next_wake(&mut self) -> impl std::future::Future<Output = Woken> + '_ {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(command) = self.inbox.poll_recv(cx) {
+                return Poll::Ready(Woken::Command(command));
+            }
+            if let Poll::Ready(incoming) = self.framed.poll_next_unpin(cx) {
+                return Poll::Ready(Woken::Frame(incoming));
+            }
+            if let Poll::Ready(()) = self.inbox.poll_timer(cx) {
+                return Poll::Ready(Woken::Timer);
+            }
+            Poll::Pending
+        })
     }
 
     /// At shutdown: handles the frames already read from the socket and waiting in the
@@ -1494,11 +1490,11 @@ impl<H: Handler> Conn<H> {
         let result = match first {
             std::task::Poll::Ready(done) => Ok(done),
             std::task::Poll::Pending => {
-                self.timer.as_mut().reset(after(write_timeout));
+                self.inbox.reset(after(write_timeout));
                 tokio::select! {
                     biased;
                     done = &mut flush => Ok(done),
-                    _ = &mut self.timer => Err(()),
+                    _ = self.inbox.timer() => Err(()),
                 }
             }
         };
@@ -1519,19 +1515,15 @@ impl<H: Handler> Conn<H> {
     ///
     /// Bounded: the flush and the closeconn together get one write timeout, the linger
     /// `close_linger`, whatever the peer does.
-    async fn close_gracefully(
-        &mut self,
-        rx: &mut mpsc::UnboundedReceiver<Command>,
-        reason: &CloseReason,
-    ) {
+    async fn close_gracefully(&mut self, reason: &CloseReason) {
         self.protocol.close();
-        rx.close();
+        let queued = self.inbox.close();
         if self.unwritable {
             return;
         }
         let framed = &mut self.framed;
         let flushed = timeout(self.shared.limits.write_timeout, async {
-            while let Ok(command) = rx.try_recv() {
+            for command in queued {
                 if let Command::Send(frame) = command {
                     framed.feed(frame).await?;
                 }
