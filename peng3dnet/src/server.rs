@@ -38,7 +38,7 @@ use crate::protocol::{
 use crate::proxy::ProxyPolicy;
 use crate::registry::Registry;
 use crate::security::InsufficientSecurity;
-use crate::server_codec::{Budget, Phase, ServerCodec};
+use crate::server_codec::{Budget, Phase, PhaseLimits, ServerCodec};
 use crate::stats::{ClientId, Stats};
 use crate::tls::{SecurityLevel, ServerTls};
 use crate::transport::Stream;
@@ -467,6 +467,7 @@ impl<H: Handler> ServerBuilder<H> {
             compression: self.config.compression,
             encoder: FrameCodec::new(self.config.limits.frame, self.config.compression),
             budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
+            phase_limits: Arc::new(PhaseLimits::new(&self.config.limits)),
             per_addr: Mutex::new(HashMap::new()),
             ping: self.ping,
             tls: self.tls,
@@ -499,6 +500,8 @@ struct Shared {
     encoder: FrameCodec,
     /// Bytes held in large partial frames and inflate buffers, across connections.
     budget: Arc<Budget>,
+    /// The frame limits of each phase of a connection, for every connection's codec.
+    phase_limits: Arc<PhaseLimits>,
     /// Connections per source address, when `Limits::max_connections_per_addr` is set.
     per_addr: Mutex<HashMap<std::net::IpAddr, usize>>,
     ping: Option<PingResponder>,
@@ -975,7 +978,11 @@ async fn connection<H: Handler>(
     let mut conn = Conn {
         framed: small_framed(
             stream,
-            ServerCodec::new(shared.limits, shared.compression, shared.budget.clone()),
+            ServerCodec::new(
+                shared.phase_limits.clone(),
+                shared.compression,
+                shared.budget.clone(),
+            ),
             shared.observer.clone(),
         ),
         protocol: ServerProtocol::new(shared.setup.clone()),
@@ -1191,11 +1198,12 @@ fn small_framed(
 
 impl<H: Handler> Conn<H> {
     async fn run(&mut self, handshake_deadline: Instant) -> Closed {
-        let limits = self.shared.limits;
+        // Read from the server's settings where used, not copied: a copy here was 184
+        // bytes of every connection's task, and a cold cache line per ping.
         if let Err(closed) = self.write(hello_frame()).await {
             return closed;
         }
-        let mut idle_deadline = after(limits.idle_timeout);
+        let mut idle_deadline = after(self.shared.limits.idle_timeout);
         // One timer for the whole connection, not one per frame (the profile showed it on
         // every packet): moved only when it would fire late (the idle deadline moves with
         // every frame; the timer lags behind and catches up when it fires early). The
@@ -1234,7 +1242,7 @@ impl<H: Handler> Conn<H> {
                         if reason == CloseReason::SendQueueFull {
                             self.refusal = Some(format!(
                                 "more than {} bytes queued",
-                                limits.max_queued_bytes
+                                self.shared.limits.max_queued_bytes
                             ));
                         }
                         return Closed::ByUs(reason);
@@ -1247,7 +1255,8 @@ impl<H: Handler> Conn<H> {
                         Some(Ok(frame)) => {
                             // The decoder's clock reading, not a second one.
                             let read_at = self.framed.codec().codec.read_at();
-                            idle_deadline = crate::deadline::at(read_at, limits.idle_timeout);
+                            idle_deadline =
+                                crate::deadline::at(read_at, self.shared.limits.idle_timeout);
                             let closed = self.on_frame(frame).await;
                             shrink_read_buffer(self.framed.read_buffer_mut());
                             if let Some(closed) = closed {
@@ -1281,9 +1290,12 @@ impl<H: Handler> Conn<H> {
                         continue;
                     }
                     self.refusal = Some(if self.settled {
-                        format!("idle for {:?}", limits.idle_timeout)
+                        format!("idle for {:?}", self.shared.limits.idle_timeout)
                     } else {
-                        format!("handshake not done within {:?}", limits.handshake_timeout)
+                        format!(
+                            "handshake not done within {:?}",
+                            self.shared.limits.handshake_timeout
+                        )
                     });
                     return Closed::ByUs(CloseReason::Timeout);
                 }

@@ -50,6 +50,50 @@ impl Budget {
     }
 }
 
+/// The frame limits of each [`Phase`] and the frame timeout, worked out once per server
+/// from its [`Limits`] and shared by its connections: a copy of the `Limits` in every
+/// connection's codec made it 184 bytes larger, and its fields split the codec's few hot
+/// ones across more cache lines (BENCHMARKS.md, "Cache lines per ping").
+#[derive(Debug)]
+pub(crate) struct PhaseLimits {
+    handshake: FrameLimits,
+    ping: FrameLimits,
+    established: FrameLimits,
+    frame_timeout: Duration,
+}
+
+impl PhaseLimits {
+    pub(crate) fn new(limits: &Limits) -> PhaseLimits {
+        let full = limits.frame;
+        let small = |length: usize, compressed: bool| FrameLimits {
+            max_frame_length: length.min(full.max_frame_length),
+            max_inflated_size: length.min(full.max_inflated_size),
+            allow_compressed: compressed && full.allow_compressed,
+            ..full
+        };
+        PhaseLimits {
+            handshake: small(limits.handshake_frame_length, false),
+            // A raised echo cap raises the ping limit with it.
+            ping: small(
+                limits
+                    .ping_frame_length
+                    .max(limits.max_echo_bytes.saturating_add(16 << 10)),
+                true,
+            ),
+            established: full,
+            frame_timeout: limits.frame_timeout,
+        }
+    }
+
+    fn of(&self, phase: Phase) -> FrameLimits {
+        match phase {
+            Phase::Handshake => self.handshake,
+            Phase::Ping => self.ping,
+            Phase::Established => self.established,
+        }
+    }
+}
+
 /// Which frame limits are in force on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -65,7 +109,7 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct ServerCodec {
     inner: FrameCodec,
-    limits: Limits,
+    limits: Arc<PhaseLimits>,
     budget: Arc<Budget>,
     /// Bytes of `budget` this connection holds for its partial frame.
     held: usize,
@@ -77,39 +121,24 @@ pub(crate) struct ServerCodec {
 }
 
 impl ServerCodec {
-    pub(crate) fn new(limits: Limits, compression: Compression, budget: Arc<Budget>) -> Self {
-        let mut codec = ServerCodec {
-            inner: FrameCodec::new(limits.frame, compression),
+    pub(crate) fn new(
+        limits: Arc<PhaseLimits>,
+        compression: Compression,
+        budget: Arc<Budget>,
+    ) -> Self {
+        ServerCodec {
+            inner: FrameCodec::new(limits.of(Phase::Handshake), compression),
             limits,
             budget,
             held: 0,
             started: None,
             read_at: Instant::now(),
-        };
-        codec.set_phase(Phase::Handshake);
-        codec
+        }
     }
 
     /// Applies the limits of `phase` from the next frame on.
     pub(crate) fn set_phase(&mut self, phase: Phase) {
-        let full = self.limits.frame;
-        let small = |length: usize, compressed: bool| FrameLimits {
-            max_frame_length: length.min(full.max_frame_length),
-            max_inflated_size: length.min(full.max_inflated_size),
-            allow_compressed: compressed && full.allow_compressed,
-            ..full
-        };
-        self.inner.set_limits(match phase {
-            Phase::Handshake => small(self.limits.handshake_frame_length, false),
-            // A raised echo cap raises the ping limit with it.
-            Phase::Ping => small(
-                self.limits
-                    .ping_frame_length
-                    .max(self.limits.max_echo_bytes.saturating_add(16 << 10)),
-                true,
-            ),
-            Phase::Established => full,
-        });
+        self.inner.set_limits(self.limits.of(phase));
     }
 
     /// When the partial frame now buffered must be complete, if there is one.
