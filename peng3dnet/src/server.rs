@@ -1047,6 +1047,69 @@ async fn connection<H: Handler>(
     });
 }
 
+/// A pong sent by [`send_pong`].
+struct Sent {
+    /// Bytes of the frame.
+    length: usize,
+    /// Some of it waits in the write buffer, to be flushed.
+    buffered: bool,
+}
+
+/// Frames a pong and sends it. When nothing else waits to be written or handled (a ping
+/// answered as it came: the usual case), the frame is built in a buffer this thread keeps
+/// and handed to a plain TCP socket from there. At 1,000 connections a connection's own
+/// write buffer is cold memory, and framing the pong into it cost about three cache
+/// misses per ping (BENCHMARKS.md, "Cache lines per ping"). What the socket does not take
+/// at once, a pong behind other bytes, and every pong under TLS go through the write
+/// buffer, in order.
+fn send_pong(
+    framed: &mut Framed<Stream, ObservedCodec<ServerCodec>>,
+    encoder: &FrameCodec,
+    body: &[u8],
+) -> Result<Sent, FrameError> {
+    thread_local! {
+        static WIRE: std::cell::RefCell<bytes::BytesMut> =
+            std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    /// Largest wire buffer a thread keeps.
+    const KEEP: usize = 64 << 10;
+    let alone = framed.write_buffer().is_empty() && framed.read_buffer().is_empty();
+    if alone && framed.get_ref().plain().is_some() {
+        let direct = WIRE.with(|wire| {
+            let mut wire = wire.try_borrow_mut().ok()?;
+            let tcp = framed.get_ref().plain()?;
+            wire.clear();
+            if let Err(e) = encoder.encode_body(ids::PONG, body, &mut wire) {
+                return Some(Err(e));
+            }
+            // An error is left to the write buffer's flush, which meets it again and
+            // closes the connection as every failed write does.
+            let taken = tcp.try_write(&wire).unwrap_or(0);
+            let length = wire.len();
+            if taken < length {
+                framed.write_buffer_mut().extend_from_slice(&wire[taken..]);
+            }
+            if wire.capacity() > KEEP {
+                *wire = bytes::BytesMut::new();
+            }
+            Some(Ok(Sent {
+                length,
+                buffered: taken < length,
+            }))
+        });
+        if let Some(sent) = direct {
+            return sent;
+        }
+    }
+    let dst = framed.write_buffer_mut();
+    let before = dst.len();
+    encoder.encode_body(ids::PONG, body, dst)?;
+    Ok(Sent {
+        length: dst.len() - before,
+        buffered: true,
+    })
+}
+
 /// Runs `f` with an empty buffer this thread keeps for pongs (a fresh one if a ping data
 /// provider, running inside, answers a ping itself).
 fn with_pong_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
@@ -1427,22 +1490,26 @@ impl<H: Handler> Conn<H> {
                 let sent_at = Instant::now();
                 let (received, sent) = wall_times(read_at, sent_at);
                 let timing = ServerTiming { received, sent };
-                // The pong is written into a buffer this thread keeps, then framed straight
-                // into the connection's write buffer: no allocation per ping.
-                let (encoder, dst) = (&self.shared.encoder, self.framed.write_buffer_mut());
-                let before = dst.len();
+                // The pong is written into a buffer this thread keeps, then framed and sent
+                // (see `send_pong`): no allocation per ping.
+                let (encoder, framed) = (&self.shared.encoder, &mut self.framed);
                 let pong = guarded(handle.addr, "the ping data provider", || {
                     with_pong_buffer(|pong| {
                         responder.encode_pong_into(&request, max_echo, timing, pong);
-                        encoder.encode_body(ids::PONG, pong, dst)
+                        send_pong(framed, encoder, pong)
                     })
                 });
-                let written = self.framed.write_buffer().len() - before;
-                match pong {
-                    Ok(Ok(())) => buffered = true,
+                let written = match pong {
+                    Ok(Ok(Sent {
+                        length,
+                        buffered: pending,
+                    })) => {
+                        buffered |= pending;
+                        length
+                    }
                     Ok(Err(e)) => return Err(self.cannot_send(e)),
                     Err(closed) => return Err(closed),
-                }
+                };
                 if let Some(observer) = &self.shared.observer {
                     observer.bytes_written(written as u64);
                     observer.ping_answered(Instant::now().saturating_duration_since(read_at));

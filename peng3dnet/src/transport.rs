@@ -31,6 +31,16 @@ impl Stream {
         }
     }
 
+    /// The TCP socket when the stream is plain TCP (bytes written to it are the
+    /// stream's), `None` under TLS.
+    pub(crate) fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => None,
+        }
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().peer_addr()
