@@ -332,6 +332,73 @@ async fn session_pings_carry_sequence_numbers() {
     server.shutdown().await;
 }
 
+/// Pongs larger than the socket takes at once (the server hands the socket what it takes
+/// and buffers the rest) arrive whole and in order, each with its own echo: 12 MiB is
+/// more than a socket's send buffer grows to (4 MiB by default), and the client's receive
+/// buffer is small.
+#[tokio::test]
+async fn pongs_written_in_parts_arrive_whole_and_in_order() {
+    use bytes::BytesMut;
+    use peng3dnet::frame::{Frame, FrameCodec};
+    use peng3dnet::protocol::{ids, settype_frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Uncompressed both ways, so that every pong is as large as its ping.
+    let uncompressed = peng3dnet::config::Compression {
+        enabled: false,
+        ..Default::default()
+    };
+    let mut config = Config::default();
+    config.compression = uncompressed;
+    config.limits.max_echo_bytes = 16 << 20;
+    config.limits.frame.max_frame_length = 32 << 20;
+    config.limits.frame.max_inflated_size = 32 << 20;
+    let frame_limits = config.limits.frame;
+    let server = Server::builder()
+        .config(config)
+        .pingable(PingResponder::new())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.local_addr()).await.unwrap();
+    let codec = FrameCodec::new(frame_limits, uncompressed);
+    let (mut decoder, mut buf) = (codec.clone(), BytesMut::new());
+    let mut next_frame = async |stream: &mut tokio::net::TcpStream| loop {
+        if let Some(frame) = decoder.decode(&mut buf).unwrap() {
+            return frame;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf));
+        assert!(read.await.unwrap().unwrap() > 0, "the server closed");
+    };
+    assert_eq!(next_frame(&mut stream).await.id, ids::HELLO);
+    let settype = codec.to_bytes(settype_frame(&ConnType::Ping)).unwrap();
+    stream.write_all(&settype).await.unwrap();
+    for seq in 0..4u64 {
+        let pad = vec![seq as u8; 12 << 20];
+        let ping = map([
+            ("time", Value::F64(1.5)),
+            ("seq", Value::from(seq)),
+            ("pad", Value::Binary(pad.clone())),
+        ]);
+        let ping = Frame::new(ids::PING, peng3dnet::value::encode(&ping));
+        stream
+            .write_all(&codec.to_bytes(ping).unwrap())
+            .await
+            .unwrap();
+        let pong = next_frame(&mut stream).await;
+        let reason = peng3dnet::value::decode(&pong.body, 64);
+        assert_eq!(pong.id, ids::PONG, "not a pong: {reason:?}");
+        let pong = peng3dnet::value::decode(&pong.body, 64).unwrap();
+        let echo = get(&pong, "oldmsg").unwrap();
+        assert_eq!(get(echo, "seq"), Some(&Value::from(seq)));
+        assert_eq!(get(echo, "pad"), Some(&Value::Binary(pad)));
+    }
+    drop(stream);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn pinging_a_server_that_is_not_pingable_is_refused_with_unknownconntype() {
     let server = Server::builder().bind("127.0.0.1:0").await.unwrap();
