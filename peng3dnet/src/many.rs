@@ -26,6 +26,12 @@
 //! never a target's failure: the attempt waits and is made again, without counting as a
 //! try.
 //!
+//! Where the results are read matters when there are thousands: read in a task of the
+//! runtime (`tokio::spawn`), each result wakes a task; read in the thread of `block_on`
+//! (the body of `#[tokio::main]`), which sleeps between two results, each wakes that
+//! thread. With 10,000 loopback targets on two cores that was 11,000 context switches
+//! against 3,000, and about a tenth more CPU.
+//!
 //! ```no_run
 //! # async fn f() {
 //! use peng3dnet::many::{ping_many, ManyOptions};
