@@ -162,8 +162,19 @@ pub fn hello_frame() -> Frame {
     Frame::new(ids::HELLO, HELLO_BODY.clone())
 }
 
+/// The body of closeconn with `pingcomplete`, encoded once: every ping client sends it.
+static CLOSECONN_PINGCOMPLETE_BODY: LazyLock<Bytes> = LazyLock::new(|| {
+    value::encode(&map([(
+        "reason",
+        CloseReason::PingComplete.as_str().into(),
+    )]))
+});
+
 /// A closeconn frame; `None` sends a nil reason.
 pub fn closeconn_frame(reason: Option<&CloseReason>) -> Frame {
+    if reason == Some(&CloseReason::PingComplete) {
+        return Frame::new(ids::CLOSECONN, CLOSECONN_PINGCOMPLETE_BODY.clone());
+    }
     let reason = reason.map_or(Value::Nil, |r| Value::from(r.as_str()));
     Frame::new(ids::CLOSECONN, value::encode(&map([("reason", reason)])))
 }
@@ -530,6 +541,15 @@ impl ClientProtocol {
         if self.state == ClientState::Closed {
             return Step::nothing();
         }
+        if frame.id == ids::HELLO
+            && self.state == ClientState::AwaitHello
+            && frame.body == *HELLO_BODY
+            && value::validate(&frame.body, self.max_depth, self.max_items).is_ok()
+        {
+            // Our own hello, which is the reference's byte for byte: a map with our
+            // protoversion, within the limits. Taken as it is, without building it.
+            return self.hello_accepted();
+        }
         let body = match decode(&frame, self.max_depth, self.max_items) {
             Ok(body) => body,
             Err(reason) => return self.closing(Step::close(reason)),
@@ -582,6 +602,11 @@ impl ClientProtocol {
         if !protoversion_ok(body) {
             return Step::close(CloseReason::ProtoVersionMismatch);
         }
+        self.hello_accepted()
+    }
+
+    /// A hello that passed: settype, then the handshake (classic) or established.
+    fn hello_accepted(&mut self) -> Step {
         let send = Some(settype_frame(&self.conntype));
         if self.conntype == ConnType::Classic {
             self.state = ClientState::AwaitHandshake;
@@ -726,6 +751,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_hello_taken_as_our_bytes_is_handled_as_when_decoded() {
+        // The same map with its keys the other way round is decoded: both must agree.
+        let reordered = frame(
+            ids::HELLO,
+            map([
+                ("protoversion", PROTOVERSION.into()),
+                ("version", VERSION.into()),
+            ]),
+        );
+        assert_ne!(reordered.body, hello_frame().body);
+        for conntype in [
+            ConnType::Ping,
+            ConnType::Classic,
+            ConnType::Custom("x".into()),
+        ] {
+            for (items, depth) in [(1024, 64), (1, 64), (4, 64), (1024, 1), (1024, 0)] {
+                let mut fast = client(conntype.clone(), &[]).with_max_items(items);
+                fast.max_depth = depth;
+                let mut slow = client(conntype.clone(), &[]).with_max_items(items);
+                slow.max_depth = depth;
+                let (a, b) = (fast.handle(hello_frame()), slow.handle(reordered.clone()));
+                assert_eq!(a, b, "{conntype} items {items} depth {depth}");
+                assert_eq!(fast.state(), slow.state());
+            }
+        }
+        // After the hello, a second one is not a hello any more.
+        let mut c = client(ConnType::Ping, &[]);
+        assert!(c.handle(hello_frame()).send.is_some());
+        assert_eq!(c.handle(hello_frame()), Step::nothing());
+    }
+
+    #[test]
+    fn closeconn_pingcomplete_is_encoded_once_with_the_same_bytes() {
+        let fresh = value::encode(&map([("reason", "pingcomplete".into())]));
+        assert_eq!(
+            closeconn_frame(Some(&CloseReason::PingComplete)).body,
+            fresh
+        );
+        let other = closeconn_frame(Some(&CloseReason::Timeout));
+        assert_eq!(
+            other.body,
+            value::encode(&map([("reason", "timeout".into())]))
+        );
     }
 
     #[test]
