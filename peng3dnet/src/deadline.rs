@@ -54,9 +54,10 @@ impl<'a, H> Clock<'a, H> {
         deadline: Instant,
         hold: Option<(H, Instant)>,
     ) -> Self {
+        // A hold released at or after the deadline is kept until the clock is dropped.
         let (hold, first) = match hold {
-            Some((h, release)) if release < deadline => (Some(h), release),
-            _ => (None, deadline),
+            Some((h, release)) => (Some(h), release.min(deadline)),
+            None => (None, deadline),
         };
         if sleep.deadline() != first {
             sleep.as_mut().reset(first);
@@ -172,6 +173,20 @@ mod clock_tests {
         assert!(matches!(got, Some(Ok(_))));
         assert!(Instant::now() >= release);
         assert_eq!(clock.deadline(), deadline);
+    }
+
+    #[tokio::test]
+    async fn a_hold_past_the_deadline_is_kept_until_the_clock_goes() {
+        let places = Semaphore::new(1);
+        let held = places.acquire().await.ok();
+        let deadline = Instant::now() + Duration::from_millis(10);
+        let release = deadline + Duration::from_secs(60);
+        let sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+        let mut clock = Clock::new(sleep, deadline, held.map(|h| (h, release)));
+        assert_eq!(clock.within(std::future::pending::<()>()).await, None);
+        assert_eq!(places.available_permits(), 0, "held while the clock runs");
+        drop(clock);
+        assert_eq!(places.available_permits(), 1);
     }
 
     #[tokio::test]
