@@ -1,9 +1,11 @@
 //! Pinging a server: the client side of the ping extension.
 //!
 //! [`ping_server`] is the seed's `pingServer`: one connection, one ping, one pong, closed
-//! with `pingcomplete`. [`PingSession`] is the building block underneath (the seed's
-//! `PingableClientMixin`): it keeps the connection open for several pings, each with a
-//! sequence number, so a latency series is not dominated by connect cost.
+//! with `pingcomplete`, on a path of its own that keeps no session (it is what
+//! [`crate::many`] runs thousands of at once). [`PingSession`] (the seed's
+//! `PingableClientMixin`) keeps the connection open for several pings, each with a
+//! sequence number, so a latency series is not dominated by connect cost; the exchange,
+//! the bytes and the errors are the same.
 //!
 //! Every reply carries the server's whole map plus `recvtime` and `delay` (as the
 //! reference's does), and typed extras: the delay measured on a monotonic clock (right even
