@@ -52,8 +52,12 @@ pub struct Out;
 impl Out {
     /// Writes `text` (with its newlines) to stdout and flushes.
     pub fn print(&self, text: &str) -> std::io::Result<()> {
+        self.print_bytes(text.as_bytes())
+    }
+
+    fn print_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(text.as_bytes())?;
+        stdout.write_all(bytes)?;
         stdout.flush()
     }
 
@@ -64,8 +68,12 @@ impl Out {
 
     /// Writes one JSON record as a line.
     pub fn json<T: Serialize>(&self, record: &T) -> std::io::Result<()> {
-        let text = serde_json::to_string(record).map_err(std::io::Error::other)?;
-        self.line(&text)
+        // Room for a reply record at once: one allocation, no growing, no copy for the
+        // newline.
+        let mut line = Vec::with_capacity(256);
+        serde_json::to_writer(&mut line, record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.print_bytes(&line)
     }
 }
 

@@ -438,8 +438,6 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     };
 
     let start = Instant::now();
-    let mut ticker = tokio::time::interval(s.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = async {
         match s.deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -457,88 +455,90 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     // iputils: with a deadline, the count is of replies, not of pings sent.
     let count_replies = s.deadline.is_some();
 
-    loop {
-        let more = match s.count {
-            None => true,
-            Some(c) if count_replies => received + (inflight.len() as u64) < c,
-            Some(c) => sent < c,
-        };
-        // One ping of a target at a time: never two outstanding.
-        let can_send = more && inflight.is_empty();
-        if !more && inflight.is_empty() {
-            break;
-        }
+    // One ping and no session (`-c 1` without `-w`, a fleet check): pinged here rather
+    // than in a task of its own, with no ticker; stopped the same way.
+    let single = s.count == Some(1) && !count_replies && session_slot.is_none();
+    if single {
+        lock(tally).transmitted += 1;
+        let options = s.options(&target);
+        let limiter = &run.limiter;
+        // Boxed once its turn comes, as the pings of the loop below are.
+        let ping = Box::pin(async {
+            let _permit = limiter.permit().await;
+            limiter.ping_resolved(&addrs, &target.host, &options).await
+        });
         tokio::select! {
             biased;
-            Ok(_) = stop.wait_for(|v| *v) => break,
-            _ = &mut deadline => break,
-            Some(joined) = inflight.join_next() => {
-                let (seq, result, session) = match joined {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        // A ping task that failed is an error the user sees, never a
-                        // silent loss.
-                        lock(tally).errors += 1;
-                        failed_task = true;
-                        done.times.push(None);
-                        report(s, &out, name, Some(addr), None, "internal", &task_failure(&e));
-                        continue;
-                    }
-                };
-                idle_session = session.map(Box::new);
-                let shown = match result {
-                    Ok(reply) => {
-                        received += 1;
-                        addr = reply.peer;
-                        done.addr = Some(addr);
-                        let ms = output::ms(reply.delay);
-                        done.times.push(Some(ms));
-                        {
-                            let mut t = lock(tally);
-                            t.received += 1;
-                            t.rtts_ms.push(ms);
-                        }
-                        show_reply(s, &out, run.prefix.then_some(name.as_str()), name, seq, &reply)
-                    }
-                    Err(e) => {
-                        done.times.push(None);
-                        if !e.is_timeout() {
-                            lock(tally).errors += 1;
-                        }
-                        if s.quiet || s.list.report != Report::Summaries {
-                            Ok(())
-                        } else {
-                            report_ping_error(s, &out, name, addr, seq, &e)
-                        }
-                    }
-                };
-                if shown.is_err() {
-                    broken_pipe = true;
-                    break;
-                }
+            Ok(_) = stop.wait_for(|v| *v) => {}
+            _ = &mut deadline => {}
+            result = ping => match take_result(&run, &mut done, &mut addr, 0, result) {
+                Ok(replied) => received += u64::from(replied),
+                Err(_) => broken_pipe = true,
+            },
+        }
+    } else {
+        let mut ticker = tokio::time::interval(s.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let more = match s.count {
+                None => true,
+                Some(c) if count_replies => received + (inflight.len() as u64) < c,
+                Some(c) => sent < c,
+            };
+            // One ping of a target at a time: never two outstanding.
+            let can_send = more && inflight.is_empty();
+            if !more && inflight.is_empty() {
+                break;
             }
-            _ = ticker.tick(), if can_send => {
-                let seq = sent;
-                sent += 1;
-                lock(tally).transmitted += 1;
-                let options = s.options(&target);
-                let limiter = run.limiter.clone();
-                let addrs = addrs.clone();
-                let host = target.host.clone();
-                // The ping's state is boxed once its turn comes: thousands of targets
-                // waiting for a turn then cost a few bytes each, not a whole ping's.
-                if session_slot.is_some() {
-                    let session = idle_session.take().map(|s| *s);
-                    inflight.spawn(async move {
-                        let _permit = limiter.permit().await;
-                        Box::pin(ping_in_session(seq, &addrs, &host, session, options)).await
-                    });
-                } else {
-                    inflight.spawn(async move {
-                        let _permit = limiter.permit().await;
-                        let reply = Box::pin(limiter.ping_resolved(&addrs, &host, &options)).await;
-                        (seq, reply, None)
-                    });
+            tokio::select! {
+                biased;
+                Ok(_) = stop.wait_for(|v| *v) => break,
+                _ = &mut deadline => break,
+                Some(joined) = inflight.join_next() => {
+                    let (seq, result, session) = match joined {
+                        Ok(outcome) => outcome,
+                        Err(e) => {
+                            // A ping task that failed is an error the user sees, never a
+                            // silent loss.
+                            lock(tally).errors += 1;
+                            failed_task = true;
+                            done.times.push(None);
+                            report(s, &out, name, Some(addr), None, "internal", &task_failure(&e));
+                            continue;
+                        }
+                    };
+                    idle_session = session.map(Box::new);
+                    match take_result(&run, &mut done, &mut addr, seq, result) {
+                        Ok(replied) => received += u64::from(replied),
+                        Err(_) => {
+                            broken_pipe = true;
+                            break;
+                        }
+                    }
+                }
+                _ = ticker.tick(), if can_send => {
+                    let seq = sent;
+                    sent += 1;
+                    lock(tally).transmitted += 1;
+                    let options = s.options(&target);
+                    let limiter = run.limiter.clone();
+                    let addrs = addrs.clone();
+                    let host = target.host.clone();
+                    // The ping's state is boxed once its turn comes: thousands of targets
+                    // waiting for a turn then cost a few bytes each, not a whole ping's.
+                    if session_slot.is_some() {
+                        let session = idle_session.take().map(|s| *s);
+                        inflight.spawn(async move {
+                            let _permit = limiter.permit().await;
+                            Box::pin(ping_in_session(seq, &addrs, &host, session, options)).await
+                        });
+                    } else {
+                        inflight.spawn(async move {
+                            let _permit = limiter.permit().await;
+                            let reply = Box::pin(limiter.ping_resolved(&addrs, &host, &options)).await;
+                            (seq, reply, None)
+                        });
+                    }
                 }
             }
         }
@@ -557,6 +557,44 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
         Exit::Ok
     };
     done
+}
+
+/// Takes a ping's result into the target's tally and `done`, and shows it (a reply line or
+/// record, or the error); whether it was a reply, or `Err` when stdout is gone.
+fn take_result(
+    run: &TargetRun,
+    done: &mut Done,
+    addr: &mut SocketAddr,
+    seq: u64,
+    result: Result<PingReply, PingError>,
+) -> std::io::Result<bool> {
+    let (s, name, tally) = (&run.s, &run.name, &run.tallies[run.index]);
+    match result {
+        Ok(reply) => {
+            *addr = reply.peer;
+            done.addr = Some(reply.peer);
+            let ms = output::ms(reply.delay);
+            done.times.push(Some(ms));
+            {
+                let mut t = lock(tally);
+                t.received += 1;
+                t.rtts_ms.push(ms);
+            }
+            let prefix = run.prefix.then_some(name.as_str());
+            show_reply(s, &Out, prefix, name, seq, &reply).map(|()| true)
+        }
+        Err(e) => {
+            done.times.push(None);
+            if !e.is_timeout() {
+                lock(tally).errors += 1;
+            }
+            if s.quiet || s.list.report != Report::Summaries {
+                Ok(false)
+            } else {
+                report_ping_error(s, &Out, name, *addr, seq, &e).map(|()| false)
+            }
+        }
+    }
 }
 
 /// A one-line message for a ping task that panicked or was cancelled.

@@ -420,6 +420,44 @@ fn count_and_deadline_follow_iputils() {
 }
 
 #[test]
+fn ctrl_c_during_one_ping_of_each_target_ends_every_target_with_its_summary() {
+    let (_server, port) = serve("127.0.0.1:0", &[]);
+    let live = format!("127.0.0.1:{port}");
+    // The kernel accepts, nobody says hello: its ping waits for the whole -W.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let mut child = StdCommand::new(BIN)
+        .args(["ping", "-c", "1", "-W", "60", "--json", &silent, &live])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let out = lines_of(child.stdout.take().unwrap());
+    let mut child = Proc(child);
+    let started = Instant::now();
+    // Both pings start together: the live target's reply means the silent one is waiting.
+    wait_line(&out, |l| l.contains("\"type\":\"reply\""));
+    assert!(StdCommand::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.0.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30), "waited for -W");
+    assert_eq!(status.code(), Some(1), "the silent target did not answer");
+    let summary = |target: &str| {
+        let line = wait_line(&out, |l| {
+            l.contains("\"type\":\"summary\"") && l.contains(&format!("\"target\":\"{target}\""))
+        });
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (record["transmitted"].as_u64(), record["received"].as_u64())
+    };
+    assert_eq!(summary(&silent), (Some(1), Some(0)));
+    assert_eq!(summary(&live), (Some(1), Some(1)));
+}
+
+#[test]
 fn sigquit_prints_the_statistics_so_far_and_goes_on() {
     let (_server, port) = serve("127.0.0.1:0", &[]);
     let live = format!("127.0.0.1:{port}");

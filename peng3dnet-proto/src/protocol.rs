@@ -162,18 +162,81 @@ pub fn hello_frame() -> Frame {
     Frame::new(ids::HELLO, HELLO_BODY.clone())
 }
 
+/// The body of closeconn with `pingcomplete`, encoded once: every ping client sends it.
+static CLOSECONN_PINGCOMPLETE_BODY: LazyLock<Bytes> = LazyLock::new(|| {
+    value::encode(&map([(
+        "reason",
+        CloseReason::PingComplete.as_str().into(),
+    )]))
+});
+
 /// A closeconn frame; `None` sends a nil reason.
 pub fn closeconn_frame(reason: Option<&CloseReason>) -> Frame {
+    if reason == Some(&CloseReason::PingComplete) {
+        return Frame::new(ids::CLOSECONN, CLOSECONN_PINGCOMPLETE_BODY.clone());
+    }
     let reason = reason.map_or(Value::Nil, |r| Value::from(r.as_str()));
     Frame::new(ids::CLOSECONN, value::encode(&map([("reason", reason)])))
 }
 
+/// The body of `settype` for a ping connection, encoded once: every ping client sends it.
+static SETTYPE_PING_BODY: LazyLock<Bytes> =
+    LazyLock::new(|| value::encode(&map([("conntype", ConnType::Ping.as_str().into())])));
+
 /// A settype frame for a connection type.
 pub fn settype_frame(conntype: &ConnType) -> Frame {
+    if *conntype == ConnType::Ping {
+        return Frame::new(ids::SETTYPE, SETTYPE_PING_BODY.clone());
+    }
     Frame::new(
         ids::SETTYPE,
         value::encode(&map([("conntype", conntype.as_str().into())])),
     )
+}
+
+/// Appends the body of a ping to `out`, encoded straight from the caller's `data` without
+/// copying it: the entries of `data` (a map; anything else counts as an empty map) with
+/// `time` and `seq` set, as the seed's client sends them. A key `data` already has keeps
+/// its place with the new value (the first such entry, as a Python dict's update of it
+/// would); a key it lacks is appended, `time` before `seq`. The bytes are those of the
+/// map built that way and then encoded.
+///
+/// ```
+/// use peng3dnet_proto::protocol::ping_body;
+/// use peng3dnet_proto::value::{encode, map, Value};
+///
+/// let data = map([("seq", Value::from(7)), ("x", Value::from(1))]);
+/// let mut body = Vec::new();
+/// ping_body(&mut body, &data, 1.5, 2);
+/// let built = map([("seq", Value::from(2)), ("x", Value::from(1)), ("time", Value::F64(1.5))]);
+/// assert_eq!(body, encode(&built).to_vec());
+/// ```
+pub fn ping_body(out: &mut Vec<u8>, data: &Value, time: f64, seq: u64) {
+    let entries: &[(Value, Value)] = data.as_map().map_or(&[], Vec::as_slice);
+    let first = |key: &str| entries.iter().position(|(k, _)| k.as_str() == Some(key));
+    let (time_at, seq_at) = (first("time"), first("seq"));
+    let len = entries.len() + usize::from(time_at.is_none()) + usize::from(seq_at.is_none());
+    value::write_map_header(out, u32::try_from(len).unwrap_or(u32::MAX));
+    let time = Value::F64(time);
+    let seq = Value::from(seq);
+    for (i, (k, v)) in entries.iter().enumerate() {
+        value::encode_into(out, k);
+        let v = if Some(i) == time_at {
+            &time
+        } else if Some(i) == seq_at {
+            &seq
+        } else {
+            v
+        };
+        value::encode_into(out, v);
+    }
+    for (key, at, v) in [("time", time_at, &time), ("seq", seq_at, &seq)] {
+        if at.is_none() {
+            value::write_str_header(out, key.len());
+            out.extend_from_slice(key.as_bytes());
+            value::encode_into(out, v);
+        }
+    }
 }
 
 fn decode(frame: &Frame, max_depth: usize, max_items: usize) -> Result<Value, CloseReason> {
@@ -478,6 +541,15 @@ impl ClientProtocol {
         if self.state == ClientState::Closed {
             return Step::nothing();
         }
+        if frame.id == ids::HELLO
+            && self.state == ClientState::AwaitHello
+            && frame.body == *HELLO_BODY
+            && value::validate(&frame.body, self.max_depth, self.max_items).is_ok()
+        {
+            // Our own hello, which is the reference's byte for byte: a map with our
+            // protoversion, within the limits. Taken as it is, without building it.
+            return self.hello_accepted();
+        }
         let body = match decode(&frame, self.max_depth, self.max_items) {
             Ok(body) => body,
             Err(reason) => return self.closing(Step::close(reason)),
@@ -530,6 +602,11 @@ impl ClientProtocol {
         if !protoversion_ok(body) {
             return Step::close(CloseReason::ProtoVersionMismatch);
         }
+        self.hello_accepted()
+    }
+
+    /// A hello that passed: settype, then the handshake (classic) or established.
+    fn hello_accepted(&mut self) -> Step {
         let send = Some(settype_frame(&self.conntype));
         if self.conntype == ConnType::Classic {
             self.state = ClientState::AwaitHandshake;
@@ -628,6 +705,105 @@ mod tests {
             }
         }
         (cev, sev)
+    }
+
+    /// The ping built as a map (the caller's data, `time` and `seq` set in place or
+    /// appended) and then encoded: what [`ping_body`] must write.
+    fn ping_built(data: &Value, time: f64, seq: u64) -> Vec<u8> {
+        let mut message = if data.is_map() { data.clone() } else { map([]) };
+        value::insert(&mut message, "time", Value::F64(time));
+        value::insert(&mut message, "seq", Value::from(seq));
+        value::encode(&message).to_vec()
+    }
+
+    #[test]
+    fn ping_body_is_the_built_map_encoded() {
+        let many: Vec<(String, Value)> =
+            (0..20).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        let cases = [
+            map([]),
+            Value::Nil,
+            Value::from("not a map"),
+            map([("time", Value::from("old")), ("x", Value::from(1))]),
+            map([
+                ("x", Value::from(1)),
+                ("seq", Value::from(9)),
+                ("time", Value::Nil),
+            ]),
+            // Only the first of two equal keys takes the new value.
+            map([("seq", Value::from(1)), ("seq", Value::from(2))]),
+            Value::Map(vec![(Value::from(5), Value::from(1))]),
+            Value::Map(
+                many.iter()
+                    .map(|(k, v)| (Value::from(k.as_str()), v.clone()))
+                    .collect(),
+            ),
+        ];
+        for data in &cases {
+            for seq in [0, 1, 300, u64::MAX] {
+                let mut body = vec![0xff];
+                ping_body(&mut body, data, 1.7e9 + 0.25, seq);
+                assert_eq!(body[0], 0xff, "appends");
+                assert_eq!(
+                    &body[1..],
+                    &ping_built(data, 1.7e9 + 0.25, seq)[..],
+                    "{data:?} {seq}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_hello_taken_as_our_bytes_is_handled_as_when_decoded() {
+        // The same map with its keys the other way round is decoded: both must agree.
+        let reordered = frame(
+            ids::HELLO,
+            map([
+                ("protoversion", PROTOVERSION.into()),
+                ("version", VERSION.into()),
+            ]),
+        );
+        assert_ne!(reordered.body, hello_frame().body);
+        for conntype in [
+            ConnType::Ping,
+            ConnType::Classic,
+            ConnType::Custom("x".into()),
+        ] {
+            for (items, depth) in [(1024, 64), (1, 64), (4, 64), (1024, 1), (1024, 0)] {
+                let mut fast = client(conntype.clone(), &[]).with_max_items(items);
+                fast.max_depth = depth;
+                let mut slow = client(conntype.clone(), &[]).with_max_items(items);
+                slow.max_depth = depth;
+                let (a, b) = (fast.handle(hello_frame()), slow.handle(reordered.clone()));
+                assert_eq!(a, b, "{conntype} items {items} depth {depth}");
+                assert_eq!(fast.state(), slow.state());
+            }
+        }
+        // After the hello, a second one is not a hello any more.
+        let mut c = client(ConnType::Ping, &[]);
+        assert!(c.handle(hello_frame()).send.is_some());
+        assert_eq!(c.handle(hello_frame()), Step::nothing());
+    }
+
+    #[test]
+    fn closeconn_pingcomplete_is_encoded_once_with_the_same_bytes() {
+        let fresh = value::encode(&map([("reason", "pingcomplete".into())]));
+        assert_eq!(
+            closeconn_frame(Some(&CloseReason::PingComplete)).body,
+            fresh
+        );
+        let other = closeconn_frame(Some(&CloseReason::Timeout));
+        assert_eq!(
+            other.body,
+            value::encode(&map([("reason", "timeout".into())]))
+        );
+    }
+
+    #[test]
+    fn the_ping_settype_is_encoded_once_with_the_same_bytes() {
+        let fresh = value::encode(&map([("conntype", "ping".into())]));
+        assert_eq!(settype_frame(&ConnType::Ping).body, fresh);
+        assert_eq!(settype_frame(&ConnType::Ping).id, ids::SETTYPE);
     }
 
     #[test]

@@ -167,6 +167,12 @@ fn write_collection_len(out: &mut Vec<u8>, len: u32, fix: u8, markers: [u8; 2]) 
     }
 }
 
+/// A map's msgpack header for `len` entries (what [`write_value`] writes before a map's
+/// entries).
+pub(crate) fn write_map_header(out: &mut Vec<u8>, len: u32) {
+    write_collection_len(out, len, 0x80, [0xde, 0xdf]);
+}
+
 /// A string's msgpack header (what [`write_value`] writes before a UTF-8 string's bytes).
 pub(crate) fn write_str_header(out: &mut Vec<u8>, len: usize) {
     let len = len as u32;
@@ -220,7 +226,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
             }
         }
         Value::Map(entries) => {
-            write_collection_len(out, entries.len() as u32, 0x80, [0xde, 0xdf]);
+            write_map_header(out, entries.len() as u32);
             for (k, v) in entries {
                 write_value(out, k);
                 write_value(out, v);

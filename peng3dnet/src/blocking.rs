@@ -33,15 +33,15 @@ use bytes::BytesMut;
 
 use crate::error::{closed_at_hello, greeting_error, FrameError, Phase, PingError};
 use crate::frame::{Frame, FrameCodec};
-use crate::ping::{echoed_seq, finish_reply, ping_message, PingOptions, PingReply, Timings};
+use crate::ping::{echoed_seq, finish_reply, PingOptions, PingReply, Timings};
 use crate::pong::unix_seconds;
-use crate::protocol::{closeconn_frame, ids, ClientProtocol, ConnType, Event};
+use crate::protocol::{closeconn_frame, ids, ping_body, ClientProtocol, ConnType, Event};
 use crate::registry::Registry;
 use crate::security::SecurityLevel;
 use crate::sniff::{server_greeting, Greeting};
 use crate::target::ToTarget;
 use crate::tls::ClientTls;
-use crate::value::{self, Value};
+use crate::value::Value;
 use crate::CloseReason;
 
 /// A blocking socket, plain or TLS.
@@ -368,9 +368,10 @@ impl PingSession {
     pub fn send_ping(&mut self) -> Result<u64, PingError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let message = ping_message(&self.data, seq);
+        let mut body = Vec::with_capacity(64);
+        ping_body(&mut body, &self.data, unix_seconds(SystemTime::now()), seq);
         self.outstanding = Some((seq, Instant::now()));
-        self.write_frame(Frame::new(ids::PING, value::encode(&message)))?;
+        self.write_frame(Frame::new(ids::PING, body))?;
         Ok(seq)
     }
 

@@ -21,6 +21,7 @@ use tokio_util::codec::{Framed, FramedParts};
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::deadline::Clock;
 use crate::error::{closed_at_hello, greeting_error, ConnectionError, FrameError, Phase};
 use crate::frame::Frame;
 use crate::protocol::{
@@ -224,7 +225,9 @@ pub(crate) async fn open(
         return Ok((Stream::Plain(tcp), Duration::ZERO, peer));
     };
     let started = Instant::now();
-    match timeout_at(deadline, tls.connect(host, tcp)).await {
+    // Boxed: the handshake's state is large, and a plain connection should not carry
+    // room for it.
+    match timeout_at(deadline, Box::pin(tls.connect(host, tcp))).await {
         Ok(Ok(stream)) => Ok((stream, started.elapsed(), peer)),
         Ok(Err(e)) => Err(ConnectionError::Tls(e)),
         Err(_) => Err(ConnectionError::Timeout {
@@ -243,19 +246,30 @@ pub(crate) async fn read_greeting(
     deadline: Instant,
     allowance: Duration,
 ) -> Result<BytesMut, ConnectionError> {
+    let sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let mut clock: Clock<'_> = Clock::new(sleep, deadline, None);
+    read_greeting_by(stream, &mut clock, allowance).await
+}
+
+/// [`read_greeting`] within `clock`'s deadline.
+pub(crate) async fn read_greeting_by<H>(
+    stream: &mut Stream,
+    clock: &mut Clock<'_, H>,
+    allowance: Duration,
+) -> Result<BytesMut, ConnectionError> {
     let mut buf = BytesMut::with_capacity(512);
     loop {
-        let complete = match timeout_at(deadline, stream.read_buf(&mut buf)).await {
-            Err(_) if buf.is_empty() => {
+        let complete = match clock.within(stream.read_buf(&mut buf)).await {
+            None if buf.is_empty() => {
                 return Err(ConnectionError::Timeout {
                     phase: Phase::WaitingForHello,
                     after: allowance,
                     target: None,
                 })
             }
-            Err(_) => true,
-            Ok(Ok(n)) => n == 0,
-            Ok(Err(e)) => return Err(ConnectionError::from_read(e)),
+            None => true,
+            Some(Ok(n)) => n == 0,
+            Some(Err(e)) => return Err(ConnectionError::from_read(e)),
         };
         if complete && buf.is_empty() {
             return Err(ConnectionError::ClosedByPeer(None));

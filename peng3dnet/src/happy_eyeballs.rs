@@ -198,7 +198,7 @@ pub(crate) fn failed(mut failures: Vec<(SocketAddr, io::Error)>) -> ConnectionEr
 
 /// One address: connects, retrying while the machine is short of resources, until
 /// `deadline` (the caller stops waiting then).
-async fn attempt(
+pub(crate) async fn attempt(
     addr: SocketAddr,
     local: Option<IpAddr>,
     deadline: Instant,

@@ -1,9 +1,11 @@
 //! Pinging a server: the client side of the ping extension.
 //!
 //! [`ping_server`] is the seed's `pingServer`: one connection, one ping, one pong, closed
-//! with `pingcomplete`. [`PingSession`] is the building block underneath (the seed's
-//! `PingableClientMixin`): it keeps the connection open for several pings, each with a
-//! sequence number, so a latency series is not dominated by connect cost.
+//! with `pingcomplete`, on a path of its own that keeps no session (it is what
+//! [`crate::many`] runs thousands of at once). [`PingSession`] (the seed's
+//! `PingableClientMixin`) keeps the connection open for several pings, each with a
+//! sequence number, so a latency series is not dominated by connect cost; the exchange,
+//! the bytes and the errors are the same.
 //!
 //! Every reply carries the server's whole map plus `recvtime` and `delay` (as the
 //! reference's does), and typed extras: the delay measured on a monotonic clock (right even
@@ -13,22 +15,27 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::codec::Framed;
 
 use crate::client::close_stream;
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::deadline::Clock;
 pub use crate::error::PingError;
 use crate::error::{FrameError, Phase};
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameCodec};
 use crate::pong::{unix_seconds, SERVER_TIMING_KEY};
-use crate::protocol::{ids, ClientProtocol, CloseReason, ConnType, Event};
+use crate::protocol::{
+    closeconn_frame, ids, ping_body, ClientProtocol, CloseReason, ConnType, Event,
+};
 use crate::registry::Registry;
-use crate::target::{Family, ToTarget};
+use crate::target::{Family, Target, ToTarget};
 use crate::tls::{ClientTls, SecurityLevel};
 use crate::transport::Stream;
 use crate::value::{self, get, insert, map, Value};
@@ -181,9 +188,6 @@ pub struct PingSession {
     peer: SocketAddr,
     /// How secure the connection is.
     security: SecurityLevel,
-    /// A one-shot ping's session ([`ping_server`], [`ping_addrs`]): the answer to the
-    /// hello is held back and goes out with the ping, in one write.
-    one_shot: bool,
 }
 
 impl PingSession {
@@ -192,41 +196,12 @@ impl PingSession {
         target: impl ToTarget,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
-        Self::connect_target(target, options, false).await
-    }
-
-    async fn connect_target(
-        target: impl ToTarget,
-        options: &PingOptions,
-        one_shot: bool,
-    ) -> Result<PingSession, PingError> {
         let start = Instant::now();
-        let deadline = crate::deadline::at(start, options.timeout);
-        let target = target
-            .to_target(options.config.client_port)
-            .map_err(PingError::from)?;
-        let addrs = timeout_at(deadline, target.resolve(options.family))
-            .await
-            .map_err(|_| PingError::Timeout {
-                phase: Phase::Resolving,
-                after: options.timeout,
-                target: Some(target.to_string()),
-            })?
-            .map_err(|source| PingError::Resolve {
-                target: target.to_string(),
-                source,
-            })?;
+        let (target, addrs) = resolve_target(target, options, start).await?;
         let resolved = Instant::now();
-        Self::connect_resolved(
-            &addrs,
-            &target.host,
-            options,
-            start,
-            resolved - start,
-            one_shot,
-        )
-        .await
-        .map_err(|e| e.with_target(&target))
+        Self::connect_resolved(&addrs, &target.host, options, start, resolved - start)
+            .await
+            .map_err(|e| e.with_target(&target))
     }
 
     /// Connects to a socket address directly (no resolution).
@@ -235,16 +210,9 @@ impl PingSession {
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
         let host = addr.ip().to_string();
-        Self::connect_resolved(
-            &[addr],
-            &host,
-            options,
-            Instant::now(),
-            Duration::ZERO,
-            false,
-        )
-        .await
-        .map_err(|e| e.with_target(addr))
+        Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO)
+            .await
+            .map_err(|e| e.with_target(addr))
     }
 
     /// Connects to the first of several addresses that accepts (no resolution), trying
@@ -265,25 +233,9 @@ impl PingSession {
         host: &str,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
-        Self::connect_addrs_as(addrs, host, options, false).await
-    }
-
-    async fn connect_addrs_as(
-        addrs: &[SocketAddr],
-        host: &str,
-        options: &PingOptions,
-        one_shot: bool,
-    ) -> Result<PingSession, PingError> {
-        Self::connect_resolved(
-            addrs,
-            host,
-            options,
-            Instant::now(),
-            Duration::ZERO,
-            one_shot,
-        )
-        .await
-        .map_err(|e| e.with_target(host))
+        Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO)
+            .await
+            .map_err(|e| e.with_target(host))
     }
 
     async fn connect_resolved(
@@ -292,7 +244,6 @@ impl PingSession {
         options: &PingOptions,
         start: Instant,
         resolve: Duration,
-        one_shot: bool,
     ) -> Result<PingSession, PingError> {
         let deadline = crate::deadline::at(start, options.timeout);
         let connect_start = Instant::now();
@@ -330,7 +281,6 @@ impl PingSession {
             setup: None,
             peer,
             security,
-            one_shot,
         };
         match timeout_at(deadline, session.await_hello()).await {
             Ok(Ok(())) => {}
@@ -373,13 +323,7 @@ impl PingSession {
         }
         let step = self.protocol.handle(frame);
         if let Some(out) = step.send {
-            if self.one_shot && matches!(step.event, Some(Event::Established(_))) {
-                // Buffered only: the ping's write takes it along (one segment, one read
-                // for the server), as does a closeconn if there is no ping.
-                self.framed.feed(out).await.map_err(PingError::from)?;
-            } else {
-                self.write(out).await?;
-            }
+            self.write(out).await?;
         }
         match step.event {
             Some(Event::Established(_)) => Ok(()),
@@ -447,8 +391,9 @@ impl PingSession {
     pub async fn send_ping(&mut self) -> Result<u64, PingError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let message = ping_message(&self.data, seq);
-        let frame = Frame::new(ids::PING, value::encode(&message));
+        let mut body = Vec::with_capacity(64);
+        ping_body(&mut body, &self.data, unix_seconds(SystemTime::now()), seq);
+        let frame = Frame::new(ids::PING, body);
         self.outstanding = Some((seq, Instant::now()));
         self.ready = None;
         self.write(frame).await?;
@@ -601,9 +546,16 @@ pub async fn ping_server(
     target: impl ToTarget,
     options: &PingOptions,
 ) -> Result<PingReply, PingError> {
-    let deadline = crate::deadline::at(Instant::now(), options.timeout);
-    let session = PingSession::connect_target(target, options, true).await?;
-    ping_once(session, deadline).await
+    let start = Instant::now();
+    let (target, addrs) = resolve_target(target, options, start).await?;
+    let shot = Shot {
+        start,
+        timeout: options.timeout,
+        resolve: Instant::now() - start,
+    };
+    one_shot::<()>(&addrs, &target.host, options, shot, None)
+        .await
+        .map_err(|e| e.with_target(&target))
 }
 
 /// [`ping_server`] for addresses already resolved: connects to the first that accepts, as
@@ -623,34 +575,324 @@ pub async fn ping_addrs(
     host: &str,
     options: &PingOptions,
 ) -> Result<PingReply, PingError> {
-    let deadline = crate::deadline::at(Instant::now(), options.timeout);
-    let session = PingSession::connect_addrs_as(addrs, host, options, true).await?;
-    ping_once(session, deadline).await
+    let shot = Shot {
+        start: Instant::now(),
+        timeout: options.timeout,
+        resolve: Duration::ZERO,
+    };
+    one_shot::<()>(addrs, host, options, shot, None)
+        .await
+        .map_err(|e| e.with_target(host))
 }
 
-/// One ping over a new session, then closing it by `deadline`.
-async fn ping_once(mut session: PingSession, deadline: Instant) -> Result<PingReply, PingError> {
-    let result = session.ping().await;
+/// Parses and resolves a target within `options.timeout` from `start`.
+async fn resolve_target(
+    target: impl ToTarget,
+    options: &PingOptions,
+    start: Instant,
+) -> Result<(Target, Vec<SocketAddr>), PingError> {
+    let deadline = crate::deadline::at(start, options.timeout);
+    let target = target.to_target(options.config.client_port)?;
+    let addrs = match timeout_at(deadline, target.resolve(options.family)).await {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(source)) => {
+            return Err(PingError::Resolve {
+                target: target.to_string(),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(PingError::Timeout {
+                phase: Phase::Resolving,
+                after: options.timeout,
+                target: Some(target.to_string()),
+            })
+        }
+    };
+    Ok((target, addrs))
+}
+
+/// When a one-shot ping began and how long it has ([`one_shot`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shot {
+    /// The start (before resolving, if the caller resolved).
+    pub(crate) start: Instant,
+    /// Time allowed from `start` for everything; also the `after` of a time-out while
+    /// connecting or waiting for the hello.
+    pub(crate) timeout: Duration,
+    /// Time the caller spent resolving (for [`Timings::resolve`]).
+    pub(crate) resolve: Duration,
+}
+
+/// Room for a frame before each read of a one-shot ping (a hello, a pong of our servers).
+const READ_ROOM: usize = 512;
+
+/// A one-shot ping's connection: the socket, the bytes read and not yet taken as frames,
+/// the write buffer, and the codec.
+struct Wire {
+    stream: Stream,
+    read: BytesMut,
+    write: BytesMut,
+    codec: FrameCodec,
+    linger: Duration,
+}
+
+impl Wire {
+    /// The next frame; `None` at the end of the stream.
+    async fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
+        loop {
+            match self.codec.decode(&mut self.read) {
+                Ok(Some(frame)) => return Some(Ok(frame)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            self.read.reserve(READ_ROOM);
+            match self.stream.read_buf(&mut self.read).await {
+                Ok(0) => return self.codec.decode_eof(&mut self.read).transpose(),
+                Ok(_) => {}
+                Err(e) => return Some(Err(FrameError::Io(e))),
+            }
+        }
+    }
+
+    /// Writes the write buffer out and empties it.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.write_all(&self.write).await?;
+        self.write.clear();
+        self.stream.flush().await
+    }
+
+    /// Closes as [`close_stream`] does (closeconn with `reason`, our end shut, then the
+    /// server's end of stream awaited), for at most the close linger and never past the
+    /// clock's deadline; a step that is ready at once is still taken after it.
+    async fn close<H>(&mut self, clock: &mut Clock<'_, H>, reason: &CloseReason) {
+        clock.cut(Instant::now() + self.linger);
+        let _ = clock
+            .within(async {
+                self.write.clear();
+                self.codec
+                    .encode(closeconn_frame(Some(reason)), &mut self.write)
+                    .map_err(std::io::Error::other)?;
+                self.flush().await?;
+                self.stream.shutdown().await?;
+                loop {
+                    self.read.clear();
+                    self.read.reserve(READ_ROOM);
+                    if self.stream.read_buf(&mut self.read).await? == 0 {
+                        return Ok::<(), std::io::Error>(());
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+/// One ping over a new connection, closed with `pingcomplete` ([`ping_server`],
+/// [`ping_addrs`], and [`crate::many`]'s pings): the exchange, bytes, errors and close
+/// reasons of a [`PingSession`] connected, pinged once and closed, without the session's
+/// machinery: no `Framed`, the ping encoded straight into the write buffer and sent with
+/// the answer to the hello in one write, the pong decoded once, and one timer for every
+/// step up to `shot`'s deadline. `hold` (a place among `many`'s fresh pings) is kept until
+/// its time on that same timer, or until the ping ends.
+pub(crate) async fn one_shot<H>(
+    addrs: &[SocketAddr],
+    host: &str,
+    options: &PingOptions,
+    shot: Shot,
+    hold: Option<(H, Instant)>,
+) -> Result<PingReply, PingError> {
+    let deadline = crate::deadline::at(shot.start, shot.timeout);
+    let sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let mut clock = Clock::new(sleep, deadline, hold);
+    let connect_start = Instant::now();
+    let tls_options = options.tls.as_ref();
+    let opened = match (tls_options, addrs) {
+        // Plain TCP to one address (a literal, a name with one address): the attempt on
+        // the ping's own timer; the errors of `happy_eyeballs` for one address.
+        (None, [addr]) => {
+            let attempt = crate::happy_eyeballs::attempt(*addr, options.local_addr, deadline);
+            clock
+                .within(attempt)
+                .await
+                .map(|(addr, connected)| match connected {
+                    Ok(tcp) => {
+                        let _ = tcp.set_nodelay(true);
+                        Ok((Stream::Plain(tcp), Duration::ZERO, addr))
+                    }
+                    Err(source) => Err(PingError::Connect { addr, source }),
+                })
+        }
+        // Boxed: a race of addresses or a TLS handshake would make every ping's state
+        // larger.
+        _ => {
+            let open = crate::client::open(addrs, host, tls_options, options.local_addr, deadline);
+            clock.within(Box::pin(open)).await
+        }
+    };
+    let (mut stream, tls, peer) = match opened {
+        Some(opened) => opened?,
+        None => {
+            return Err(PingError::Timeout {
+                phase: Phase::Connecting,
+                after: connect_start.elapsed(),
+                target: None,
+            })
+        }
+    };
+    let security = stream.security(tls_options.is_some_and(ClientTls::verifies));
+    let connected = Instant::now();
+    let read = crate::client::read_greeting_by(&mut stream, &mut clock, shot.timeout).await?;
+    let config = &options.config;
+    let mut wire = Wire {
+        stream,
+        read,
+        write: BytesMut::new(),
+        codec: FrameCodec::new(config.limits.frame, config.compression),
+        linger: config.limits.close_linger,
+    };
+    let mut protocol = ClientProtocol::new(
+        ConnType::Ping,
+        Registry::shared_internal(),
+        config.registry_sync,
+        config.limits.max_depth,
+    )
+    .with_max_items(config.limits.max_items);
+
+    // The hello (as PingSession::await_hello).
+    let frame = match clock.within(wire.next_frame()).await {
+        Some(Some(Ok(frame))) => frame,
+        Some(Some(Err(FrameError::Io(e)))) => return Err(PingError::Io(e)),
+        Some(Some(Err(e))) => {
+            wire.close(&mut clock, &CloseReason::InvalidPacket).await;
+            return Err(PingError::NotPeng3dnet(e.to_string()));
+        }
+        Some(None) => return Err(PingError::ClosedByPeer(None)),
+        None => {
+            return Err(PingError::Timeout {
+                phase: Phase::WaitingForHello,
+                after: shot.timeout,
+                target: None,
+            })
+        }
+    };
+    if frame.id != ids::HELLO && frame.id != ids::CLOSECONN {
+        wire.close(&mut clock, &CloseReason::InvalidPacket).await;
+        return Err(PingError::NotPeng3dnet(format!(
+            "first packet has id {}, not hello",
+            frame.id
+        )));
+    }
+    let step = protocol.handle(frame);
+    let settype = match (step.event, step.send) {
+        (Some(Event::Established(_)), Some(settype)) => settype,
+        (Some(Event::PeerClosed(reason)), _) => return Err(crate::error::closed_at_hello(reason)),
+        (Some(Event::Close(CloseReason::ProtoVersionMismatch)), _) => {
+            wire.close(&mut clock, &CloseReason::ProtoVersionMismatch)
+                .await;
+            return Err(PingError::ProtocolMismatch);
+        }
+        (Some(Event::Close(reason)), _) => {
+            wire.close(&mut clock, &reason).await;
+            return Err(PingError::NotPeng3dnet(format!("invalid hello ({reason})")));
+        }
+        _ => return Err(PingError::NotPeng3dnet("invalid hello".into())),
+    };
+    let hello = Instant::now() - connected;
+
+    // The answer to the hello and the ping, in one write (as PingSession::ping).
+    wire.codec.encode(settype, &mut wire.write)?;
+    let mut body = Vec::with_capacity(64);
+    ping_body(&mut body, &options.data, unix_seconds(SystemTime::now()), 0);
+    wire.codec.encode_body(ids::PING, &body, &mut wire.write)?;
+    let sent = Instant::now();
+    let write_timeout = config.limits.write_timeout;
+    let result = match clock
+        .within(tokio::time::timeout(write_timeout, wire.flush()))
+        .await
+    {
+        None => Err(PingError::Timeout {
+            phase: Phase::Sending,
+            after: shot.timeout,
+            target: Some(peer.to_string()),
+        }),
+        Some(Err(_)) => Err(PingError::Timeout {
+            phase: Phase::Sending,
+            after: write_timeout,
+            target: Some(peer.to_string()),
+        }),
+        Some(Ok(Err(e))) => Err(PingError::from(FrameError::Io(e))),
+        Some(Ok(Ok(()))) => await_pong(&mut wire, &mut protocol, &mut clock, peer).await,
+    };
     match &result {
-        Ok(_) => session.abort_by(CloseReason::PingComplete, deadline).await,
+        Ok(_) => wire.close(&mut clock, &CloseReason::PingComplete).await,
         // The server closed, or we already closed with the reason it earned.
         Err(PingError::ClosedByPeer(_) | PingError::Protocol(_) | PingError::ProtocolMismatch) => {}
-        Err(_) => session.abort_by(CloseReason::Timeout, deadline).await,
+        Err(_) => wire.close(&mut clock, &CloseReason::Timeout).await,
     }
-    result
+    let (data, received, recvtime) = result?;
+    let timings = Timings {
+        resolve: shot.resolve,
+        connect: connected - connect_start - tls,
+        tls,
+        hello,
+        total: received - shot.start,
+        ..Timings::default()
+    };
+    Ok(finish_reply(
+        0,
+        data,
+        received - sent,
+        recvtime,
+        timings,
+        peer,
+        security,
+    ))
 }
 
-/// The ping message: the caller's data (a map) with `time` (Unix seconds, now) and `seq`
-/// set, as the seed's client sends it.
-pub(crate) fn ping_message(data: &Value, seq: u64) -> Value {
-    let mut message = if data.is_map() { data.clone() } else { map([]) };
-    insert(
-        &mut message,
-        "time",
-        Value::F64(unix_seconds(SystemTime::now())),
-    );
-    insert(&mut message, "seq", Value::from(seq));
-    message
+/// Waits for the pong of a one-shot ping (as [`PingSession::wait_for_pong`]); returns it
+/// with the monotonic and Unix times it came at.
+async fn await_pong<H>(
+    wire: &mut Wire,
+    protocol: &mut ClientProtocol,
+    clock: &mut Clock<'_, H>,
+    peer: SocketAddr,
+) -> Result<(Value, Instant, f64), PingError> {
+    let after = clock.deadline().saturating_duration_since(Instant::now());
+    loop {
+        let frame = match clock.within(wire.next_frame()).await {
+            None => {
+                return Err(PingError::Timeout {
+                    phase: Phase::WaitingForPong,
+                    after,
+                    target: Some(peer.to_string()),
+                })
+            }
+            Some(None) => return Err(PingError::ClosedByPeer(None)),
+            Some(Some(Err(FrameError::Io(e)))) => return Err(PingError::Io(e)),
+            Some(Some(Err(e))) => {
+                let reason = e.close_reason().unwrap_or(CloseReason::InvalidPacket);
+                wire.close(clock, &reason).await;
+                return Err(PingError::Protocol(reason));
+            }
+            Some(Some(Ok(frame))) => frame,
+        };
+        let received = Instant::now();
+        let recvtime = unix_seconds(SystemTime::now());
+        match protocol.handle(frame).event {
+            Some(Event::Pong(data)) => {
+                if echoed_seq(&data).is_some_and(|s| s != 0) {
+                    continue; // not the echo of our ping
+                }
+                return Ok((data, received, recvtime));
+            }
+            Some(Event::PeerClosed(reason)) => return Err(PingError::ClosedByPeer(reason)),
+            Some(Event::Close(reason)) => {
+                wire.close(clock, &reason).await;
+                return Err(PingError::Protocol(reason));
+            }
+            _ => continue,
+        }
+    }
 }
 
 /// A pong as a [`PingReply`]: adds `recvtime` and `delay` to the server's map (as the

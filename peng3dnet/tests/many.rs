@@ -136,6 +136,44 @@ async fn ping_many_reports_every_target_with_its_own_reason_within_the_timeout()
 }
 
 #[tokio::test]
+async fn silent_targets_give_their_fresh_places_up_so_a_live_one_behind_them_is_not_held() {
+    use peng3dnet::many::{ping_many, ManyOptions, FRESH_HOLD, FRESH_PINGS};
+    let server = pingable("127.0.0.1:0").await;
+    let live = server.local_addr();
+    // A listener on every loopback address that never says hello.
+    let silent = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // More silent targets than there are fresh places, each on its own address (one
+    // address is pinged once at a time), then the live one.
+    let mut targets: Vec<String> = (0..FRESH_PINGS + 8)
+        .map(|i| format!("127.0.{}.{}:{port}", 1 + i / 250, 1 + i % 250))
+        .collect();
+    targets.push(live.to_string());
+    let timeout = Duration::from_secs(20);
+    let mut options = ManyOptions::default();
+    options.ping.timeout = timeout;
+    options.concurrency = Some(FRESH_PINGS + 16);
+    options.spacing = Duration::ZERO;
+    let started = Instant::now();
+    let mut results = ping_many(targets.clone(), options);
+    let live_index = targets.len() - 1;
+    let took = loop {
+        let done = results.next().await.expect("the live target is reported");
+        if done.index == live_index {
+            assert!(done.result.is_ok(), "{:?}", done.result.err());
+            break started.elapsed();
+        }
+    };
+    // Without giving the places up it would wait for a silent target's whole time-out.
+    assert!(
+        took < FRESH_HOLD * 50 && took < timeout / 4,
+        "the live target took {took:?}"
+    );
+    drop(results);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn ping_many_retries_and_keeps_to_one_ping_per_address_at_a_time() {
     use peng3dnet::many::{ping_many, ManyOptions};
     let closed = refused_port().await;
