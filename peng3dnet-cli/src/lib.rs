@@ -702,12 +702,26 @@ pub fn parse() -> Cli {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Exit {
     match cli.command {
-        Command::Ping(args) => ping::run_ping(args).await,
+        Command::Ping(args) => on_worker(ping::run_ping(args)).await,
         Command::Status(args) => ping::run_status(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Exporter(args) => exporter::run(args).await,
+    }
+}
+
+/// Runs a command on one of the runtime's worker threads instead of the thread that called
+/// `block_on`. The targets' tasks then hand it their results through the workers' own
+/// queues; the `block_on` thread sleeps outside the runtime and had to be woken for
+/// each result (1.1 context switches per target of a 10,000-target `ping -c 1`,
+/// BENCHMARKS.md, "Many targets at once").
+async fn on_worker(command: impl std::future::Future<Output = Exit> + Send + 'static) -> Exit {
+    match tokio::spawn(command).await {
+        Ok(exit) => exit,
+        // A panic is the command's own: let it end the program as it would have.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Exit::System,
     }
 }
 
