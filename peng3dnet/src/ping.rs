@@ -305,38 +305,20 @@ impl PingSession {
     }
 
     async fn await_hello(&mut self) -> Result<(), PingError> {
-        let frame = match self.framed.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(FrameError::Io(e))) => return Err(PingError::Io(e)),
-            Some(Err(e)) => {
-                self.abort(CloseReason::InvalidPacket).await;
-                return Err(PingError::NotPeng3dnet(e.to_string()));
+        let read = self.framed.next().await;
+        match on_hello(&mut self.protocol, read) {
+            Ok(answer) => {
+                if let Some(out) = answer {
+                    self.write(out).await?;
+                }
+                Ok(())
             }
-            None => return Err(PingError::ClosedByPeer(None)),
-        };
-        if frame.id != ids::HELLO && frame.id != ids::CLOSECONN {
-            self.abort(CloseReason::InvalidPacket).await;
-            return Err(PingError::NotPeng3dnet(format!(
-                "first packet has id {}, not hello",
-                frame.id
-            )));
-        }
-        let step = self.protocol.handle(frame);
-        if let Some(out) = step.send {
-            self.write(out).await?;
-        }
-        match step.event {
-            Some(Event::Established(_)) => Ok(()),
-            Some(Event::PeerClosed(reason)) => Err(crate::error::closed_at_hello(reason)),
-            Some(Event::Close(CloseReason::ProtoVersionMismatch)) => {
-                self.abort(CloseReason::ProtoVersionMismatch).await;
-                Err(PingError::ProtocolMismatch)
+            Err(stop) => {
+                if let Some(reason) = stop.close {
+                    self.abort(reason).await;
+                }
+                Err(stop.error)
             }
-            Some(Event::Close(reason)) => {
-                self.abort(reason.clone()).await;
-                Err(PingError::NotPeng3dnet(format!("invalid hello ({reason})")))
-            }
-            _ => Err(PingError::NotPeng3dnet("invalid hello".into())),
         }
     }
 
@@ -434,40 +416,27 @@ impl PingSession {
         };
         let deadline = crate::deadline::at(Instant::now(), timeout);
         loop {
-            let frame = match timeout_at(deadline, self.framed.next()).await {
-                Err(_) => {
-                    return Err(PingError::Timeout {
-                        phase: Phase::WaitingForPong,
-                        after: timeout,
-                        target: Some(self.peer.to_string()),
-                    })
-                }
-                Ok(None) => return Err(PingError::ClosedByPeer(None)),
-                Ok(Some(Err(FrameError::Io(e)))) => return Err(PingError::Io(e)),
-                Ok(Some(Err(e))) => {
-                    let reason = e.close_reason().unwrap_or(CloseReason::InvalidPacket);
-                    self.abort_by(reason.clone(), deadline).await;
-                    return Err(PingError::Protocol(reason));
-                }
-                Ok(Some(Ok(frame))) => frame,
+            let Ok(read) = timeout_at(deadline, self.framed.next()).await else {
+                return Err(PingError::Timeout {
+                    phase: Phase::WaitingForPong,
+                    after: timeout,
+                    target: Some(self.peer.to_string()),
+                });
             };
             let received = Instant::now();
             let recvtime = unix_seconds(SystemTime::now());
-            let step = self.protocol.handle(frame);
-            match step.event {
-                Some(Event::Pong(data)) => {
-                    if echoed_seq(&data).is_some_and(|s| s != seq) {
-                        continue; // a late pong of an earlier ping
-                    }
+            match on_pong_wait(&mut self.protocol, read, seq) {
+                Ok(Some(data)) => {
                     self.outstanding = None;
                     return Ok(self.reply(seq, data, sent, received, recvtime));
                 }
-                Some(Event::PeerClosed(reason)) => return Err(PingError::ClosedByPeer(reason)),
-                Some(Event::Close(reason)) => {
-                    self.abort_by(reason.clone(), deadline).await;
-                    return Err(PingError::Protocol(reason));
+                Ok(None) => continue,
+                Err(stop) => {
+                    if let Some(reason) = stop.close {
+                        self.abort_by(reason, deadline).await;
+                    }
+                    return Err(stop.error);
                 }
-                _ => continue,
             }
         }
     }
@@ -758,44 +727,23 @@ pub(crate) async fn one_shot<H>(
     )
     .with_max_items(config.limits.max_items);
 
-    // The hello (as PingSession::await_hello).
-    let frame = match clock.within(wire.next_frame()).await {
-        Some(Some(Ok(frame))) => frame,
-        Some(Some(Err(FrameError::Io(e)))) => return Err(PingError::Io(e)),
-        Some(Some(Err(e))) => {
-            wire.close(&mut clock, &CloseReason::InvalidPacket).await;
-            return Err(PingError::NotPeng3dnet(e.to_string()));
-        }
-        Some(None) => return Err(PingError::ClosedByPeer(None)),
-        None => {
-            return Err(PingError::Timeout {
-                phase: Phase::WaitingForHello,
-                after: shot.timeout,
-                target: None,
-            })
-        }
+    // The hello.
+    let Some(read) = clock.within(wire.next_frame()).await else {
+        return Err(PingError::Timeout {
+            phase: Phase::WaitingForHello,
+            after: shot.timeout,
+            target: None,
+        });
     };
-    if frame.id != ids::HELLO && frame.id != ids::CLOSECONN {
-        wire.close(&mut clock, &CloseReason::InvalidPacket).await;
-        return Err(PingError::NotPeng3dnet(format!(
-            "first packet has id {}, not hello",
-            frame.id
-        )));
-    }
-    let step = protocol.handle(frame);
-    let settype = match (step.event, step.send) {
-        (Some(Event::Established(_)), Some(settype)) => settype,
-        (Some(Event::PeerClosed(reason)), _) => return Err(crate::error::closed_at_hello(reason)),
-        (Some(Event::Close(CloseReason::ProtoVersionMismatch)), _) => {
-            wire.close(&mut clock, &CloseReason::ProtoVersionMismatch)
-                .await;
-            return Err(PingError::ProtocolMismatch);
+    let settype = match on_hello(&mut protocol, read) {
+        Ok(Some(settype)) => settype,
+        Ok(None) => return Err(PingError::NotPeng3dnet("invalid hello".into())),
+        Err(stop) => {
+            if let Some(reason) = stop.close {
+                wire.close(&mut clock, &reason).await;
+            }
+            return Err(stop.error);
         }
-        (Some(Event::Close(reason)), _) => {
-            wire.close(&mut clock, &reason).await;
-            return Err(PingError::NotPeng3dnet(format!("invalid hello ({reason})")));
-        }
-        _ => return Err(PingError::NotPeng3dnet("invalid hello".into())),
     };
     let hello = Instant::now() - connected;
 
@@ -859,39 +807,113 @@ async fn await_pong<H>(
 ) -> Result<(Value, Instant, f64), PingError> {
     let after = clock.deadline().saturating_duration_since(Instant::now());
     loop {
-        let frame = match clock.within(wire.next_frame()).await {
-            None => {
-                return Err(PingError::Timeout {
-                    phase: Phase::WaitingForPong,
-                    after,
-                    target: Some(peer.to_string()),
-                })
-            }
-            Some(None) => return Err(PingError::ClosedByPeer(None)),
-            Some(Some(Err(FrameError::Io(e)))) => return Err(PingError::Io(e)),
-            Some(Some(Err(e))) => {
-                let reason = e.close_reason().unwrap_or(CloseReason::InvalidPacket);
-                wire.close(clock, &reason).await;
-                return Err(PingError::Protocol(reason));
-            }
-            Some(Some(Ok(frame))) => frame,
+        let Some(read) = clock.within(wire.next_frame()).await else {
+            return Err(PingError::Timeout {
+                phase: Phase::WaitingForPong,
+                after,
+                target: Some(peer.to_string()),
+            });
         };
         let received = Instant::now();
         let recvtime = unix_seconds(SystemTime::now());
-        match protocol.handle(frame).event {
-            Some(Event::Pong(data)) => {
-                if echoed_seq(&data).is_some_and(|s| s != 0) {
-                    continue; // not the echo of our ping
+        match on_pong_wait(protocol, read, 0) {
+            Ok(Some(data)) => return Ok((data, received, recvtime)),
+            Ok(None) => continue,
+            Err(stop) => {
+                if let Some(reason) = stop.close {
+                    wire.close(clock, &reason).await;
                 }
-                return Ok((data, received, recvtime));
+                return Err(stop.error);
             }
-            Some(Event::PeerClosed(reason)) => return Err(PingError::ClosedByPeer(reason)),
-            Some(Event::Close(reason)) => {
-                wire.close(clock, &reason).await;
-                return Err(PingError::Protocol(reason));
-            }
-            _ => continue,
         }
+    }
+}
+
+/// Why a ping client stops: the error for the caller, and the closeconn reason to send
+/// first when closing is ours to do (`None`: the server closed, or the socket failed).
+struct Stop {
+    error: PingError,
+    close: Option<CloseReason>,
+}
+
+impl Stop {
+    fn closing(reason: CloseReason, error: PingError) -> Stop {
+        Stop {
+            error,
+            close: Some(reason),
+        }
+    }
+
+    fn quietly(error: PingError) -> Stop {
+        Stop { error, close: None }
+    }
+}
+
+/// What a ping client makes of its first read (`None`: end of stream): the answer to send
+/// (the settype) or why to stop. [`PingSession`] and the one-shot ping ([`one_shot`])
+/// share it and differ only in their I/O.
+fn on_hello(
+    protocol: &mut ClientProtocol,
+    read: Option<Result<Frame, FrameError>>,
+) -> Result<Option<Frame>, Stop> {
+    let frame = match read {
+        Some(Ok(frame)) => frame,
+        Some(Err(FrameError::Io(e))) => return Err(Stop::quietly(PingError::Io(e))),
+        Some(Err(e)) => {
+            let error = PingError::NotPeng3dnet(e.to_string());
+            return Err(Stop::closing(CloseReason::InvalidPacket, error));
+        }
+        None => return Err(Stop::quietly(PingError::ClosedByPeer(None))),
+    };
+    if frame.id != ids::HELLO && frame.id != ids::CLOSECONN {
+        let error = PingError::NotPeng3dnet(format!("first packet has id {}, not hello", frame.id));
+        return Err(Stop::closing(CloseReason::InvalidPacket, error));
+    }
+    let step = protocol.handle(frame);
+    match step.event {
+        Some(Event::Established(_)) => Ok(step.send),
+        Some(Event::PeerClosed(reason)) => {
+            Err(Stop::quietly(crate::error::closed_at_hello(reason)))
+        }
+        Some(Event::Close(CloseReason::ProtoVersionMismatch)) => Err(Stop::closing(
+            CloseReason::ProtoVersionMismatch,
+            PingError::ProtocolMismatch,
+        )),
+        Some(Event::Close(reason)) => {
+            let error = PingError::NotPeng3dnet(format!("invalid hello ({reason})"));
+            Err(Stop::closing(reason, error))
+        }
+        _ => Err(Stop::quietly(PingError::NotPeng3dnet(
+            "invalid hello".into(),
+        ))),
+    }
+}
+
+/// What a ping client makes of a read while it waits for the pong of ping `seq` (`None`:
+/// end of stream): the pong's map, `None` to go on waiting (another packet, or a late pong
+/// of an earlier ping), or why to stop. Shared as [`on_hello`] is.
+fn on_pong_wait(
+    protocol: &mut ClientProtocol,
+    read: Option<Result<Frame, FrameError>>,
+    seq: u64,
+) -> Result<Option<Value>, Stop> {
+    let frame = match read {
+        Some(Ok(frame)) => frame,
+        Some(Err(FrameError::Io(e))) => return Err(Stop::quietly(PingError::Io(e))),
+        Some(Err(e)) => {
+            let reason = e.close_reason().unwrap_or(CloseReason::InvalidPacket);
+            return Err(Stop::closing(reason.clone(), PingError::Protocol(reason)));
+        }
+        None => return Err(Stop::quietly(PingError::ClosedByPeer(None))),
+    };
+    match protocol.handle(frame).event {
+        Some(Event::Pong(data)) if echoed_seq(&data).is_some_and(|s| s != seq) => Ok(None),
+        Some(Event::Pong(data)) => Ok(Some(data)),
+        Some(Event::PeerClosed(reason)) => Err(Stop::quietly(PingError::ClosedByPeer(reason))),
+        Some(Event::Close(reason)) => {
+            Err(Stop::closing(reason.clone(), PingError::Protocol(reason)))
+        }
+        _ => Ok(None),
     }
 }
 
