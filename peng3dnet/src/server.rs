@@ -1074,7 +1074,8 @@ fn send_pong(
     /// Largest wire buffer a thread keeps.
     const KEEP: usize = 64 << 10;
     let alone = framed.write_buffer().is_empty() && framed.read_buffer().is_empty();
-    if alone && framed.get_ref().plain().is_some() {
+    if alone {
+        // `None` under TLS: the pong then goes through the write buffer below.
         let direct = WIRE.with(|wire| {
             let mut wire = wire.try_borrow_mut().ok()?;
             let tcp = framed.get_ref().plain()?;
