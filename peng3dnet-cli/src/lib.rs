@@ -26,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 use peng3dnet::target::Family;
 use peng3dnet::Value;
 
+mod batched;
 pub mod config_file;
 mod demo;
 mod exporter;

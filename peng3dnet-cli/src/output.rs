@@ -49,6 +49,26 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Out;
 
+/// Somewhere lines of output go: [`Out`] writes each at once; a `ping` run's reply lines
+/// are gathered and written a batch at a time.
+pub trait Sink {
+    /// Adds one line (without its newline).
+    fn line(&self, line: &str) -> std::io::Result<()>;
+
+    /// Adds one JSON record as a line.
+    fn json<T: Serialize>(&self, record: &T) -> std::io::Result<()>;
+}
+
+impl Sink for Out {
+    fn line(&self, line: &str) -> std::io::Result<()> {
+        Out::line(self, line)
+    }
+
+    fn json<T: Serialize>(&self, record: &T) -> std::io::Result<()> {
+        Out::json(self, record)
+    }
+}
+
 impl Out {
     /// Writes `text` (with its newlines) to stdout and flushes.
     pub fn print(&self, text: &str) -> std::io::Result<()> {

@@ -15,9 +15,10 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::output::{
-    self, ErrorRecord, Out, ReplyRecord, StatusRecord, SummaryRecord, Tally, SCHEMA_VERSION,
+    self, ErrorRecord, Out, ReplyRecord, Sink, StatusRecord, SummaryRecord, Tally, SCHEMA_VERSION,
 };
 use super::{error, Exit, PingArgs, StatusArgs};
+use crate::batched::Batched;
 use crate::targets::resolve;
 
 /// How to ping, for every target of a run.
@@ -198,6 +199,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             .collect(),
     );
     let quit = tokio::spawn(print_on_sigquit(targets.clone(), tallies.clone()));
+    let (out, writer) = Batched::start(std::io::stdout());
     let prefix = targets.len() > 1;
     let mut tasks = JoinSet::new();
     // One ping per target (-c 1, a fleet check): a target's task starts when there is
@@ -239,6 +241,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             limiter: limiter.clone(),
             sessions: sessions.clone(),
             tallies: tallies.clone(),
+            out: out.clone(),
             _slot: slot,
         };
         tasks.spawn(run_target(run, stop.clone()));
@@ -260,6 +263,10 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     }
     signals.abort();
     quit.abort();
+    // The reply lines first, then the ends of the targets.
+    if writer.finish(&out).await.is_err() {
+        return Exit::System;
+    }
     // The ends of all targets, written a block at a time rather than a write per target.
     let mut text = String::new();
     for (name, d) in targets.iter().zip(done) {
@@ -306,6 +313,8 @@ struct TargetRun {
     /// between pings, `concurrency` in all.
     sessions: Arc<Semaphore>,
     tallies: Arc<Vec<Mutex<Tally>>>,
+    /// Where reply lines and error records go.
+    out: Arc<Batched>,
     /// With -c 1: the place the task started in, held until it ends.
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -391,7 +400,7 @@ type Outcome = (u64, Result<PingReply, PingError>, Option<PingSession>);
 /// With both a count and a deadline (`-c N -w S`), pings go on until N replies came or the
 /// deadline, and the target fails (status 1) unless N replies came: iputils ping's rule.
 async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
-    let out = Out;
+    let out = &*run.out;
     let s = &run.s;
     let name = &run.name;
     let mut done = Done {
@@ -414,7 +423,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     let addrs = match addrs {
         Ok(addrs) => addrs,
         Err(message) => {
-            report(s, &out, name, None, None, "resolve", &message);
+            report(s, out, name, None, None, "resolve", &message);
             done.exit = Exit::Unresolved;
             return done;
         }
@@ -503,7 +512,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
                             lock(tally).errors += 1;
                             failed_task = true;
                             done.times.push(None);
-                            report(s, &out, name, Some(addr), None, "internal", &task_failure(&e));
+                            report(s, out, name, Some(addr), None, "internal", &task_failure(&e));
                             continue;
                         }
                     };
@@ -581,7 +590,7 @@ fn take_result(
                 t.rtts_ms.push(ms);
             }
             let prefix = run.prefix.then_some(name.as_str());
-            show_reply(s, &Out, prefix, name, seq, &reply).map(|()| true)
+            show_reply(s, &*run.out, prefix, name, seq, &reply).map(|()| true)
         }
         Err(e) => {
             done.times.push(None);
@@ -591,7 +600,7 @@ fn take_result(
             if s.quiet || s.list.report != Report::Summaries {
                 Ok(false)
             } else {
-                report_ping_error(s, &Out, name, *addr, seq, &e).map(|()| false)
+                report_ping_error(s, &*run.out, name, *addr, seq, &e).map(|()| false)
             }
         }
     }
@@ -635,7 +644,7 @@ async fn ping_in_session(
 /// fping's do.
 fn show_reply(
     s: &Settings,
-    out: &Out,
+    out: &impl Sink,
     prefix: Option<&str>,
     name: &str,
     seq: u64,
@@ -687,7 +696,7 @@ fn timings_text(reply: &PingReply) -> String {
 
 fn report_ping_error(
     s: &Settings,
-    out: &Out,
+    out: &impl Sink,
     name: &str,
     addr: SocketAddr,
     seq: u64,
@@ -714,7 +723,7 @@ fn report_ping_error(
 /// stderr.
 fn report(
     s: &Settings,
-    out: &Out,
+    out: &impl Sink,
     name: &str,
     addr: Option<SocketAddr>,
     seq: Option<u64>,

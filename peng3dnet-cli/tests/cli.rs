@@ -723,3 +723,38 @@ fn close_reasons_from_a_hostile_server_are_escaped() {
         assert_clean_stderr(&stderr);
     }
 }
+
+/// A reader that goes away (`ping ... | head -1`) ends an endless ping: the next batch of
+/// reply lines fails to write and the tool exits with status 4, not pinging on unread.
+#[test]
+fn a_closed_stdout_ends_an_endless_ping() {
+    let (_server, addr) = serve(&[]);
+    let mut child = StdCommand::new(BIN)
+        .args(["ping", "-i", "0.05", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("reply from") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "stdout closed early"
+        );
+    }
+    drop(stdout);
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("ping went on with nobody reading");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(4));
+}
