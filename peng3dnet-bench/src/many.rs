@@ -162,21 +162,36 @@ pub(crate) async fn run(args: ManyArgs) -> Exit {
                 ..ManyOptions::default()
             };
             options.ping.timeout = args.timeout;
+            // The results are read in a task, as the `many` docs advise: read on the
+            // `block_on` thread, every result would wake that thread from another.
             let mut results = ping_many(targets.clone(), options);
-            while let Some(done) = results.next().await {
-                let reason = match &done.result {
-                    Ok(_) => "ok".to_owned(),
-                    Err(e) if e.is_refused() => "refused".to_owned(),
-                    Err(peng3dnet::PingError::Timeout { phase, .. }) => format!("timeout {phase}"),
-                    Err(e) => e.to_string(),
-                };
+            let reading = tokio::spawn(async move {
+                let mut reasons = Vec::with_capacity(n as usize);
+                while let Some(done) = results.next().await {
+                    let reason = match &done.result {
+                        Ok(_) => "ok".to_owned(),
+                        Err(e) if e.is_refused() => "refused".to_owned(),
+                        Err(peng3dnet::PingError::Timeout { phase, .. }) => {
+                            format!("timeout {phase}")
+                        }
+                        Err(e) => e.to_string(),
+                    };
+                    reasons.push((done.index, reason));
+                }
+                reasons
+            });
+            let Ok(reasons) = reading.await else {
+                error("the task reading the results failed");
+                return Exit::System;
+            };
+            wall = started.elapsed();
+            for (index, reason) in reasons {
                 *outcome
-                    .entry(kinds[done.index])
+                    .entry(kinds[index])
                     .or_default()
                     .entry(reason)
                     .or_default() += 1;
             }
-            wall = started.elapsed();
             rss_kib = own_peak_rss_kib();
         }
         Some(cli) => {
