@@ -202,6 +202,8 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     let (out, writer) = Batched::start(std::io::stdout());
     let prefix = targets.len() > 1;
     let mut tasks = JoinSet::new();
+    let mut done: Vec<Option<Done>> = targets.iter().map(|_| None).collect();
+    let mut exit = Exit::Ok;
     // One ping per target (-c 1, a fleet check): a target's task starts when there is
     // room for its ping, as ping_many's do, not all at once (ten thousand tasks polled up
     // front hold the first pings back). Once stopped or past the deadline, the rest start
@@ -245,21 +247,15 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             _slot: slot,
         };
         tasks.spawn(run_target(run, stop.clone()));
-    }
-    let mut done: Vec<Option<Done>> = targets.iter().map(|_| None).collect();
-    let mut exit = Exit::Ok;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(d) => {
-                let i = d.index;
-                done[i] = Some(d);
-            }
-            Err(e) => {
-                // A target's task that failed is an error the user sees.
-                error(task_failure(&e));
-                exit = Exit::System;
-            }
+        // The tasks that ended are taken as the list goes on: a task's memory (sized for
+        // its whole ping) is then freed and reused, not held for every target of the list
+        // until the last has started.
+        while let Some(joined) = tasks.try_join_next() {
+            take_joined(joined, &mut done, &mut exit);
         }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        take_joined(joined, &mut done, &mut exit);
     }
     signals.abort();
     quit.abort();
@@ -286,6 +282,24 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
         return Exit::System;
     }
     exit
+}
+
+/// Takes a target's ended task into `done`; a task that failed is an error the user sees.
+fn take_joined(
+    joined: Result<Done, tokio::task::JoinError>,
+    done: &mut [Option<Done>],
+    exit: &mut Exit,
+) {
+    match joined {
+        Ok(d) => {
+            let i = d.index;
+            done[i] = Some(d);
+        }
+        Err(e) => {
+            error(task_failure(&e));
+            *exit = Exit::System;
+        }
+    }
 }
 
 /// Size of the blocks the end of a run is written in.
