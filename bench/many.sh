@@ -18,12 +18,32 @@ trap 'kill $SERVER 2>/dev/null; rm -f "$OUT"' EXIT
 for _ in $(seq 50); do grep -q "listening on" "$OUT" && break; sleep 0.1; done
 PORT="$(head -1 "$OUT" | sed 's/.*://')"
 echo "date: $(date -u)   load: $(uptime | sed 's/.*load average: //')   ulimit -n 1024"
+RATIOS="$(mktemp)"
+trap 'kill $SERVER 2>/dev/null; rm -f "$OUT" "$RATIOS"' EXIT
+# The per-second figure of a line ("(21657.3/s)" or "13265 targets/s").
+rate() { grep -oE '[0-9.]+(/s\)| targets/s)' | grep -oE '^[0-9.]+' | head -1; }
 for i in $(seq "$REPEAT"); do
     echo "--- round $i"
-    sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench load 127.0.0.1:$PORT --mode transaction -c 256 -t 2 -d 3 --warmup 1" | sed -n 2p
-    sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000" | sed -n '2p;$p'
-    sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --cli $BIN/peng3dnet" | sed -n '2p;$p'
+    load="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench load 127.0.0.1:$PORT --mode transaction -c 256 -t 2 -d 3 --warmup 1" | sed -n 2p)"
+    lib="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000" | sed -n '2p;$p')"
+    cli="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --cli $BIN/peng3dnet" | sed -n '2p;$p')"
+    printf '%s\n%s\n%s\n' "$load" "$lib" "$cli"
+    echo "$(echo "$load" | rate) $(echo "$lib" | rate) $(echo "$cli" | rate)" >> "$RATIOS"
 done
+# Each round's library and CLI rates as a share of that round's load generator, and the
+# medians over the rounds.
+awk '{ l[NR] = 100 * $2 / $1; c[NR] = 100 * $3 / $1 }
+     function median(a, n,   i, j, t) {
+         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+     }
+     END {
+         printf "share of the load generator, round by round: library"
+         for (i = 1; i <= NR; i++) printf " %.0f%%", l[i]
+         printf "; CLI"
+         for (i = 1; i <= NR; i++) printf " %.0f%%", c[i]
+         printf "\nmedian over %d rounds: library %.0f%%, CLI %.0f%%\n", NR, median(l, NR), median(c, NR)
+     }' "$RATIOS"
 # The mixed list under the machine's own limit (the soft limit is raised to the hard one,
 # so every silent target can wait at once), then under ulimit -n 1024.
 echo "--- mixed list (20 % closed, 10 % silent), -W 2, library then CLI, ulimit -n $(ulimit -Hn) (hard)"
