@@ -19,11 +19,3 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     ExitCode::from(exit.code())
 }
-
-/// mimalloc rather than glibc's malloc: a `ping` of thousands of targets allocates a
-/// target's state on one runtime thread and frees it on another, which glibc's per-thread
-/// arenas answer with lock traffic and with growing and trimming their heaps (an
-/// `mprotect(2)` per target). The binary only: the library leaves the choice to the
-/// program that embeds it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
