@@ -240,8 +240,14 @@ pub fn ping_body(out: &mut Vec<u8>, data: &Value, time: f64, seq: u64) {
 }
 
 fn decode(frame: &Frame, max_depth: usize, max_items: usize) -> Result<Value, CloseReason> {
-    value::decode_bounded(&frame.body, max_depth, max_items).map_err(|e| e.close_reason())
+    // A pong's map gets room for the two keys the ping client adds to it.
+    let room = if frame.id == ids::PONG { PONG_ROOM } else { 0 };
+    value::decode_bounded_with_room(&frame.body, max_depth, max_items, room)
+        .map_err(|e| e.close_reason())
 }
+
+/// Entries the ping client adds to a pong's map (`recvtime`, `delay`).
+const PONG_ROOM: usize = 2;
 
 fn peer_closed(body: &Value) -> Step {
     let reason = match get(body, "reason") {
@@ -1019,6 +1025,18 @@ mod tests {
             close_reason(&s.handle(frame(66, map([])))),
             Some(&CloseReason::InvalidPingPacket)
         );
+    }
+
+    #[test]
+    fn a_pongs_map_has_room_for_the_keys_the_ping_client_adds() {
+        let mut c = client(ConnType::Ping, &[]);
+        c.handle(hello_frame());
+        let pong = map([("name", "lobby".into()), ("clients", 3.into())]);
+        let Some(Event::Pong(Value::Map(entries))) = c.handle(frame(65, pong)).event else {
+            panic!("a pong's map");
+        };
+        assert_eq!(entries.len(), 2);
+        assert!(entries.capacity() >= 2 + PONG_ROOM);
     }
 
     #[test]

@@ -70,9 +70,18 @@ pub const MAX_DEPTH_CLAMP: usize = 512;
 /// Decodes one msgpack document, refusing nesting deeper than `max_depth` (clamped to
 /// [`MAX_DEPTH_CLAMP`]) and any bytes after the document.
 pub fn decode(body: &[u8], max_depth: usize) -> Result<Value, ValueError> {
+    decode_with_room(body, max_depth, 0)
+}
+
+/// [`decode`], with room for `room` more entries in a top-level map.
+fn decode_with_room(body: &[u8], max_depth: usize, room: usize) -> Result<Value, ValueError> {
     let max_depth = max_depth.min(MAX_DEPTH_CLAMP);
     let depth = max_depth as u16;
-    let mut reader = Reader { buf: body, pos: 0 };
+    let mut reader = Reader {
+        buf: body,
+        pos: 0,
+        room,
+    };
     let value = match read_value(&mut reader, depth) {
         Ok(value) => value,
         Err(Fail::Invalid(message)) => return Err(ValueError::Decode(message)),
@@ -262,6 +271,8 @@ enum Fail {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Spare entries for the first map read (the top-level one, when the body is a map).
+    room: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -345,7 +356,8 @@ fn read_array(r: &mut Reader<'_>, len: usize, depth: u16) -> Result<Value, Fail>
 
 fn read_map(r: &mut Reader<'_>, len: usize, depth: u16) -> Result<Value, Fail> {
     let depth = deeper(depth)?;
-    let mut entries = Vec::with_capacity(len.min(r.remaining() / 2));
+    let room = std::mem::take(&mut r.room);
+    let mut entries = Vec::with_capacity(len.min(r.remaining() / 2) + room);
     for _ in 0..len {
         let k = read_value(r, depth)?;
         let v = read_value(r, depth)?;
@@ -505,9 +517,31 @@ pub fn decode_bounded(
     max_depth: usize,
     max_items: usize,
 ) -> Result<Value, ValueError> {
+    decode_bounded_with_room(body, max_depth, max_items, 0)
+}
+
+/// [`decode_bounded`], with room in a top-level map for `room` entries more than it holds:
+/// a receiver that adds keys to the map (the ping client adds `recvtime` and `delay` to a
+/// pong's, as the reference's `pingServer` does) then does not move it to grow it.
+///
+/// ```
+/// use peng3dnet_proto::value::{decode_bounded_with_room, encode, map};
+///
+/// let body = encode(&map([("name", "lobby".into())]));
+/// let value = decode_bounded_with_room(&body, 16, 1000, 2).unwrap();
+/// let rmpv::Value::Map(entries) = value else { panic!("a map") };
+/// assert_eq!(entries.len(), 1);
+/// assert!(entries.capacity() >= 3);
+/// ```
+pub fn decode_bounded_with_room(
+    body: &[u8],
+    max_depth: usize,
+    max_items: usize,
+    room: usize,
+) -> Result<Value, ValueError> {
     let max_depth = max_depth.min(MAX_DEPTH_CLAMP);
     check_items(body, max_depth, max_items)?;
-    decode(body, max_depth)
+    decode_with_room(body, max_depth, room)
 }
 
 fn truncated() -> ValueError {
