@@ -36,6 +36,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use peng3dnet::Value;
@@ -100,6 +101,45 @@ impl Out {
 /// A duration in milliseconds, rounded to the microsecond.
 pub fn ms(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
+}
+
+/// A socket address as text, as `Display` writes it (`127.0.0.1:8080`, `[::1]:8080`).
+/// An IPv4 address is written digit by digit: `Display` costs about 2,000 instructions
+/// (it allows for padding), a tenth of a reply record's, and a list's every target writes
+/// one or two.
+pub fn addr_text(addr: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = addr else {
+        return addr.to_string();
+    };
+    let mut text = String::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        push_decimal(&mut text, u32::from(octet));
+    }
+    text.push(':');
+    push_decimal(&mut text, u32::from(v4.port()));
+    text
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(text: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        // A digit: always below 10.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        text.push(char::from(d));
+    }
 }
 
 /// A round-trip time as iputils ping prints it after `time=`: three significant digits
@@ -529,6 +569,25 @@ fn inline(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addr_text_is_what_display_writes() {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for octet in 0..=255u8 {
+            for port in [0, 1, 9, 10, 99, 100, 8080, 65535] {
+                addrs.push(SocketAddr::from((
+                    [octet, 255 - octet, octet / 10, 0],
+                    port,
+                )));
+            }
+        }
+        addrs.push("[::1]:8080".parse().unwrap());
+        addrs.push("[fe80::1%2]:1".parse().unwrap());
+        addrs.push("[::ffff:127.0.0.1]:65535".parse().unwrap());
+        for addr in addrs {
+            assert_eq!(addr_text(addr), addr.to_string());
+        }
+    }
     use peng3dnet::value::map;
 
     fn close(a: f64, b: f64) -> bool {

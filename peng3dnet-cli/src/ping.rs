@@ -358,7 +358,7 @@ fn end_text(text: &mut String, s: &Settings, name: &str, d: &Done, tally: &Tally
             line(text, &format!("{name} : {}", times.join(" ")));
         }
         Report::Summaries if s.json => {
-            let record = SummaryRecord::new(name, d.addr.map(|a| a.to_string()), tally);
+            let record = SummaryRecord::new(name, d.addr.map(output::addr_text), tally);
             // A record of plain fields always serializes.
             if let Ok(json) = serde_json::to_string(&record) {
                 line(text, &json);
@@ -673,7 +673,7 @@ fn show_reply(
             schema_version: SCHEMA_VERSION,
             kind: "reply",
             target: name,
-            addr: reply.peer.to_string(),
+            addr: output::addr_text(reply.peer),
             seq,
             time_ms: output::ms(reply.delay),
             connect_ms: output::ms(t.connect + t.hello),
@@ -681,7 +681,7 @@ fn show_reply(
             server_ms: t.server.map(output::ms),
         });
     }
-    let mut line = output::reply_line(&reply.peer.to_string(), seq, reply.delay);
+    let mut line = output::reply_line(&output::addr_text(reply.peer), seq, reply.delay);
     if let Some(target) = prefix {
         line = format!("{target} : {line}");
     }
@@ -722,7 +722,7 @@ fn report_ping_error(
             schema_version: SCHEMA_VERSION,
             kind: "error",
             target: name,
-            addr: Some(addr.to_string()),
+            addr: Some(output::addr_text(addr)),
             seq: Some(seq),
             error_kind: kind,
             message,
@@ -749,7 +749,7 @@ fn report(
             schema_version: SCHEMA_VERSION,
             kind: "error",
             target: name,
-            addr: addr.map(|a| a.to_string()),
+            addr: addr.map(output::addr_text),
             seq,
             error_kind: kind,
             message: message.to_owned(),
