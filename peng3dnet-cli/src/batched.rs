@@ -82,6 +82,14 @@ impl Batched {
 }
 
 impl Sink for Batched {
+    fn line_with(&self, fill: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        self.add(|bytes| {
+            fill(bytes);
+            bytes.push(b'\n');
+            Ok(())
+        })
+    }
+
     fn line(&self, line: &str) -> io::Result<()> {
         self.add(|bytes| {
             bytes.extend_from_slice(line.as_bytes());

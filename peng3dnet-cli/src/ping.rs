@@ -359,9 +359,11 @@ fn end_text(text: &mut String, s: &Settings, name: &str, d: &Done, tally: &Tally
         }
         Report::Summaries if s.json => {
             let record = SummaryRecord::new(name, d.addr.map(output::addr_text), tally);
-            // A record of plain fields always serializes.
-            if let Ok(json) = serde_json::to_string(&record) {
-                line(text, &json);
+            let mut json = Vec::with_capacity(256);
+            record.write_json(&mut json);
+            // serde_json writes UTF-8.
+            if let Ok(json) = std::str::from_utf8(&json) {
+                line(text, json);
             }
         }
         Report::Summaries => text.push_str(&output::summary_text(name, tally, s.verbose)),
@@ -669,7 +671,7 @@ fn show_reply(
     }
     let t = &reply.timings;
     if s.json {
-        return out.json(&ReplyRecord {
+        let record = ReplyRecord {
             schema_version: SCHEMA_VERSION,
             kind: "reply",
             target: name,
@@ -679,7 +681,8 @@ fn show_reply(
             connect_ms: output::ms(t.connect + t.hello),
             total_ms: output::ms(t.total),
             server_ms: t.server.map(output::ms),
-        });
+        };
+        return out.line_with(|line| record.write_json(line));
     }
     let mut line = output::reply_line(&output::addr_text(reply.peer), seq, reply.delay);
     if let Some(target) = prefix {
