@@ -412,14 +412,7 @@ impl<'a> SummaryRecord<'a> {
 impl ReplyRecord<'_> {
     /// Appends the record as serde_json writes it (without a newline).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"schema_version\":");
-        json_value(out, &self.schema_version);
-        out.extend_from_slice(b",\"type\":");
-        json_value(out, self.kind);
-        out.extend_from_slice(b",\"target\":");
-        json_value(out, self.target);
-        out.extend_from_slice(b",\"addr\":");
-        json_value(out, &self.addr);
+        json_head(out, self.schema_version, self.kind, self.target, &self.addr);
         out.extend_from_slice(b",\"seq\":");
         json_value(out, &self.seq);
         out.extend_from_slice(b",\"time_ms\":");
@@ -437,14 +430,7 @@ impl ReplyRecord<'_> {
 impl SummaryRecord<'_> {
     /// Appends the record as serde_json writes it (without a newline).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"schema_version\":");
-        json_value(out, &self.schema_version);
-        out.extend_from_slice(b",\"type\":");
-        json_value(out, self.kind);
-        out.extend_from_slice(b",\"target\":");
-        json_value(out, self.target);
-        out.extend_from_slice(b",\"addr\":");
-        json_value(out, &self.addr);
+        json_head(out, self.schema_version, self.kind, self.target, &self.addr);
         out.extend_from_slice(b",\"transmitted\":");
         json_value(out, &self.transmitted);
         out.extend_from_slice(b",\"received\":");
@@ -477,6 +463,25 @@ impl SummaryRecord<'_> {
         }
         out.push(b'}');
     }
+}
+
+/// Opens a record with the fields every record starts with (`schema_version`, `type`,
+/// `target`, `addr`).
+fn json_head(
+    out: &mut Vec<u8>,
+    schema_version: u32,
+    kind: &str,
+    target: &str,
+    addr: &impl Serialize,
+) {
+    out.extend_from_slice(b"{\"schema_version\":");
+    json_value(out, &schema_version);
+    out.extend_from_slice(b",\"type\":");
+    json_value(out, kind);
+    out.extend_from_slice(b",\"target\":");
+    json_value(out, target);
+    out.extend_from_slice(b",\"addr\":");
+    json_value(out, addr);
 }
 
 /// Appends one value as serde_json writes it. Writing into a `Vec` cannot fail, nor can
