@@ -10,11 +10,16 @@
 //! it comes; when it is busy, the lines of one turn of the runtime share a write. No timer
 //! is involved, so nothing waits for one.
 //!
-//! Lines keep the order they were added in. A failed write (a closed pipe) is reported to
-//! every later caller, so targets stop as they would with [`Out`].
+//! The batch is bounded: a line that takes it past [`BATCH_LIMIT`] writes it out itself,
+//! waiting as a direct write would for a reader that does not read (`ping ... | less`), so
+//! a stalled stdout holds the pings up rather than growing the batch without end.
+//!
+//! Lines keep the order they were added in: every write takes the batch and writes it under
+//! one lock. A failed write (a closed pipe) is reported to every later caller, so targets
+//! stop as they would with [`Out`].
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -24,37 +29,43 @@ use tokio::task::JoinHandle;
 use crate::output::Out;
 use crate::output::Sink;
 
-/// Lines gathered for the writer task; see the [module docs](self).
-#[derive(Debug, Default)]
+/// Lines gathered for stdout; see the [module docs](self).
 pub(crate) struct Batched {
     pending: Mutex<Pending>,
     /// Notified when a line comes into an empty batch, and when the run ends.
     ready: Notify,
+    /// Where batches go, and the emptied buffer of the last one (the two buffers trade
+    /// places, so that neither the lines nor the writes allocate once warm). Held for the
+    /// whole of a write: batches are taken and written in one order.
+    sink: Mutex<(Box<dyn Write + Send>, Vec<u8>)>,
 }
 
 #[derive(Debug, Default)]
 struct Pending {
     bytes: Vec<u8>,
-    /// The writer failed (the kind of its error): later lines fail the same way.
+    /// A write failed (the kind of its error): later lines fail the same way.
     broken: Option<io::ErrorKind>,
     /// No more lines come: the writer writes what is left and ends.
     closed: bool,
 }
 
-/// Bytes gathered beyond which a line is not held back for its batch: the writer is woken
-/// even though the batch was not empty (it is, by then, busy writing the previous one).
-const BATCH_BYTES: usize = 64 * 1024;
+/// Bytes a batch holds at most before the line that takes it past this writes it out.
+pub(crate) const BATCH_LIMIT: usize = 1024 * 1024;
 
 impl Batched {
     /// An empty batch and its writer task, which writes to `sink` (stdout, in the tool).
     pub(crate) fn start<W: Write + Send + 'static>(sink: W) -> (Arc<Batched>, Writer) {
-        let batched = Arc::new(Batched::default());
-        let task = tokio::spawn(write_batches(batched.clone(), sink));
+        let batched = Arc::new(Batched {
+            pending: Mutex::default(),
+            ready: Notify::new(),
+            sink: Mutex::new((Box::new(sink), Vec::new())),
+        });
+        let task = tokio::spawn(write_batches(batched.clone()));
         (batched, Writer { task })
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Adds to the batch what `fill` appends to its bytes (one or more whole lines).
@@ -72,10 +83,37 @@ impl Batched {
             pending.bytes.truncate(before);
             return Err(e);
         }
-        let full = pending.bytes.len() >= BATCH_BYTES;
+        let full = pending.bytes.len() >= BATCH_LIMIT;
         drop(pending);
-        if was_empty || full {
+        if full {
+            return self.write_out();
+        }
+        if was_empty {
             self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes the batch and writes it, after any write under way; the error of this write or
+    /// of an earlier one.
+    fn write_out(&self) -> io::Result<()> {
+        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        let (out, spare) = &mut *sink;
+        {
+            let mut pending = self.lock();
+            if let Some(kind) = pending.broken {
+                return Err(io::Error::from(kind));
+            }
+            std::mem::swap(&mut pending.bytes, spare);
+        }
+        if spare.is_empty() {
+            return Ok(());
+        }
+        let written = out.write_all(spare).and_then(|()| out.flush());
+        spare.clear();
+        if let Err(e) = written {
+            self.lock().broken = Some(e.kind());
+            return Err(e);
         }
         Ok(())
     }
@@ -131,23 +169,15 @@ impl Writer {
 
 /// The writer task: waits for lines, lets the other ready tasks add theirs, writes them all
 /// in one call; until closed and empty, or a write fails.
-async fn write_batches<W: Write>(batched: Arc<Batched>, mut sink: W) {
-    // Two buffers trade places, so neither the writer nor the lines allocate once warm.
-    let mut writing = Vec::new();
+async fn write_batches(batched: Arc<Batched>) {
     loop {
         batched.ready.notified().await;
         tokio::task::yield_now().await;
-        let closed = {
-            let mut pending = batched.lock();
-            std::mem::swap(&mut pending.bytes, &mut writing);
-            pending.closed
-        };
-        if !writing.is_empty() {
-            if let Err(e) = sink.write_all(&writing).and_then(|()| sink.flush()) {
-                batched.lock().broken = Some(e.kind());
-                return;
-            }
-            writing.clear();
+        let closed = batched.lock().closed;
+        // A blocking write, as a direct one would be: stdout is a terminal, a file or a
+        // pipe, none of which tokio can wait for without a thread of its own.
+        if batched.write_out().is_err() {
+            return;
         }
         // Lines are refused once closed, so what came before the close is written now.
         if closed {
@@ -240,6 +270,28 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
         let e = writer.finish(&out).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test]
+    async fn a_line_that_fills_the_batch_writes_it_itself() {
+        let sink = Recorder::default();
+        let (out, writer) = Batched::start(sink.clone());
+        let line = "x".repeat(999);
+        let lines = 3 * BATCH_LIMIT / 1000;
+        // The writer task never runs in between (one thread, no await): only the lines
+        // that fill the batch write it, so it never holds more than its limit and a line.
+        for _ in 0..lines {
+            out.line(&line).unwrap();
+            assert!(out.lock().bytes.len() < BATCH_LIMIT + 1000);
+        }
+        let writes = sink.writes.lock().unwrap().len();
+        assert!(
+            (2..=3).contains(&writes),
+            "{writes} writes for three batches' worth"
+        );
+        writer.finish(&out).await.unwrap();
+        assert_eq!(sink.text().len(), lines * 1000);
+        assert!(sink.text().lines().all(|l| l == line));
     }
 
     #[tokio::test]
