@@ -62,7 +62,10 @@ pub(crate) async fn run(args: DemoArgs) -> Exit {
         }
     }
     if exit == Exit::Ok {
-        exit = exit.max(run_targets(vec![target], settings).await);
+        exit = match super::ping::parse_targets(vec![target]) {
+            Some(targets) => exit.max(run_targets(targets, settings).await),
+            None => Exit::Usage,
+        };
     }
     pingable.shutdown().await;
     exit

@@ -98,7 +98,8 @@ impl Out {
         self.print_bytes(text.as_bytes())
     }
 
-    fn print_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes `bytes` (whole lines) to stdout and flushes.
+    pub fn print_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(bytes)?;
         stdout.flush()

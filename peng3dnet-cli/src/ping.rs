@@ -101,6 +101,29 @@ fn client_tls(args: &super::ClientArgs) -> Result<Option<ClientTls>, Exit> {
     })
 }
 
+/// A target as given and as parsed.
+pub(crate) struct Named {
+    /// As given (what output lines start with).
+    pub name: String,
+    /// Its host and port.
+    pub target: Target,
+}
+
+/// Parses every target, once for the run; prints the problem of the first bad one and
+/// returns `None`.
+pub(crate) fn parse_targets(names: Vec<String>) -> Option<Vec<Named>> {
+    names
+        .into_iter()
+        .map(|name| match Target::parse_default(&name) {
+            Ok(target) => Some(Named { name, target }),
+            Err(e) => {
+                error(e);
+                None
+            }
+        })
+        .collect()
+}
+
 /// Checks the syntax of targets; prints the problem and returns `false` on a bad one.
 fn targets_valid(targets: &[String]) -> bool {
     for t in targets {
@@ -121,9 +144,9 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    if !targets_valid(&targets) {
+    let Some(targets) = parse_targets(targets) else {
         return Exit::Usage;
-    }
+    };
     let report = if args.alive {
         Report::Alive
     } else if args.unreachable {
@@ -175,7 +198,7 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
 /// At most `concurrency` pings run at once (a [`Limiter`] shared by every target, also
 /// capping the rate of new connections), never two of one target, so a list of thousands
 /// neither runs out of file descriptors nor hammers a server.
-pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exit {
+pub(crate) async fn run_targets(targets: Vec<Named>, settings: Settings) -> Exit {
     let (stop_tx, stop) = watch::channel(false);
     let signals = tokio::spawn(async move {
         super::interrupted().await;
@@ -198,7 +221,8 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
             .map(|_| Mutex::new(Tally::default()))
             .collect(),
     );
-    let quit = tokio::spawn(print_on_sigquit(targets.clone(), tallies.clone()));
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let quit = tokio::spawn(print_on_sigquit(names.clone(), tallies.clone()));
     let (out, writer) = Batched::start(std::io::stdout());
     let prefix = targets.len() > 1;
     let mut tasks = JoinSet::new();
@@ -211,7 +235,7 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
     let gate = (settings.count == Some(1)).then(|| Arc::new(Semaphore::new(concurrency)));
     let mut gating = gate.is_some();
     let mut stop_gate = stop.clone();
-    for (index, name) in targets.iter().enumerate() {
+    for (index, Named { name, target }) in targets.into_iter().enumerate() {
         let slot = match &gate {
             Some(gate) if gating => {
                 let deadline = async {
@@ -237,7 +261,8 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
         };
         let run = TargetRun {
             index,
-            name: name.clone(),
+            name,
+            target,
             prefix,
             s: settings.clone(),
             limiter: limiter.clone(),
@@ -264,21 +289,20 @@ pub(crate) async fn run_targets(targets: Vec<String>, settings: Settings) -> Exi
         return Exit::System;
     }
     // The ends of all targets, written a block at a time rather than a write per target.
-    let mut text = String::new();
-    for (name, d) in targets.iter().zip(done) {
+    let mut text = Vec::new();
+    for (name, d) in names.iter().zip(done) {
         let Some(d) = d else { continue };
         exit = exit.max(d.exit);
         let unresolved = d.exit == Exit::Unresolved && settings.list.report == Report::Summaries;
         if d.exit == Exit::Usage || d.exit == Exit::System || unresolved {
             continue;
         }
-        let tally = lock(&tallies[d.index]).clone();
-        end_text(&mut text, &settings, name, &d, &tally);
-        if text.len() >= END_BLOCK && Out.print(&std::mem::take(&mut text)).is_err() {
+        end_text(&mut text, &settings, name, &d, &lock(&tallies[d.index]));
+        if text.len() >= END_BLOCK && Out.print_bytes(&std::mem::take(&mut text)).is_err() {
             return Exit::System;
         }
     }
-    if !text.is_empty() && Out.print(&text).is_err() {
+    if !text.is_empty() && Out.print_bytes(&text).is_err() {
         return Exit::System;
     }
     exit
@@ -319,6 +343,7 @@ struct Done {
 struct TargetRun {
     index: usize,
     name: String,
+    target: Target,
     /// Reply lines start with the target (several targets, as fping's).
     prefix: bool,
     s: Arc<Settings>,
@@ -339,11 +364,11 @@ fn lock(m: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
 
 /// Appends a target's end of run to `text`: its summary, or its name (`-a`, `-u`), or its
 /// times (`-C`).
-fn end_text(text: &mut String, s: &Settings, name: &str, d: &Done, tally: &Tally) {
+fn end_text(text: &mut Vec<u8>, s: &Settings, name: &str, d: &Done, tally: &Tally) {
     let answered = tally.received > 0;
-    let line = |text: &mut String, line: &str| {
-        text.push_str(line);
-        text.push('\n');
+    let line = |text: &mut Vec<u8>, line: &str| {
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
     };
     match s.list.report {
         Report::Alive if answered => line(text, name),
@@ -359,14 +384,12 @@ fn end_text(text: &mut String, s: &Settings, name: &str, d: &Done, tally: &Tally
         }
         Report::Summaries if s.json => {
             let record = SummaryRecord::new(name, d.addr.map(output::addr_text), tally);
-            let mut json = Vec::with_capacity(256);
-            record.write_json(&mut json);
-            // serde_json writes UTF-8.
-            if let Ok(json) = std::str::from_utf8(&json) {
-                line(text, json);
-            }
+            record.write_json(text);
+            text.push(b'\n');
         }
-        Report::Summaries => text.push_str(&output::summary_text(name, tally, s.verbose)),
+        Report::Summaries => {
+            text.extend_from_slice(output::summary_text(name, tally, s.verbose).as_bytes());
+        }
     }
 }
 
@@ -425,12 +448,9 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
         addr: None,
         times: Vec::new(),
     };
-    let Ok(target) = Target::parse_default(name) else {
-        done.exit = Exit::Usage;
-        return done;
-    };
+    let target = &run.target;
     let addrs = tokio::select! {
-        r = Box::pin(resolve(&target, name, s.family, s.timeout)) => r,
+        r = Box::pin(resolve(target, name, s.family, s.timeout)) => r,
         _ = stop.wait_for(|v| *v) => {
             done.exit = Exit::NoAnswer;
             return done;
@@ -485,7 +505,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
     let single = s.count == Some(1) && !count_replies && session_slot.is_none();
     if single {
         lock(tally).transmitted += 1;
-        let options = s.options(&target);
+        let options = s.options(target);
         let limiter = &run.limiter;
         // Boxed once its turn comes, as the pings of the loop below are.
         let ping = Box::pin(async {
@@ -545,7 +565,7 @@ async fn run_target(run: TargetRun, mut stop: watch::Receiver<bool>) -> Done {
                     let seq = sent;
                     sent += 1;
                     lock(tally).transmitted += 1;
-                    let options = s.options(&target);
+                    let options = s.options(target);
                     let limiter = run.limiter.clone();
                     let addrs = addrs.clone();
                     let host = target.host.clone();
