@@ -126,13 +126,7 @@ pub(crate) fn parse_targets(names: Vec<String>) -> Option<Vec<Named>> {
 
 /// Checks the syntax of targets; prints the problem and returns `false` on a bad one.
 fn targets_valid(targets: &[String]) -> bool {
-    for t in targets {
-        if let Err(e) = Target::parse_default(t) {
-            error(e);
-            return false;
-        }
-    }
-    true
+    parse_targets(targets.to_vec()).is_some()
 }
 
 /// `peng3dnet ping`.
@@ -221,7 +215,8 @@ pub(crate) async fn run_targets(targets: Vec<Named>, settings: Settings) -> Exit
             .map(|_| Mutex::new(Tally::default()))
             .collect(),
     );
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    // The names, for the end of the run and for SIGQUIT's statistics.
+    let names: Arc<[String]> = targets.iter().map(|t| t.name.clone()).collect();
     let quit = tokio::spawn(print_on_sigquit(names.clone(), tallies.clone()));
     let (out, writer) = Batched::start(std::io::stdout());
     let prefix = targets.len() > 1;
@@ -395,7 +390,7 @@ fn end_text(text: &mut Vec<u8>, s: &Settings, name: &str, d: &Done, tally: &Tall
 
 /// On SIGQUIT (Ctrl-\\), prints every target's statistics so far on stderr, one line each
 /// (`TARGET: 3/3 packets, 0% loss, min/avg/max = 0.041/0.052/0.070 ms`), and goes on.
-async fn print_on_sigquit(targets: Vec<String>, tallies: Arc<Vec<Mutex<Tally>>>) {
+async fn print_on_sigquit(targets: Arc<[String]>, tallies: Arc<Vec<Mutex<Tally>>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
