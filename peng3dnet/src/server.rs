@@ -874,10 +874,10 @@ pub struct BindError {
 pub const TLS_GRACE: Duration = Duration::from_millis(750);
 
 /// Whether a connection to a TLS server starts with a TLS record: `Some(false)` if its
-/// first bytes are something else or it stays silent for `grace`, `None` if it closed.
-async fn first_bytes_tls(tcp: &TcpStream, grace: Duration) -> Option<bool> {
+/// first bytes are something else or it stays silent until `until`, `None` if it closed.
+async fn first_bytes_tls(tcp: &TcpStream, until: Instant) -> Option<bool> {
     let mut first = [0u8; 2];
-    match timeout(grace, tcp.peek(&mut first)).await {
+    match timeout_at(until, tcp.peek(&mut first)).await {
         Err(_) => Some(false),
         Ok(Ok(0)) | Ok(Err(_)) => None,
         Ok(Ok(n)) => crate::sniff::client_speaks_tls(&first[..n]),
@@ -1166,13 +1166,18 @@ async fn establish(
         Some(tls) => match tokio::select! {
             // A peer in the middle of its TLS handshake does not hold up a shutdown.
             _ = shared.shutdown.cancelled() => return None,
-            accepted = timeout_at(handshake_deadline, async {
-                match first_bytes_tls(&tcp, TLS_GRACE.min(shared.limits.handshake_timeout)).await {
-                    Some(true) => Ok(tls.accept(tcp).await),
-                    Some(false) => Err(tcp),
-                    None => Ok(Err(io::ErrorKind::UnexpectedEof.into())),
+            accepted = async {
+                // The sniff ends by the handshake's deadline at the latest, and a peer
+                // silent until then is a plain client too: it is told `tlsrequired`
+                // whichever of the two times is shorter (the handshake's own timer, run
+                // alongside, would otherwise close it unanswered when they are equal).
+                let sniff_until = handshake_deadline.min(Instant::now() + TLS_GRACE);
+                match first_bytes_tls(&tcp, sniff_until).await {
+                    Some(true) => timeout_at(handshake_deadline, tls.accept(tcp)).await.map(Ok),
+                    Some(false) => Ok(Err(tcp)),
+                    None => Ok(Ok(Err(io::ErrorKind::UnexpectedEof.into()))),
                 }
-            }) => match accepted {
+            } => match accepted {
                 Ok(Err(tcp)) => {
                     tracing::info!(
                         peer = %addr,

@@ -141,6 +141,43 @@ async fn self_signed_servers_need_the_explicit_insecure_opt_out() {
     server.shutdown().await;
 }
 
+/// A handshake timeout at or below the TLS grace period: a silent peer is still told
+/// `tlsrequired` (the sniff ends by the handshake's deadline), never closed unanswered by
+/// the handshake's own timer. The two timers used to race when they were equal: on a busy
+/// machine a CI run once lost (`a_plain_client_at_a_tls_server_is_told_tls_is_required`
+/// got an empty stream). An idle machine does not show that race, so this test guards the
+/// behaviour, repeated, rather than reproducing the old failure.
+#[tokio::test]
+async fn a_silent_peer_is_told_tls_is_required_when_the_handshake_timeout_is_short() {
+    let pki = Pki::new("shorthandshake");
+    let (ca, _) = pki.ca("ca");
+    let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
+    let mut config = Config::default();
+    config.limits.handshake_timeout = Duration::from_millis(20);
+    let server = Server::builder()
+        .config(config)
+        .pingable(PingResponder::new())
+        .tls(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let expected = peng3dnet::frame::FrameCodec::default()
+        .to_bytes(peng3dnet::protocol::closeconn_frame(Some(
+            &peng3dnet::CloseReason::TlsRequired,
+        )))
+        .unwrap();
+    for round in 0..20 {
+        let mut raw = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(4), raw.read_to_end(&mut got)).await;
+        assert!(matches!(n, Ok(Ok(_))), "round {round}: {n:?}");
+        assert_eq!(got, expected.to_vec(), "round {round}");
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_plain_client_at_a_tls_server_is_told_tls_is_required() {
     let pki = Pki::new("plainclient");
