@@ -870,7 +870,8 @@ pub struct BindError {
 
 /// How long a TLS server waits for a new connection's first bytes before it concludes that
 /// the peer is a plain client waiting for a hello (a TLS client sends its ClientHello at
-/// once) and answers with a plain closeconn `tlsrequired`.
+/// once) and answers with a plain closeconn `tlsrequired`; the handshake timeout instead,
+/// when that is shorter.
 pub const TLS_GRACE: Duration = Duration::from_millis(750);
 
 /// Whether a connection to a TLS server starts with a TLS record: `Some(false)` if its
