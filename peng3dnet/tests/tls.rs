@@ -23,8 +23,12 @@ fn config() -> Config {
 }
 
 async fn tls_server(tls: ServerTls) -> Server {
+    tls_server_with(config(), tls).await
+}
+
+async fn tls_server_with(config: Config, tls: ServerTls) -> Server {
     Server::builder()
-        .config(config())
+        .config(config)
         .pingable(PingResponder::new())
         .tls(tls)
         .bind("127.0.0.1:0")
@@ -141,6 +145,27 @@ async fn self_signed_servers_need_the_explicit_insecure_opt_out() {
     server.shutdown().await;
 }
 
+/// The bytes of a plain closeconn `tlsrequired`.
+fn tls_required_bytes() -> Vec<u8> {
+    peng3dnet::frame::FrameCodec::default()
+        .to_bytes(peng3dnet::protocol::closeconn_frame(Some(
+            &peng3dnet::CloseReason::TlsRequired,
+        )))
+        .unwrap()
+        .to_vec()
+}
+
+/// Everything `server` sends a peer that connects and says nothing, up to end of stream.
+async fn what_a_silent_peer_gets(server: &Server) -> Vec<u8> {
+    let mut raw = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(4), raw.read_to_end(&mut got)).await;
+    assert!(matches!(n, Ok(Ok(_))), "{n:?}");
+    got
+}
+
 /// A handshake timeout at or below the TLS grace period: a silent peer is still told
 /// `tlsrequired` (the sniff ends by the handshake's deadline), never closed unanswered by
 /// the handshake's own timer. The two timers used to race when they were equal: on a busy
@@ -154,26 +179,11 @@ async fn a_silent_peer_is_told_tls_is_required_when_the_handshake_timeout_is_sho
     let (cert, key) = pki.leaf("server", &ca, &["localhost"], false);
     let mut config = Config::default();
     config.limits.handshake_timeout = Duration::from_millis(20);
-    let server = Server::builder()
-        .config(config)
-        .pingable(PingResponder::new())
-        .tls(ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let expected = peng3dnet::frame::FrameCodec::default()
-        .to_bytes(peng3dnet::protocol::closeconn_frame(Some(
-            &peng3dnet::CloseReason::TlsRequired,
-        )))
-        .unwrap();
+    let tls = ServerTls::from_pem_files(&cert, &key, ClientCertPolicy::None).unwrap();
+    let server = tls_server_with(config, tls).await;
     for round in 0..20 {
-        let mut raw = tokio::net::TcpStream::connect(server.local_addr())
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(4), raw.read_to_end(&mut got)).await;
-        assert!(matches!(n, Ok(Ok(_))), "round {round}: {n:?}");
-        assert_eq!(got, expected.to_vec(), "round {round}");
+        let got = what_a_silent_peer_gets(&server).await;
+        assert_eq!(got, tls_required_bytes(), "round {round}");
     }
     server.shutdown().await;
 }
@@ -201,18 +211,8 @@ async fn a_plain_client_at_a_tls_server_is_told_tls_is_required() {
     assert!(started.elapsed() < Duration::from_secs(4));
 
     // A peer that opens TCP and says nothing gets that closeconn, then end of stream.
-    let mut raw = tokio::net::TcpStream::connect(server.local_addr())
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(4), raw.read_to_end(&mut got)).await;
-    assert!(matches!(n, Ok(Ok(_))), "{n:?}");
-    let expected = peng3dnet::frame::FrameCodec::default()
-        .to_bytes(peng3dnet::protocol::closeconn_frame(Some(
-            &peng3dnet::CloseReason::TlsRequired,
-        )))
-        .unwrap();
-    assert_eq!(got, expected.to_vec());
+    let expected = tls_required_bytes();
+    assert_eq!(what_a_silent_peer_gets(&server).await, expected);
 
     // So does one whose first bytes are not a TLS record, at once.
     let mut raw = tokio::net::TcpStream::connect(server.local_addr())
@@ -222,7 +222,7 @@ async fn a_plain_client_at_a_tls_server_is_told_tls_is_required() {
     let mut got = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(4), raw.read_to_end(&mut got)).await;
     assert!(matches!(n, Ok(Ok(_))), "{n:?}");
-    assert_eq!(got, expected.to_vec());
+    assert_eq!(got, expected);
     server.shutdown().await;
 }
 
