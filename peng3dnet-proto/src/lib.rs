@@ -85,7 +85,8 @@
 //! socket.write_all(&codec.to_bytes(Frame::new(ids::PING, value::encode(&ping)))?)?;
 //!
 //! if let Event::Pong(pong) = next_event(&mut socket, &mut inbox, &mut codec, &mut protocol)? {
-//!     println!("server says: {}", value::get(&pong, "name").map_or("?".into(), |v| v.to_string()));
+//!     let data = pong.to_map(0);
+//!     println!("server says: {}", value::get(&data, "name").map_or("?".into(), |v| v.to_string()));
 //! }
 //! let close = peng3dnet_proto::protocol::closeconn_frame(Some(&CloseReason::PingComplete));
 //! socket.write_all(&codec.to_bytes(close)?)?;

@@ -110,6 +110,101 @@ impl std::fmt::Debug for PingMessage {
     }
 }
 
+/// A pong as the client received it: its bytes, checked as every received body is
+/// ([`value::validate`]), and built into a [`Value`] only when asked for.
+///
+/// A client that measures the round trip (`peng3dnet ping`) never looks at the server's
+/// map, and building it, a string allocated per key and value, then dropping it, was a
+/// third of the client's own work per ping (BENCHMARKS.md). What every client needs, the
+/// sequence number the server echoed and the server's timing, is read from the bytes.
+///
+/// ```
+/// use std::time::Duration;
+/// use peng3dnet_proto::pong::{PongMessage, SERVER_TIMING_KEY};
+/// use peng3dnet_proto::value::{self, get, map, Value};
+///
+/// let sent = map([
+///     ("name", "lobby".into()),
+///     ("oldmsg", map([("seq", Value::from(7))])),
+///     (SERVER_TIMING_KEY, map([("recvtime", Value::F64(10.0)), ("sendtime", Value::F64(10.5))])),
+/// ]);
+/// let pong = PongMessage::decode(value::encode(&sent), 64, 1000).unwrap();
+/// assert_eq!(pong.echoed_seq(), Some(7));
+/// assert_eq!(pong.server_time(), Some(Duration::from_millis(500)));
+/// assert_eq!(get(&pong.to_map(0), "name"), Some(&Value::from("lobby")));
+/// assert!(PongMessage::decode(&b"\x81"[..], 64, 1000).is_err(), "a map missing its entry");
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct PongMessage {
+    /// One complete msgpack document, accepted by [`value::validate`].
+    bytes: Bytes,
+    /// The depth limit it was checked with (the decode uses the same).
+    max_depth: usize,
+}
+
+impl PongMessage {
+    /// Checks `bytes` as the client checks every received body ([`value::validate`]) and
+    /// keeps them.
+    pub fn decode(
+        bytes: impl Into<Bytes>,
+        max_depth: usize,
+        max_items: usize,
+    ) -> Result<Self, ValueError> {
+        let bytes = bytes.into();
+        value::validate(&bytes, max_depth, max_items)?;
+        Ok(PongMessage::checked(bytes, max_depth))
+    }
+
+    /// `bytes` already passed [`value::validate`] with `max_depth`.
+    pub(crate) fn checked(bytes: Bytes, max_depth: usize) -> Self {
+        PongMessage { bytes, max_depth }
+    }
+
+    /// The pong's bytes, exactly as received.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The server's map, built now (each call builds it anew), with room for `room` more
+    /// entries; an empty map when the pong is not a map (the reference's client expects a
+    /// dict).
+    pub fn to_map(&self, room: usize) -> Value {
+        // Cannot fail: the bytes passed `validate`, which refuses exactly what the decoder
+        // refuses (property-tested). An empty map rather than a panic if it ever did.
+        match value::decode_with_room(&self.bytes, self.max_depth, room) {
+            Ok(data @ Value::Map(_)) => data,
+            _ => map([]),
+        }
+    }
+
+    /// The sequence number of the ping this pong answers, from the echo of the ping
+    /// (`oldmsg.seq`) that a server with write-back on sends.
+    pub fn echoed_seq(&self) -> Option<u64> {
+        let oldmsg = value::lookup(&self.bytes, "oldmsg")?;
+        scalar(value::lookup(oldmsg, "seq")?)?.as_u64()
+    }
+
+    /// The time the server took between the ping's arrival and the pong's departure, by
+    /// its own clock ([`SERVER_TIMING_KEY`]), when it reports it.
+    pub fn server_time(&self) -> Option<std::time::Duration> {
+        let timing = value::lookup(&self.bytes, SERVER_TIMING_KEY)?;
+        let at = |key| scalar(value::lookup(timing, key)?)?.as_f64();
+        std::time::Duration::try_from_secs_f64(at("sendtime")? - at("recvtime")?).ok()
+    }
+}
+
+/// A number (or other value without contents) read from its encoding: decoding it
+/// allocates nothing.
+fn scalar(encoded: &[u8]) -> Option<Value> {
+    value::decode(encoded, 2).ok()
+}
+
+impl std::fmt::Debug for PongMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PongMessage").field(&self.to_map(0)).finish()
+    }
+}
+
 /// One ping as the server sees it, given to the dynamic data provider.
 #[derive(Debug, Clone, Copy)]
 pub struct PingRequest<'a> {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::config::{Limits, RegistrySync};
 use crate::frame::Frame;
-use crate::pong::PingMessage;
+use crate::pong::{PingMessage, PongMessage};
 use crate::registry::Registry;
 use crate::value::{self, get, map, Value};
 
@@ -118,8 +118,8 @@ pub enum Event {
     /// A ping (server side): answer it with a pong. Checked, not decoded: see
     /// [`PingMessage`].
     Ping(PingMessage),
-    /// A pong (client side).
-    Pong(Value),
+    /// A pong (client side). Checked, not decoded: see [`PongMessage`].
+    Pong(PongMessage),
     /// The protocol was broken: send closeconn with this reason and close.
     Close(CloseReason),
     /// The peer sent closeconn (with its reason, if any): close our side.
@@ -240,14 +240,8 @@ pub fn ping_body(out: &mut Vec<u8>, data: &Value, time: f64, seq: u64) {
 }
 
 fn decode(frame: &Frame, max_depth: usize, max_items: usize) -> Result<Value, CloseReason> {
-    // A pong's map gets room for the two keys the ping client adds to it.
-    let room = if frame.id == ids::PONG { PONG_ROOM } else { 0 };
-    value::decode_bounded_with_room(&frame.body, max_depth, max_items, room)
-        .map_err(|e| e.close_reason())
+    value::decode_bounded(&frame.body, max_depth, max_items).map_err(|e| e.close_reason())
 }
-
-/// Entries the ping client adds to a pong's map (`recvtime`, `delay`).
-const PONG_ROOM: usize = 2;
 
 fn peer_closed(body: &Value) -> Step {
     let reason = match get(body, "reason") {
@@ -556,6 +550,20 @@ impl ClientProtocol {
             // protoversion, within the limits. Taken as it is, without building it.
             return self.hello_accepted();
         }
+        if frame.id == ids::PONG
+            && self.state == ClientState::Established
+            && self.conntype == ConnType::Ping
+        {
+            // The pong the connection is for: checked as a decode would check it (the same
+            // refusals), and left for the caller to build if it needs the server's map.
+            return match value::validate(&frame.body, self.max_depth, self.max_items) {
+                Ok(()) => Step::event(Event::Pong(PongMessage::checked(
+                    frame.body,
+                    self.max_depth,
+                ))),
+                Err(e) => self.closing(Step::close(e.close_reason())),
+            };
+        }
         let body = match decode(&frame, self.max_depth, self.max_items) {
             Ok(body) => body,
             Err(reason) => return self.closing(Step::close(reason)),
@@ -571,7 +579,8 @@ impl ClientProtocol {
             }
             (id, ClientState::Established) if id >= 64 => match &self.conntype {
                 ConnType::Ping => match id {
-                    ids::PONG => Step::event(Event::Pong(body)),
+                    // Taken above, without decoding.
+                    ids::PONG => Step::nothing(),
                     ids::PING => Step::close(CloseReason::PingInvalidSide),
                     _ => Step::close(CloseReason::InvalidPingPacket),
                 },
@@ -1028,15 +1037,24 @@ mod tests {
     }
 
     #[test]
-    fn a_pongs_map_has_room_for_the_keys_the_ping_client_adds() {
+    fn a_pong_is_checked_and_built_only_when_asked_with_room_for_more_keys() {
         let mut c = client(ConnType::Ping, &[]);
         c.handle(hello_frame());
         let pong = map([("name", "lobby".into()), ("clients", 3.into())]);
-        let Some(Event::Pong(Value::Map(entries))) = c.handle(frame(65, pong)).event else {
+        let Some(Event::Pong(message)) = c.handle(frame(65, pong.clone())).event else {
+            panic!("a pong");
+        };
+        assert_eq!(message.bytes(), &value::encode(&pong)[..]);
+        let Value::Map(entries) = message.to_map(2) else {
             panic!("a pong's map");
         };
         assert_eq!(entries.len(), 2);
-        assert!(entries.capacity() >= 2 + PONG_ROOM);
+        assert!(entries.capacity() >= 4);
+        // A pong that does not decode is refused as any other body is.
+        let mut c = client(ConnType::Ping, &[]);
+        c.handle(hello_frame());
+        let bad = c.handle(Frame::new(65, Bytes::from_static(b"\x82\xa1a")));
+        assert_eq!(close_reason(&bad), Some(&CloseReason::InvalidPacket));
     }
 
     #[test]
@@ -1047,7 +1065,9 @@ mod tests {
         assert_eq!(st.event, Some(Event::Established(ConnType::Ping)));
         assert_eq!(
             c.handle(frame(65, map([]))).event,
-            Some(Event::Pong(map([])))
+            Some(Event::Pong(
+                PongMessage::decode(value::encode(&map([])), 64, 1000).unwrap()
+            ))
         );
         assert_eq!(
             close_reason(&c.handle(frame(64, map([])))),

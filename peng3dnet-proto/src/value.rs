@@ -73,8 +73,14 @@ pub fn decode(body: &[u8], max_depth: usize) -> Result<Value, ValueError> {
     decode_with_room(body, max_depth, 0)
 }
 
-/// [`decode`], with room for `room` more entries in a top-level map.
-fn decode_with_room(body: &[u8], max_depth: usize, room: usize) -> Result<Value, ValueError> {
+/// [`decode`], with room for `room` more entries in a top-level map: a receiver that adds
+/// keys to the map (the ping client adds `recvtime` and `delay` to a pong's, as the
+/// reference's `pingServer` does) then does not move it to grow it.
+pub(crate) fn decode_with_room(
+    body: &[u8],
+    max_depth: usize,
+    room: usize,
+) -> Result<Value, ValueError> {
     let max_depth = max_depth.min(MAX_DEPTH_CLAMP);
     let depth = max_depth as u16;
     let mut reader = Reader {
@@ -517,31 +523,82 @@ pub fn decode_bounded(
     max_depth: usize,
     max_items: usize,
 ) -> Result<Value, ValueError> {
-    decode_bounded_with_room(body, max_depth, max_items, 0)
-}
-
-/// [`decode_bounded`], with room in a top-level map for `room` entries more than it holds:
-/// a receiver that adds keys to the map (the ping client adds `recvtime` and `delay` to a
-/// pong's, as the reference's `pingServer` does) then does not move it to grow it.
-///
-/// ```
-/// use peng3dnet_proto::value::{decode_bounded_with_room, encode, map};
-///
-/// let body = encode(&map([("name", "lobby".into())]));
-/// let value = decode_bounded_with_room(&body, 16, 1000, 2).unwrap();
-/// let rmpv::Value::Map(entries) = value else { panic!("a map") };
-/// assert_eq!(entries.len(), 1);
-/// assert!(entries.capacity() >= 3);
-/// ```
-pub fn decode_bounded_with_room(
-    body: &[u8],
-    max_depth: usize,
-    max_items: usize,
-    room: usize,
-) -> Result<Value, ValueError> {
     let max_depth = max_depth.min(MAX_DEPTH_CLAMP);
     check_items(body, max_depth, max_items)?;
-    decode_with_room(body, max_depth, room)
+    decode(body, max_depth)
+}
+
+/// The encoded bytes of the value under the string key `key` of the map that `body`
+/// holds (the first such entry, the one [`get`] finds), found without building anything:
+/// `None` when `body` is no map, lacks the key or ends early.
+///
+/// What a receiver uses to read one or two entries of a body it has checked
+/// ([`validate`]) but need not build: the ping client reads a pong's echoed sequence
+/// number and the server's timing this way.
+///
+/// ```
+/// use peng3dnet_proto::value::{decode, encode, lookup, map, Value};
+///
+/// let body = encode(&map([
+///     ("name", "lobby".into()),
+///     ("servertiming", map([("recvtime", Value::F64(2.5))])),
+/// ]));
+/// let timing = lookup(&body, "servertiming").unwrap();
+/// let recvtime = lookup(timing, "recvtime").unwrap();
+/// assert_eq!(decode(recvtime, 4).unwrap(), Value::F64(2.5));
+/// assert_eq!(lookup(&body, "motd"), None);
+/// assert_eq!(lookup(recvtime, "recvtime"), None, "not a map");
+/// ```
+pub fn lookup<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let (&marker, _) = body.split_first()?;
+    let (entries, mut pos) = match marker {
+        0x80..=0x8f => (usize::from(marker & 0x0f), 1),
+        0xde => (
+            usize::from(u16::from_be_bytes(*body.get(1..3)?.first_chunk()?)),
+            3,
+        ),
+        0xdf => (
+            u32::from_be_bytes(*body.get(1..5)?.first_chunk()?) as usize,
+            5,
+        ),
+        _ => return None,
+    };
+    for _ in 0..entries {
+        let key_end = pos + encoded_len_at(body.get(pos..)?)?;
+        let value_end = key_end + encoded_len_at(body.get(key_end..)?)?;
+        if str_bytes(&body[pos..key_end]) == Some(key.as_bytes()) {
+            return Some(&body[key_end..value_end]);
+        }
+        pos = value_end;
+    }
+    None
+}
+
+/// The length of the first msgpack value of `bytes`.
+fn encoded_len_at(bytes: &[u8]) -> Option<usize> {
+    walk(bytes, MAX_DEPTH_CLAMP, usize::MAX)
+        .ok()
+        .map(|walked| walked.end)
+}
+
+/// The UTF-8 bytes of an encoded string (exactly one, nothing after it), or `None` for any
+/// other value.
+fn str_bytes(encoded: &[u8]) -> Option<&[u8]> {
+    let (&marker, rest) = encoded.split_first()?;
+    let (len, rest) = match marker {
+        0xa0..=0xbf => (usize::from(marker & 0x1f), rest),
+        0xd9 => (usize::from(*rest.first()?), rest.get(1..)?),
+        0xda => (
+            usize::from(u16::from_be_bytes(*rest.first_chunk()?)),
+            rest.get(2..)?,
+        ),
+        0xdb => (
+            u32::from_be_bytes(*rest.first_chunk()?) as usize,
+            rest.get(4..)?,
+        ),
+        _ => return None,
+    };
+    (rest.len() == len).then_some(rest)
 }
 
 fn truncated() -> ValueError {

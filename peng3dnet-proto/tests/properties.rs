@@ -387,6 +387,41 @@ proptest! {
     }
 
     #[test]
+    fn lookup_finds_what_get_finds_in_the_built_map(
+        entries in prop::collection::vec(("[a-c]{1,2}", arb_value()), 0..10),
+        // Keys long enough for str8 and str16 headers, too.
+        long in prop_oneof![Just(None), (32usize..300).prop_map(|n| Some("k".repeat(n)))],
+        key in "[a-c]{1,2}",
+    ) {
+        let mut entries: Vec<(Value, Value)> =
+            entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect();
+        if let Some(long) = &long {
+            entries.push((Value::from(long.as_str()), Value::from(1)));
+        }
+        // A key that is no string is skipped, as `get` skips it.
+        entries.insert(0, (Value::from(3), Value::from("not a string key")));
+        let built = Value::Map(entries);
+        let body = value::encode(&built);
+        for key in [Some(key.as_str()), long.as_deref()].into_iter().flatten() {
+            let found = value::lookup(&body, key).map(|b| value::decode(b, DEPTH).unwrap());
+            prop_assert_eq!(found.as_ref(), value::get(&built, key));
+        }
+    }
+
+    #[test]
+    fn lookup_never_panics_and_agrees_with_get_on_what_validates(
+        bytes in arb_bodies(),
+        key in "[a-z_]{0,3}",
+    ) {
+        let found = value::lookup(&bytes, &key);
+        if value::validate(&bytes, DEPTH, usize::MAX).is_ok() {
+            let built = value::decode(&bytes, DEPTH).unwrap();
+            let found = found.map(|b| value::decode(b, DEPTH).unwrap());
+            prop_assert_eq!(found.as_ref(), value::get(&built, &key));
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_the_value_decoder(
         bytes in prop::collection::vec(any::<u8>(), 0..512),
         depth in 0usize..80,

@@ -203,7 +203,7 @@ pub(crate) fn options(
 /// A reply as the seed's `pingServer` returns it: the server's map plus `recvtime` and
 /// `delay`.
 pub(crate) fn reply_dict(py: Python<'_>, reply: &PingReply) -> PyResult<Py<PyAny>> {
-    Ok(to_py(py, &reply.data)?.unbind())
+    Ok(to_py(py, reply.data())?.unbind())
 }
 
 /// The Python result of one ping.

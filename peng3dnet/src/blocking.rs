@@ -33,7 +33,7 @@ use bytes::BytesMut;
 
 use crate::error::{closed_at_hello, greeting_error, FrameError, Phase, PingError};
 use crate::frame::{Frame, FrameCodec};
-use crate::ping::{echoed_seq, finish_reply, PingOptions, PingReply, Timings};
+use crate::ping::{finish_reply, PingOptions, PingReply, Timings};
 use crate::pong::unix_seconds;
 use crate::protocol::{closeconn_frame, ids, ping_body, ClientProtocol, ConnType, Event};
 use crate::registry::Registry;
@@ -395,8 +395,8 @@ impl PingSession {
             let received = Instant::now();
             let recvtime = unix_seconds(SystemTime::now());
             match self.protocol.handle(frame).event {
-                Some(Event::Pong(data)) => {
-                    if echoed_seq(&data).is_some_and(|s| s != seq) {
+                Some(Event::Pong(pong)) => {
+                    if pong.echoed_seq().is_some_and(|s| s != seq) {
                         continue;
                     }
                     self.outstanding = None;
@@ -413,7 +413,7 @@ impl PingSession {
                     };
                     return Ok(finish_reply(
                         seq,
-                        data,
+                        pong,
                         delay,
                         recvtime,
                         timings,

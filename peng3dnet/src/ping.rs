@@ -13,6 +13,7 @@
 //! and the server's own processing time when it reports one.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
@@ -30,7 +31,7 @@ use crate::deadline::Clock;
 pub use crate::error::PingError;
 use crate::error::{FrameError, Phase};
 use crate::frame::{Frame, FrameCodec};
-use crate::pong::{unix_seconds, SERVER_TIMING_KEY};
+use crate::pong::{unix_seconds, PongMessage, SERVER_TIMING_KEY};
 use crate::protocol::{
     closeconn_frame, ids, ping_body, ClientProtocol, CloseReason, ConnType, Event,
 };
@@ -96,13 +97,14 @@ pub struct Timings {
 }
 
 /// A pong, as returned to the caller.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The server's map ([`data`](Self::data)) is built from the pong's bytes the first time
+/// it is asked for, not when the pong arrives: a client that only wants the round trip
+/// (a latency check, `peng3dnet ping`) never pays for it.
+#[derive(Clone)]
 pub struct PingReply {
     /// Sequence number of the ping in its session (0 for the first).
     pub seq: u64,
-    /// The server's whole map plus `recvtime` (Unix seconds) and `delay` (seconds), as
-    /// the reference's `pingServer` returns it.
-    pub data: Value,
     /// Round trip from ping sent to pong received, on a monotonic clock.
     pub delay: Duration,
     /// Each phase's duration.
@@ -111,13 +113,47 @@ pub struct PingReply {
     pub peer: SocketAddr,
     /// How secure the connection was.
     pub security: SecurityLevel,
+    /// The pong as received.
+    pong: PongMessage,
+    /// When it came, in Unix seconds.
+    recvtime: f64,
+    /// [`data`](Self::data), once built.
+    data: OnceLock<Value>,
 }
 
 impl PingReply {
+    /// The server's whole map plus `recvtime` (Unix seconds) and `delay` (seconds), as the
+    /// reference's `pingServer` returns it; built on first use.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), peng3dnet::ping::PingError> {
+    /// use peng3dnet::ping::{ping_server, PingOptions};
+    /// use peng3dnet::value::get;
+    ///
+    /// let reply = ping_server("localhost:8080", &PingOptions::default()).await?;
+    /// let users = get(reply.data(), "clients").and_then(|v| v.as_u64());
+    /// println!("{users:?} users, pong at {:?}", get(reply.data(), "recvtime"));
+    /// # Ok(()) }
+    /// ```
+    pub fn data(&self) -> &Value {
+        self.data.get_or_init(|| {
+            let mut data = self.pong.to_map(LOCAL_KEYS.len());
+            insert(&mut data, "recvtime", Value::F64(self.recvtime));
+            insert(&mut data, "delay", Value::F64(self.delay.as_secs_f64()));
+            data
+        })
+    }
+
+    /// The pong's msgpack body exactly as the server sent it (checked to decode within the
+    /// connection's limits): for a caller that stores or forwards it without building it.
+    pub fn pong_bytes(&self) -> &[u8] {
+        self.pong.bytes()
+    }
+
     /// The server's data without what is not the server's: the echo of our ping
     /// (`oldmsg`), the server's timestamps, and the keys the client library added.
     pub fn server_data(&self) -> Value {
-        let entries = self.data.as_map().map(|m| {
+        let entries = self.data().as_map().map(|m| {
             m.iter()
                 .filter(|(k, _)| {
                     let k = k.as_str().unwrap_or("");
@@ -131,12 +167,12 @@ impl PingReply {
 
     /// The echo of our ping, if the server has write-back on.
     pub fn echo(&self) -> Option<&Value> {
-        get(&self.data, "oldmsg")
+        get(self.data(), "oldmsg")
     }
 
     /// A value of the server's data by key.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        get(&self.data, key)
+        get(self.data(), key)
     }
 
     /// The server's data as a serde type (extra keys are ignored unless the type denies
@@ -151,6 +187,32 @@ impl PingReply {
     /// ```
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, crate::ValueError> {
         value::from_value(self.server_data())
+    }
+}
+
+/// Equal when every field and the server's map are.
+impl PartialEq for PingReply {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+            && self.delay == other.delay
+            && self.timings == other.timings
+            && self.peer == other.peer
+            && self.security == other.security
+            && self.data() == other.data()
+    }
+}
+
+/// Shows the server's map as [`data`](PingReply::data) returns it.
+impl std::fmt::Debug for PingReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PingReply")
+            .field("seq", &self.seq)
+            .field("data", self.data())
+            .field("delay", &self.delay)
+            .field("timings", &self.timings)
+            .field("peer", &self.peer)
+            .field("security", &self.security)
+            .finish()
     }
 }
 
@@ -426,9 +488,9 @@ impl PingSession {
             let received = Instant::now();
             let recvtime = unix_seconds(SystemTime::now());
             match on_pong_wait(&mut self.protocol, read, seq) {
-                Ok(Some(data)) => {
+                Ok(Some(pong)) => {
                     self.outstanding = None;
-                    return Ok(self.reply(seq, data, sent, received, recvtime));
+                    return Ok(self.reply(seq, pong, sent, received, recvtime));
                 }
                 Ok(None) => continue,
                 Err(stop) => {
@@ -444,7 +506,7 @@ impl PingSession {
     fn reply(
         &mut self,
         seq: u64,
-        data: Value,
+        pong: PongMessage,
         sent: Instant,
         received: Instant,
         recvtime: f64,
@@ -462,7 +524,7 @@ impl PingSession {
         };
         finish_reply(
             seq,
-            data,
+            pong,
             delay,
             recvtime,
             timings,
@@ -777,7 +839,7 @@ pub(crate) async fn one_shot<H>(
         Err(PingError::ClosedByPeer(_) | PingError::Protocol(_) | PingError::ProtocolMismatch) => {}
         Err(_) => wire.close(&mut clock, &CloseReason::Timeout).await,
     }
-    let (data, received, recvtime) = result?;
+    let (pong, received, recvtime) = result?;
     let timings = Timings {
         resolve: shot.resolve,
         connect: connected - connect_start - tls,
@@ -788,7 +850,7 @@ pub(crate) async fn one_shot<H>(
     };
     Ok(finish_reply(
         0,
-        data,
+        pong,
         received - sent,
         recvtime,
         timings,
@@ -804,7 +866,7 @@ async fn await_pong<H>(
     protocol: &mut ClientProtocol,
     clock: &mut Clock<'_, H>,
     peer: SocketAddr,
-) -> Result<(Value, Instant, f64), PingError> {
+) -> Result<(PongMessage, Instant, f64), PingError> {
     let after = clock.deadline().saturating_duration_since(Instant::now());
     loop {
         let Some(read) = clock.within(wire.next_frame()).await else {
@@ -896,7 +958,7 @@ fn on_pong_wait(
     protocol: &mut ClientProtocol,
     read: Option<Result<Frame, FrameError>>,
     seq: u64,
-) -> Result<Option<Value>, Stop> {
+) -> Result<Option<PongMessage>, Stop> {
     let frame = match read {
         Some(Ok(frame)) => frame,
         Some(Err(FrameError::Io(e))) => return Err(Stop::quietly(PingError::Io(e))),
@@ -907,8 +969,8 @@ fn on_pong_wait(
         None => return Err(Stop::quietly(PingError::ClosedByPeer(None))),
     };
     match protocol.handle(frame).event {
-        Some(Event::Pong(data)) if echoed_seq(&data).is_some_and(|s| s != seq) => Ok(None),
-        Some(Event::Pong(data)) => Ok(Some(data)),
+        Some(Event::Pong(pong)) if pong.echoed_seq().is_some_and(|s| s != seq) => Ok(None),
+        Some(Event::Pong(pong)) => Ok(Some(pong)),
         Some(Event::PeerClosed(reason)) => Err(Stop::quietly(PingError::ClosedByPeer(reason))),
         Some(Event::Close(reason)) => {
             Err(Stop::closing(reason.clone(), PingError::Protocol(reason)))
@@ -917,42 +979,28 @@ fn on_pong_wait(
     }
 }
 
-/// A pong as a [`PingReply`]: adds `recvtime` and `delay` to the server's map (as the
-/// reference's `pingServer` does) and reads the server's own timing when it reports one.
+/// A pong as a [`PingReply`], with the server's own timing when it reports one; the map
+/// (with `recvtime` and `delay` added, as the reference's `pingServer` does) is built when
+/// first asked for.
 pub(crate) fn finish_reply(
     seq: u64,
-    mut data: Value,
+    pong: PongMessage,
     delay: Duration,
     recvtime: f64,
     mut timings: Timings,
     peer: SocketAddr,
     security: SecurityLevel,
 ) -> PingReply {
-    if !data.is_map() {
-        data = map([]);
-    }
-    let server = get(&data, SERVER_TIMING_KEY).and_then(|t| {
-        let recv = get(t, "recvtime")?.as_f64()?;
-        let send = get(t, "sendtime")?.as_f64()?;
-        Duration::try_from_secs_f64(send - recv).ok()
-    });
-    insert(&mut data, "recvtime", Value::F64(recvtime));
-    insert(&mut data, "delay", Value::F64(delay.as_secs_f64()));
     timings.ping = delay;
-    timings.server = server;
+    timings.server = pong.server_time();
     PingReply {
         seq,
-        data,
         delay,
         timings,
         peer,
         security,
+        pong,
+        recvtime,
+        data: OnceLock::new(),
     }
-}
-
-/// The sequence number a pong echoes (from its `oldmsg`), if the server has write-back on.
-pub(crate) fn echoed_seq(pong: &Value) -> Option<u64> {
-    get(pong, "oldmsg")
-        .and_then(|m| get(m, "seq"))
-        .and_then(Value::as_u64)
 }

@@ -80,7 +80,7 @@ async fn the_blocking_server_works_inside_a_runtime_too() {
     )
     .unwrap();
     let reply = blocking::ping_server(server.local_addr().to_string(), &options()).unwrap();
-    assert_eq!(get(&reply.data, "k").and_then(Value::as_u64), Some(1));
+    assert_eq!(get(reply.data(), "k").and_then(Value::as_u64), Some(1));
     server.shutdown();
 }
 

@@ -142,7 +142,7 @@ async fn v1_and_v2_headers_name_the_client_in_pongs_and_handles() {
         let reply = ping_server(&balancer.to_string(), &from(source))
             .await
             .unwrap();
-        let peer = peer_in(&reply.data);
+        let peer = peer_in(reply.data());
         assert_eq!(peer.ip(), source.parse::<IpAddr>().unwrap());
         assert!(seen.all().contains(&peer), "{peer} not in {:?}", seen.all());
     }
@@ -334,7 +334,7 @@ async fn untrusted_sources_are_refused_even_with_a_header() {
     let reply = ping_server(&balancer.to_string(), &from("127.0.0.9"))
         .await
         .unwrap();
-    assert_eq!(peer_in(&reply.data).ip().to_string(), "127.0.0.9");
+    assert_eq!(peer_in(reply.data()).ip().to_string(), "127.0.0.9");
     assert_eq!(seen.all().len(), 1);
     server.shutdown().await;
 }
@@ -385,7 +385,7 @@ async fn the_header_comes_before_tls() {
         ..from("127.0.0.4")
     };
     let reply = ping_server(&balancer.to_string(), &options).await.unwrap();
-    assert_eq!(peer_in(&reply.data).ip().to_string(), "127.0.0.4");
+    assert_eq!(peer_in(reply.data()).ip().to_string(), "127.0.0.4");
     server.shutdown().await;
 }
 
@@ -401,7 +401,7 @@ async fn ping_from_a_chosen_source_address() {
         .unwrap();
     let target = server.local_addr().to_string();
     let reply = ping_server(&target, &from("127.0.0.5")).await.unwrap();
-    assert_eq!(peer_in(&reply.data).ip().to_string(), "127.0.0.5");
+    assert_eq!(peer_in(reply.data()).ip().to_string(), "127.0.0.5");
     // The blocking client too.
     let options = from("127.0.0.6");
     let reply = tokio::task::spawn_blocking(move || {
@@ -410,7 +410,7 @@ async fn ping_from_a_chosen_source_address() {
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(peer_in(&reply.data).ip().to_string(), "127.0.0.6");
+    assert_eq!(peer_in(reply.data()).ip().to_string(), "127.0.0.6");
     // A source of the other family is a clear error, not a hang.
     let err = ping_server(&server.local_addr().to_string(), &from("::1"))
         .await
