@@ -64,8 +64,7 @@ impl PingMessage {
         max_depth: usize,
         max_items: usize,
     ) -> Result<Self, ValueError> {
-        let bytes = bytes.into();
-        value::validate(&bytes, max_depth, max_items)?;
+        let bytes = validated(bytes.into(), max_depth, max_items)?;
         Ok(PingMessage::checked(bytes, max_depth))
     }
 
@@ -150,8 +149,7 @@ impl PongMessage {
         max_depth: usize,
         max_items: usize,
     ) -> Result<Self, ValueError> {
-        let bytes = bytes.into();
-        value::validate(&bytes, max_depth, max_items)?;
+        let bytes = validated(bytes.into(), max_depth, max_items)?;
         Ok(PongMessage::checked(bytes, max_depth))
     }
 
@@ -191,6 +189,12 @@ impl PongMessage {
         let at = |key| scalar(value::lookup(timing, key)?)?.as_f64();
         std::time::Duration::try_from_secs_f64(at("sendtime")? - at("recvtime")?).ok()
     }
+}
+
+/// `bytes`, once [`value::validate`] accepts them: what a received message keeps.
+fn validated(bytes: Bytes, max_depth: usize, max_items: usize) -> Result<Bytes, ValueError> {
+    value::validate(&bytes, max_depth, max_items)?;
+    Ok(bytes)
 }
 
 /// A number (or other value without contents) read from its encoding: decoding it
