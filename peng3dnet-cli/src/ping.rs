@@ -266,7 +266,9 @@ pub(crate) async fn run_targets(targets: Vec<Named>, settings: Settings) -> Exit
             out: out.clone(),
             _slot: slot,
         };
-        tasks.spawn(run_target(run, stop.clone()));
+        // Boxed: a task's future is copied whole when spawned and at each change of its
+        // stage, and a target's is a kilobyte or more.
+        tasks.spawn(Box::pin(run_target(run, stop.clone())));
         // The tasks that ended are taken as the list goes on: a task's memory (sized for
         // its whole ping) is then freed and reused, not held for every target of the list
         // until the last has started.

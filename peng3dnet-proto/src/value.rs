@@ -574,11 +574,23 @@ pub fn lookup<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
     None
 }
 
-/// The length of the first msgpack value of `bytes`.
+/// The length of the first msgpack value of `bytes`: a plain count of the values still to
+/// skip, without the depth and item checks of [`walk`] (`lookup` reads bodies already
+/// checked; on others it still ends, every value taking a byte).
 fn encoded_len_at(bytes: &[u8]) -> Option<usize> {
-    walk(bytes, MAX_DEPTH_CLAMP, usize::MAX)
-        .ok()
-        .map(|walked| walked.end)
+    let mut pos = 0usize;
+    let mut pending = 1usize;
+    while pending > 0 {
+        let marker = *bytes.get(pos)?;
+        pos += 1;
+        let (skip, children) = shape(marker, bytes, &mut pos).ok()?;
+        pos = pos.checked_add(skip).filter(|&end| end <= bytes.len())?;
+        pending = (pending - 1).saturating_add(children);
+        if pending > bytes.len() - pos {
+            return None;
+        }
+    }
+    Some(pos)
 }
 
 /// The UTF-8 bytes of an encoded string (exactly one, nothing after it), or `None` for any
@@ -711,18 +723,70 @@ impl Outer {
 }
 
 /// The walk of [`check_items`] and [`validate`].
-fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<Walked, ValueError> {
-    fn length(body: &[u8], pos: &mut usize, width: usize) -> Result<usize, ValueError> {
+/// Why [`shape`] cannot read a value's header.
+enum Malformed {
+    /// The header's length runs past the end.
+    Truncated,
+    /// The marker 0xc1, never used.
+    Marker,
+}
+
+impl From<Malformed> for ValueError {
+    fn from(m: Malformed) -> ValueError {
+        match m {
+            Malformed::Truncated => truncated(),
+            Malformed::Marker => ValueError::Decode("invalid marker 0xc1".into()),
+        }
+    }
+}
+
+/// What a value with this marker holds after its header: the payload bytes to skip and the
+/// values it contains. `pos` is just after the marker and moves past a length in the
+/// header.
+#[inline(always)]
+fn shape(marker: u8, body: &[u8], pos: &mut usize) -> Result<(usize, usize), Malformed> {
+    fn length(body: &[u8], pos: &mut usize, width: usize) -> Result<usize, Malformed> {
         let end = pos
             .checked_add(width)
             .filter(|&end| end <= body.len())
-            .ok_or_else(truncated)?;
+            .ok_or(Malformed::Truncated)?;
         let n = body[*pos..end]
             .iter()
             .fold(0usize, |n, &b| (n << 8) | usize::from(b));
         *pos = end;
         Ok(n)
     }
+    Ok(match marker {
+        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+        0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+        0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+        0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+        0xc4 | 0xd9 => (length(body, pos, 1)?, 0),
+        0xc5 | 0xda => (length(body, pos, 2)?, 0),
+        0xc6 | 0xdb => (length(body, pos, 4)?, 0),
+        // ext 8/16/32: length, then a type byte, then the data
+        0xc7 => (length(body, pos, 1)? + 1, 0),
+        0xc8 => (length(body, pos, 2)? + 1, 0),
+        0xc9 => (length(body, pos, 4)?.saturating_add(1), 0),
+        0xcc | 0xd0 => (1, 0),
+        0xcd | 0xd1 => (2, 0),
+        0xca | 0xce | 0xd2 => (4, 0),
+        0xcb | 0xcf | 0xd3 => (8, 0),
+        // fixext 1/2/4/8/16: a type byte, then the data
+        0xd4 => (2, 0),
+        0xd5 => (3, 0),
+        0xd6 => (5, 0),
+        0xd7 => (9, 0),
+        0xd8 => (17, 0),
+        0xdc => (0, length(body, pos, 2)?),
+        0xdd => (0, length(body, pos, 4)?),
+        0xde => (0, 2 * length(body, pos, 2)?),
+        0xdf => (0, length(body, pos, 4)?.saturating_mul(2)),
+        _ => return Err(Malformed::Marker),
+    })
+}
+
+fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<Walked, ValueError> {
     let mut pos = 0usize;
     // Values announced (by the root or by containers) and not yet walked.
     let mut pending = 1usize;
@@ -752,36 +816,7 @@ fn walk(body: &[u8], max_depth: usize, max_items: usize) -> Result<Walked, Value
         // `check_items`, so that the error is the one `decode_bounded` gives.
         let depth_left = max_depth.saturating_sub(2 * level);
         too_deep |= depth_left < depth_needed(marker);
-        // (payload bytes to skip, values this one contains)
-        let (skip, children) = match marker {
-            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
-            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
-            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
-            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
-            0xc4 | 0xd9 => (length(body, &mut pos, 1)?, 0),
-            0xc5 | 0xda => (length(body, &mut pos, 2)?, 0),
-            0xc6 | 0xdb => (length(body, &mut pos, 4)?, 0),
-            // ext 8/16/32: length, then a type byte, then the data
-            0xc7 => (length(body, &mut pos, 1)? + 1, 0),
-            0xc8 => (length(body, &mut pos, 2)? + 1, 0),
-            0xc9 => (length(body, &mut pos, 4)?.saturating_add(1), 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xca | 0xce | 0xd2 => (4, 0),
-            0xcb | 0xcf | 0xd3 => (8, 0),
-            // fixext 1/2/4/8/16: a type byte, then the data
-            0xd4 => (2, 0),
-            0xd5 => (3, 0),
-            0xd6 => (5, 0),
-            0xd7 => (9, 0),
-            0xd8 => (17, 0),
-            0xdc => (0, length(body, &mut pos, 2)?),
-            0xdd => (0, length(body, &mut pos, 4)?),
-            0xde => (0, 2 * length(body, &mut pos, 2)?),
-            0xdf => (0, length(body, &mut pos, 4)?.saturating_mul(2)),
-            // 0xc1 is never used
-            _ => return Err(ValueError::Decode("invalid marker 0xc1".into())),
-        };
+        let (skip, children) = shape(marker, body, &mut pos)?;
         pos = pos
             .checked_add(skip)
             .filter(|&end| end <= body.len())
