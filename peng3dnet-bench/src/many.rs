@@ -1,6 +1,7 @@
 //! `peng3dnet-bench many`: a list of distinct targets pinged once each, the way a server
 //! browser or a fleet check does it, through the library's `ping_many` (in this process)
-//! or through the `peng3dnet` CLI (`--cli PATH`: `ping -c 1 --json -f -`). Prints the wall
+//! or through the `peng3dnet` CLI (`--cli PATH`: `ping -c 1 --json -f LIST`, its output to a
+//! file, both in the temporary directory). Prints the wall
 //! time, targets per second, peak RSS, and how each kind of target was reported.
 //!
 //! Targets are distinct loopback addresses 127.a.b.c of the server's port (the server must
@@ -9,7 +10,6 @@
 //! but never says hello.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ pub struct ManyArgs {
     /// Targets at once (default: the library's, from the open-files limit).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Run this `peng3dnet` binary (`ping -c 1 --json -f -`) instead of the library in
+    /// Run this `peng3dnet` binary (`ping -c 1 --json -f LIST`) instead of the library in
     /// process.
     #[arg(long, value_name = "PATH")]
     pub cli: Option<String>,
@@ -195,39 +195,54 @@ pub(crate) async fn run(args: ManyArgs) -> Exit {
             rss_kib = own_peak_rss_kib();
         }
         Some(cli) => {
+            // The list and the output are files, as for a cron job's run: a reader of the
+            // output on the other end of a pipe would take CPU from the run it measures
+            // (two cores here), and the CLI would wait for it when the pipe is full.
+            let dir = std::env::temp_dir();
+            let stem = format!("peng3dnet-bench-many-{}", std::process::id());
+            let list_path = dir.join(format!("{stem}.list"));
+            let out_path = dir.join(format!("{stem}.json"));
+            let files = std::fs::write(&list_path, list.as_bytes())
+                .and_then(|()| std::fs::File::create(&out_path));
+            let out_file = match files {
+                Ok(file) => file,
+                Err(e) => {
+                    error(format!(
+                        "cannot write the list or the output in {}: {e}",
+                        dir.display()
+                    ));
+                    return Exit::System;
+                }
+            };
             let mut command = Command::new(cli);
-            command.args(["ping", "-c", "1", "--json", "-f", "-", "-W"]);
+            command.args(["ping", "-c", "1", "--json", "-f"]);
+            command.arg(&list_path);
+            command.arg("-W");
             command.arg(args.timeout.as_secs_f64().to_string());
             if let Some(c) = args.concurrency {
                 command.args(["--concurrency", &c.to_string()]);
             }
-            let child = command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut child = match child {
-                Ok(child) => child,
-                Err(e) => {
+            command
+                .stdin(Stdio::null())
+                .stdout(out_file)
+                .stderr(Stdio::null());
+            let started = Instant::now();
+            let status = tokio::task::spawn_blocking(move || command.status()).await;
+            wall = started.elapsed();
+            let output = std::fs::read(&out_path);
+            let _ = std::fs::remove_file(&list_path);
+            let _ = std::fs::remove_file(&out_path);
+            let output = match (status, output) {
+                (Ok(Ok(_)), Ok(output)) => output,
+                (Ok(Err(e)), _) => {
                     error(format!("cannot run {cli}: {e}"));
                     return Exit::System;
                 }
-            };
-            let mut stdin = child.stdin.take();
-            let writer = std::thread::spawn(move || {
-                if let Some(stdin) = stdin.as_mut() {
-                    let _ = stdin.write_all(list.as_bytes());
-                }
-            });
-            let output = match tokio::task::spawn_blocking(move || child.wait_with_output()).await {
-                Ok(Ok(output)) => output,
                 _ => {
-                    error("the CLI did not finish");
+                    error("the CLI did not finish, or its output could not be read");
                     return Exit::System;
                 }
             };
-            wall = started.elapsed();
-            let _ = writer.join();
             let index: std::collections::HashMap<&str, usize> = targets
                 .iter()
                 .enumerate()
@@ -235,7 +250,7 @@ pub(crate) async fn run(args: ManyArgs) -> Exit {
                 .collect();
             // One error record per failed ping (with its kind), one summary per target.
             let mut reasons: std::collections::HashMap<usize, String> = Default::default();
-            for line in String::from_utf8_lossy(&output.stdout).lines() {
+            for line in String::from_utf8_lossy(&output).lines() {
                 let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
                     continue;
                 };
