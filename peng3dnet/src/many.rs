@@ -405,7 +405,7 @@ pub struct Limiter {
     next_start: Mutex<Instant>,
     spacing: Duration,
     /// Per address: a lock held while it is pinged, with the time of the last start.
-    addrs: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    addrs: Mutex<Gates>,
     /// Places for pings in their first FRESH_HOLD.
     fresh: Semaphore,
 }
@@ -423,7 +423,7 @@ impl Limiter {
             rate_gap,
             next_start: Mutex::new(Instant::now()),
             spacing,
-            addrs: Mutex::new(HashMap::new()),
+            addrs: Mutex::new(Gates::default()),
             fresh: Semaphore::new(concurrency.min(FRESH_PINGS)),
         }
     }
@@ -500,10 +500,11 @@ impl Limiter {
         let Some(key) = addrs.first().copied() else {
             return Err(PingError::State("no address to connect to"));
         };
-        let gate = {
-            let mut map = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(key).or_default().clone()
-        };
+        let gate = self
+            .addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gate(key, self.spacing);
         let result = {
             let mut last = gate.lock().await;
             if let Some(last) = *last {
@@ -523,13 +524,38 @@ impl Limiter {
             };
             result
         };
-        // Forget an address nobody else is waiting for, so a long stream of targets does
-        // not grow the map; its spacing only matters while others wait.
-        let mut map = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
-        if Arc::strong_count(&gate) == 2 {
-            map.remove(&key);
-        }
         result
+    }
+}
+
+/// A lock per address (held while it is pinged) with the start of its last ping.
+type Gate = Arc<tokio::sync::Mutex<Option<Instant>>>;
+
+/// The addresses pinged lately, each with its [`Gate`].
+#[derive(Debug, Default)]
+struct Gates {
+    map: HashMap<SocketAddr, Gate>,
+    /// Size of the map at which the next sweep runs.
+    sweep_at: usize,
+}
+
+impl Gates {
+    /// The gate of `addr`, made if there is none. An address is kept while a ping of it
+    /// runs or waits, and for `spacing` after its last start, so that a ping of it that
+    /// comes later is spaced too; older ones are swept from time to time (when the map has
+    /// doubled since the last sweep), so a long stream of targets does not grow the map.
+    fn gate(&mut self, addr: SocketAddr, spacing: Duration) -> Gate {
+        if self.map.len() >= self.sweep_at {
+            let now = Instant::now();
+            self.map.retain(|_, gate| {
+                Arc::strong_count(gate) > 1
+                    || gate
+                        .try_lock()
+                        .map_or(true, |last| last.is_some_and(|t| t + spacing > now))
+            });
+            self.sweep_at = (2 * self.map.len()).max(64);
+        }
+        self.map.entry(addr).or_default().clone()
     }
 }
 

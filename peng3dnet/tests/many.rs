@@ -205,6 +205,20 @@ async fn ping_many_retries_and_keeps_to_one_ping_per_address_at_a_time() {
     }
     assert_eq!(n, 3);
     assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // One at a time: each ping of the address is over before the next starts, and the
+    // next still waits for the spacing.
+    let options = ManyOptions {
+        spacing: Duration::from_millis(100),
+        concurrency: Some(1),
+        ..ManyOptions::default()
+    };
+    let started = Instant::now();
+    let mut results = ping_many([server.local_addr(); 3], options);
+    while let Some(done) = results.next().await {
+        done.result.unwrap();
+    }
+    assert!(started.elapsed() >= Duration::from_millis(200));
     server.shutdown().await;
 }
 
