@@ -4,7 +4,8 @@
 # Builds the release binaries, starts `peng3dnet serve --bind 0.0.0.0:0`, then REPEAT times,
 # alternating: the load generator's transaction mode (256 connections, 2 threads, 3 s),
 # `peng3dnet-bench many` of 10,000 distinct targets through the library and through the
-# CLI, all under `ulimit -n 1024`; then the mixed list (20 % closed, 10 % silent, -W 2).
+# CLI, all under `ulimit -n 1024`, each run on addresses no run before it used; then the
+# mixed list (20 % closed, 10 % silent, -W 2).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -25,8 +26,10 @@ rate() { grep -oE '[0-9.]+(/s\)| targets/s)' | grep -oE '^[0-9.]+' | head -1; }
 for i in $(seq "$REPEAT"); do
     echo "--- round $i"
     load="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench load 127.0.0.1:$PORT --mode transaction -c 256 -t 2 -d 3 --warmup 1" | sed -n 2p)"
-    lib="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000" | sed -n '2p;$p')"
-    cli="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --cli $BIN/peng3dnet" | sed -n '2p;$p')"
+    # Each run on addresses of its own (--first): a run on the addresses of the one
+    # before would meet that run's TIME_WAIT entries when its ports are picked.
+    lib="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $((20000 * i))" | sed -n '2p;$p')"
+    cli="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $((20000 * i + 10000)) --cli $BIN/peng3dnet" | sed -n '2p;$p')"
     printf '%s\n%s\n%s\n' "$load" "$lib" "$cli"
     echo "$(echo "$load" | rate) $(echo "$lib" | rate) $(echo "$cli" | rate)" >> "$RATIOS"
 done
@@ -47,9 +50,10 @@ awk '{ l[NR] = 100 * $2 / $1; c[NR] = 100 * $3 / $1 }
 # The mixed list under the machine's own limit (the soft limit is raised to the hard one,
 # so every silent target can wait at once), then under ulimit -n 1024.
 echo "--- mixed list (20 % closed, 10 % silent), -W 2, library then CLI, ulimit -n $(ulimit -Hn) (hard)"
-"$BIN/peng3dnet-bench" many --port "$PORT" -n 10000 --closed-percent 20 --silent-percent 10 -W 2
-"$BIN/peng3dnet-bench" many --port "$PORT" -n 10000 --closed-percent 20 --silent-percent 10 -W 2 --cli "$BIN/peng3dnet"
+MIXED=$((20000 * (REPEAT + 1)))
+"$BIN/peng3dnet-bench" many --port "$PORT" -n 10000 --first "$MIXED" --closed-percent 20 --silent-percent 10 -W 2
+"$BIN/peng3dnet-bench" many --port "$PORT" -n 10000 --first "$((MIXED + 10000))" --closed-percent 20 --silent-percent 10 -W 2 --cli "$BIN/peng3dnet"
 echo "--- mixed list, ulimit -n 1024, library then CLI"
-sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --closed-percent 20 --silent-percent 10 -W 2"
-sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --closed-percent 20 --silent-percent 10 -W 2 --cli $BIN/peng3dnet"
+sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $((MIXED + 20000)) --closed-percent 20 --silent-percent 10 -W 2"
+sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $((MIXED + 30000)) --closed-percent 20 --silent-percent 10 -W 2 --cli $BIN/peng3dnet"
 echo "load after: $(uptime | sed 's/.*load average: //')"
