@@ -4,8 +4,9 @@
 # Builds the release binaries, starts `peng3dnet serve --bind 0.0.0.0:0`, then REPEAT times,
 # alternating: the load generator's transaction mode (256 connections, 2 threads, 3 s),
 # `peng3dnet-bench many` of 10,000 distinct targets through the library and through the
-# CLI, all under `ulimit -n 1024`, each run on addresses no run before it used; then the
-# mixed list (20 % closed, 10 % silent, -W 2).
+# CLI, all under `ulimit -n 1024` (with FRESH=1 in the environment, each run on addresses
+# no run before it used); then the mixed list (20 % closed, 10 % silent, -W 2), on
+# addresses of its own.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,7 +19,7 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null; rm -f "$OUT"' EXIT
 for _ in $(seq 50); do grep -q "listening on" "$OUT" && break; sleep 0.1; done
 PORT="$(head -1 "$OUT" | sed 's/.*://')"
-echo "date: $(date -u)   load: $(uptime | sed 's/.*load average: //')   ulimit -n 1024"
+echo "date: $(date -u)   load: $(uptime | sed 's/.*load average: //')   ulimit -n 1024   FRESH=${FRESH:-0}"
 RATIOS="$(mktemp)"
 trap 'kill $SERVER 2>/dev/null; rm -f "$OUT" "$RATIOS"' EXIT
 # The per-second figure of a line ("(21657.3/s)" or "13265 targets/s").
@@ -26,10 +27,11 @@ rate() { grep -oE '[0-9.]+(/s\)| targets/s)' | grep -oE '^[0-9.]+' | head -1; }
 for i in $(seq "$REPEAT"); do
     echo "--- round $i"
     load="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench load 127.0.0.1:$PORT --mode transaction -c 256 -t 2 -d 3 --warmup 1" | sed -n 2p)"
-    # Each run on addresses of its own (--first): a run on the addresses of the one
-    # before would meet that run's TIME_WAIT entries when its ports are picked.
-    lib="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $((20000 * i))" | sed -n '2p;$p')"
-    cli="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $((20000 * i + 10000)) --cli $BIN/peng3dnet" | sed -n '2p;$p')"
+    # FRESH=1: each run on addresses no run before it used (--first), the first ping of
+    # a list; by default every run on the same 10,000, warm as the load generator's one.
+    if [ "${FRESH:-0}" = 1 ]; then first_lib=$((20000 * i)); first_cli=$((20000 * i + 10000)); else first_lib=0; first_cli=0; fi
+    lib="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $first_lib" | sed -n '2p;$p')"
+    cli="$(sh -c "ulimit -n 1024; exec $BIN/peng3dnet-bench many --port $PORT -n 10000 --first $first_cli --cli $BIN/peng3dnet" | sed -n '2p;$p')"
     printf '%s\n%s\n%s\n' "$load" "$lib" "$cli"
     echo "$(echo "$load" | rate) $(echo "$lib" | rate) $(echo "$cli" | rate)" >> "$RATIOS"
 done

@@ -39,10 +39,10 @@ pub struct ManyArgs {
     /// Targets at once (default: the library's, from the open-files limit).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Index of the first target's address (127.0.0.1 is 0): runs that follow one another
-    /// on fresh addresses. A run's connections leave TIME_WAIT entries for its addresses
-    /// behind for a minute, and a run on the same addresses meets them when the kernel
-    /// picks its ports, which slows it (BENCHMARKS.md, "Many targets at once").
+    /// Index of the first target's address (127.0.0.1 is 0), for runs on addresses no run
+    /// has used lately. The kernel keeps state per destination for a while (TIME_WAIT
+    /// entries, TCP metrics), and a run on fresh addresses costs more than one on the
+    /// addresses of a run a moment before (BENCHMARKS.md, "Many targets at once").
     #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u64).range(0..=12_000_000))]
     pub first: u64,
     /// Run this `peng3dnet` binary (`ping -c 1 --json -f LIST`) instead of the library in
