@@ -505,26 +505,22 @@ impl Limiter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .gate(key, self.spacing);
-        let result = {
-            let mut last = gate.lock().await;
-            if let Some(last) = *last {
-                sleep_until(last + self.spacing).await;
-            }
-            let mut backoff = Duration::from_millis(10);
-            let result = loop {
-                self.rate_slot().await;
-                *last = Some(Instant::now());
-                match self.fresh_ping(addrs, host, options, timeout).await {
-                    Err(e) if e.is_local_exhaustion() => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
-                    }
-                    result => break result,
+        let mut last = gate.lock().await;
+        if let Some(last) = *last {
+            sleep_until(last + self.spacing).await;
+        }
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            self.rate_slot().await;
+            *last = Some(Instant::now());
+            match self.fresh_ping(addrs, host, options, timeout).await {
+                Err(e) if e.is_local_exhaustion() => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
-            };
-            result
-        };
-        result
+                result => return result,
+            }
+        }
     }
 }
 
