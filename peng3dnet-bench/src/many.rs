@@ -153,15 +153,16 @@ pub(crate) async fn run(args: ManyArgs) -> Exit {
     let (closed_n, silent_n) = (count(Kind::Closed), count(Kind::Silent));
     // The CLI's input, made before the clock starts (a user has the file already).
     let list: String = targets.iter().map(|t| format!("{t}\n")).collect();
-    // The wall time: from here to the last result (library) or to the CLI's exit; the
-    // benchmark's own reading of the CLI's output afterwards is not the CLI's time.
-    let started = Instant::now();
+    // The wall time: from the start of `ping_many` to its last result (library), or from
+    // the CLI's start to its exit; the bench's own writing of the list and reading of the
+    // output are not the CLI's time.
     let wall;
     // Per kind: reason -> count ("ok" for a reply).
     let mut outcome: BTreeMap<Kind, BTreeMap<String, u64>> = BTreeMap::new();
     let rss_kib;
     match &args.cli {
         None => {
+            let started = Instant::now();
             let mut options = ManyOptions {
                 concurrency: args.concurrency,
                 spacing: Duration::ZERO,

@@ -240,6 +240,12 @@ async fn ping_returns_server_data_delay_and_timings() {
             ),
         ])
     );
+    // The pong's bytes as the server sent them: its map, without the two keys the client
+    // adds to `data()`.
+    let sent = peng3dnet::value::decode(reply.pong_bytes(), 64).unwrap();
+    assert_eq!(get(&sent, "name"), reply.get("name"));
+    assert_eq!(get(&sent, "recvtime"), None);
+    assert!(reply.get("recvtime").is_some());
     let echo = reply.echo().unwrap();
     assert_eq!(get(echo, "x"), Some(&Value::from(1)));
     assert!(get(echo, "time").unwrap().as_f64().unwrap() > 1.7e9);
