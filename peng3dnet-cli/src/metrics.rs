@@ -31,7 +31,8 @@ pub struct TypeLabel {
     pub r#type: String,
 }
 
-/// Labels of closes: the closeconn reason (`socketclose` without one) and who closed.
+/// Labels of closes: the closeconn reason (`socketclose` without one, `other` for a reason
+/// outside the protocol's) and who closed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CloseLabels {
     /// The reason.
@@ -102,7 +103,7 @@ impl Metrics {
         let closes = Family::<CloseLabels, Counter>::default();
         registry.register(
             "peng3dnet_closes",
-            "Connections closed, by closeconn reason and by who closed (server, peer, socket)",
+            "Connections closed, by closeconn reason (other: not one of the protocol) and by who closed (server, peer, socket)",
             closes.clone(),
         );
         let refusals = Family::<ReasonLabel, Counter>::default();
@@ -257,25 +258,24 @@ impl ServerObserver for Metrics {
                 self.accepted.get_or_create(&label("none")).inc();
             }
         }
+        // Bounded labels only: a reason outside the protocol's (which a peer may choose
+        // freely, of any length and with any bytes) is counted as `other`.
         let (by, reason) = match closed {
-            Closed::ByUs(reason) => ("server", reason.as_str().to_owned()),
+            Closed::ByUs(reason) => ("server", reason.metric_label()),
             Closed::ByPeer(reason) => (
                 "peer",
-                reason
-                    .as_ref()
-                    .map_or("none", CloseReason::as_str)
-                    .to_owned(),
+                reason.as_ref().map_or("none", CloseReason::metric_label),
             ),
-            Closed::SocketClosed => ("socket", CloseReason::SocketClose.as_str().to_owned()),
+            Closed::SocketClosed => ("socket", CloseReason::SocketClose.metric_label()),
         };
         if let Closed::ByUs(r) = closed {
             if !matches!(r, CloseReason::PingComplete | CloseReason::ServerShutdown) {
-                self.refused(r.as_str());
+                self.refused(r.metric_label());
             }
         }
         self.closes
             .get_or_create(&CloseLabels {
-                reason,
+                reason: reason.to_owned(),
                 by: by.to_owned(),
             })
             .inc();
@@ -355,5 +355,25 @@ mod tests {
         }
         assert!(text.contains("peng3dnet_build_info{version=\""), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_peers_own_reason_is_counted_as_other_whatever_it_holds() {
+        let metrics = Metrics::new();
+        for reason in ["x\"} 1\npeng3dnet_pings_total 9", "a", "b"] {
+            metrics.accepted();
+            metrics.established(&ConnType::Ping);
+            metrics.closed(
+                Some(&ConnType::Ping),
+                &Closed::ByPeer(Some(CloseReason::from(reason))),
+            );
+        }
+        let text = metrics.encode();
+        assert!(
+            text.lines()
+                .any(|l| l == "peng3dnet_closes_total{reason=\"other\",by=\"peer\"} 3"),
+            "{text}"
+        );
+        assert!(!text.contains("pings_total 9"), "{text}");
     }
 }

@@ -610,27 +610,7 @@ pub fn key_string(k: &Value) -> String {
 /// DEL and C1 controls become `\xNN` (C0, DEL) or `\u{NN}` (C1) escapes, so a hostile
 /// server cannot retitle, clear or otherwise drive the user's terminal, nor forge lines.
 pub fn escape_text(s: &str) -> String {
-    if !s.chars().any(is_control) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if !is_control(c) {
-            out.push(c);
-        } else if (c as u32) < 0x80 {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        } else {
-            let _ = write!(out, "\\u{{{:02x}}}", c as u32);
-        }
-    }
-    out
-}
-
-/// C0 controls, DEL and C1 controls, and the bidirectional overrides and isolates that
-/// reorder the text around them on the screen.
-fn is_control(c: char) -> bool {
-    matches!(c as u32, 0x00..=0x1f | 0x7f..=0x9f)
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    peng3dnet::text::escape(s).into_owned()
 }
 
 /// A map key for the human-readable display: [`key_string`], escaped.
@@ -714,6 +694,7 @@ fn inline(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peng3dnet::text::is_control;
 
     #[test]
     fn reply_and_summary_records_are_written_as_serde_json_writes_them() {

@@ -460,3 +460,99 @@ fn a_real_prometheus_scrapes_serve_and_the_exporter() {
         thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The attack of the third security audit's high finding: clients close with reasons that
+/// try to forge exposition lines (and an early `# EOF`), log lines, and to grow /metrics
+/// and the server's memory with a new series per connection. The reasons must reach
+/// neither the exposition nor the log as they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reasons_from_clients_cannot_forge_or_grow_the_metrics_or_the_log() {
+    let server = Proc::spawn(
+        BIN,
+        &["serve", "--bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+    );
+    let addr = server.line("listening on ");
+    let metrics = server.line("metrics on http://");
+    let metrics = metrics.trim_end_matches("/metrics").to_owned();
+    let forged = "x\"} 1\npeng3dnet_connections_open{type=\"ping\"} 99999";
+    // 1 MiB that does not compress (the client compresses it; a body that inflates a
+    // hundredfold is refused before it is read).
+    let mut seed = 0x2545_f491_u32;
+    let huge: String = (0..1 << 20)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            char::from(b'a' + (seed >> 24) as u8 % 26)
+        })
+        .collect();
+    let mut reasons = vec![
+        forged.to_owned(),
+        "bye\n# EOF\n".to_owned(),
+        "x\nINFO forged log line".to_owned(),
+        huge.clone(),
+    ];
+    reasons.extend((0..60).map(|i| format!("distinct-{i}")));
+    for reason in &reasons {
+        let client = peng3dnet::client::Client::builder()
+            .connect(&addr)
+            .await
+            .unwrap();
+        client.close(reason.as_str()).await.unwrap();
+    }
+    let want = format!(
+        "peng3dnet_closes_total{{reason=\"other\",by=\"peer\"}} {}",
+        reasons.len()
+    );
+    let deadline = Instant::now() + LIMIT;
+    let served = loop {
+        let metrics = metrics.clone();
+        let (status, served) = tokio::task::spawn_blocking(move || get(&metrics, "/metrics", &[]))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        if served.lines().any(|l| l == want) {
+            break served;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {want:?} in:\n{served}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        !served.contains("99999") && !served.contains("distinct-") && !served.contains(&huge[..32]),
+        "a client's reason reached the exposition:\n{served}"
+    );
+    assert_eq!(served.matches("# EOF").count(), 0, "{served}");
+    assert!(served.len() < 8 * 1024, "{} bytes:\n{served}", served.len());
+    if let Some(promtool) = tool("promtool") {
+        promtool_check(&promtool, &served);
+    }
+
+    // The log: each reason once, escaped and cut short.
+    let line = server.wait_for_log("with the forged reason", |l| {
+        l.contains("peer closed the connection: x\\\"} 1")
+            || l.contains("peer closed the connection: x\"} 1")
+    });
+    assert!(line.contains("\\x0apeng3dnet_connections_open"), "{line}");
+    server.wait_for_log("with the huge reason, cut", |l| {
+        l.contains("... (1048448 more bytes)")
+    });
+    let log = server.stderr();
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("peng3dnet_connections_open")
+                || l.starts_with("INFO forged")
+                || l.starts_with("# EOF")),
+        "a forged line reached the log:\n{log}"
+    );
+    assert!(log.len() < 64 * 1024, "the log grew to {} bytes", log.len());
+    assert!(
+        !log.contains(&huge[128..160]),
+        "the huge reason was not cut"
+    );
+    assert_eq!(
+        log.matches("distinct-7").count(),
+        1,
+        "each reason is logged once:\n{log}"
+    );
+}

@@ -54,6 +54,24 @@ impl CloseReason {
     /// The reason as it travels on the wire.
     pub fn as_str(&self) -> &str {
         match self {
+            CloseReason::Other(s) => s,
+            known => known.metric_label(),
+        }
+    }
+
+    /// The reason as a metric label or any other bounded key: the wire name of a reason of
+    /// the protocol, `other` for any other. A peer chooses the reason of its closeconn, so
+    /// a label made of it verbatim would let any client add a series per connection (and,
+    /// unescaped, forge lines of the exposition).
+    ///
+    /// ```
+    /// use peng3dnet_proto::CloseReason;
+    ///
+    /// assert_eq!(CloseReason::Timeout.metric_label(), "timeout");
+    /// assert_eq!(CloseReason::from("x\"} 1").metric_label(), "other");
+    /// ```
+    pub fn metric_label(&self) -> &'static str {
+        match self {
             CloseReason::PingComplete => "pingcomplete",
             CloseReason::ServerShutdown => "servershutdown",
             CloseReason::ProtoVersionMismatch => "protoversionmismatch",
@@ -71,7 +89,7 @@ impl CloseReason {
             CloseReason::SendQueueFull => "sendqueuefull",
             CloseReason::InternalError => "internalerror",
             CloseReason::TlsRequired => "tlsrequired",
-            CloseReason::Other(s) => s,
+            CloseReason::Other(_) => "other",
         }
     }
 }
@@ -107,8 +125,23 @@ impl From<String> for CloseReason {
     }
 }
 
+/// The reason for people and logs: a reason of the protocol as its wire name, any other
+/// [escaped and cut short](crate::text::Shown), since a peer chooses it (a newline in it
+/// would forge a log line, a 4 MiB one flood the log). [`CloseReason::as_str`] gives the
+/// reason exactly as it travels.
+///
+/// ```
+/// use peng3dnet_proto::CloseReason;
+///
+/// assert_eq!(CloseReason::ServerFull.to_string(), "serverfull");
+/// let forged = CloseReason::from("bye\nINFO forged line");
+/// assert_eq!(forged.to_string(), "bye\\x0aINFO forged line");
+/// ```
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            CloseReason::Other(reason) => crate::text::Shown(reason).fmt(f),
+            known => f.write_str(known.as_str()),
+        }
     }
 }

@@ -105,6 +105,7 @@ pub mod registry;
 pub mod security;
 pub mod sniff;
 pub mod stats;
+pub mod text;
 pub mod value;
 
 pub use close::CloseReason;

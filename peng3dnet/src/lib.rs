@@ -23,7 +23,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub use peng3dnet_proto::{
-    config, frame, pong, protocol, proxy, registry, security, sniff, stats, value,
+    config, frame, pong, protocol, proxy, registry, security, sniff, stats, text, value,
 };
 
 pub mod blocking;
