@@ -140,13 +140,31 @@ pub struct Limits {
     /// dribbles a large frame is closed with `timeout`. Checked at least every
     /// `frame_timeout`, so a stalled frame is closed within twice this.
     pub frame_timeout: Duration,
-    /// Bytes all connections of a server together may hold in partial frames larger than
-    /// 64 KiB and in inflate buffers (default 256 MiB). A frame that would exceed it is
-    /// refused with `serverfull`, counted in `Stats::budget_refused`.
+    /// Bytes all connections of a server together may hold in partial frames and inflate
+    /// buffers beyond the first 64 KiB of each (default 256 MiB). A partial frame is
+    /// charged for what has arrived of it, not for the length its header announces, so
+    /// the budget is taken only by peers that really send that much. A frame that would
+    /// exceed it is refused with `serverfull`, counted in `Stats::budget_refused`.
     pub frame_budget: usize,
-    /// Most connections one source address may hold at once; more are refused with
-    /// `serverfull`. 0 (the default) means no cap.
+    /// Most connections one source may hold at once; more are refused with `serverfull`.
+    /// A source is an IPv4 address, or an IPv6 prefix of
+    /// [`per_addr_ipv6_prefix`](Self::per_addr_ipv6_prefix) bits. Default 64: without a
+    /// cap one host could take every slot of a public server (the audit filled 16,384 in
+    /// 7 s), and 64 is far above what one player, or a household behind one NAT address,
+    /// holds at once (a ping takes its connection for milliseconds). 0 means no cap: for
+    /// servers behind a proxy that does not send the PROXY protocol, where every
+    /// connection seems to come from the proxy, and for load tests from one host.
     pub max_connections_per_addr: usize,
+    /// How many leading bits of an IPv6 address make one source for
+    /// [`max_connections_per_addr`](Self::max_connections_per_addr) (default 64: one host
+    /// is commonly given a whole /64 and may use a new address per connection; 128 counts
+    /// each address apart). IPv4-mapped IPv6 addresses count as their IPv4 address.
+    pub per_addr_ipv6_prefix: u8,
+    /// Time an established ping connection may stay silent before it is closed (default
+    /// 60 s; [`idle_timeout`](Self::idle_timeout) applies to the other types). A ping
+    /// client pings and leaves, or pings again every few seconds; a ping connection held
+    /// silent for minutes only holds a slot, as an attacker would.
+    pub ping_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -166,7 +184,9 @@ impl Default for Limits {
             ping_frame_length: (64 << 10) + (16 << 10),
             frame_timeout: Duration::from_secs(30),
             frame_budget: 256 << 20,
-            max_connections_per_addr: 0,
+            max_connections_per_addr: 64,
+            per_addr_ipv6_prefix: 64,
+            ping_idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -46,7 +46,9 @@ use crate::value::{self, Value};
 use crate::wall_clock::wall_times;
 
 mod mailbox;
+mod per_addr;
 use mailbox::{Inbox, Mailbox};
+use per_addr::{AddrCounts, AddrSlot};
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,7 +470,10 @@ impl<H: Handler> ServerBuilder<H> {
             encoder: FrameCodec::new(self.config.limits.frame, self.config.compression),
             budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
             phase_limits: Arc::new(PhaseLimits::new(&self.config.limits)),
-            per_addr: Mutex::new(HashMap::new()),
+            per_addr: Arc::new(AddrCounts::new(
+                self.config.limits.max_connections_per_addr,
+                self.config.limits.per_addr_ipv6_prefix,
+            )),
             ping: self.ping,
             tls: self.tls,
             proxy: self.proxy,
@@ -502,8 +507,9 @@ struct Shared {
     budget: Arc<Budget>,
     /// The frame limits of each phase of a connection, for every connection's codec.
     phase_limits: Arc<PhaseLimits>,
-    /// Connections per source address, when `Limits::max_connections_per_addr` is set.
-    per_addr: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Connections per source (an IPv4 address or an IPv6 prefix), when
+    /// `Limits::max_connections_per_addr` is set.
+    per_addr: Arc<AddrCounts>,
     ping: Option<PingResponder>,
     tls: Option<ServerTls>,
     /// Trusted sources of PROXY protocol headers, when the server is behind balancers.
@@ -582,6 +588,14 @@ impl Server {
     /// The server's counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Bytes of the frame budget ([`Limits::frame_budget`](crate::config::Limits)) that
+    /// connections hold now: what their partial frames and inflate buffers take beyond
+    /// the first 64 KiB each. Shows how close a server is to refusing large frames with
+    /// `serverfull`.
+    pub fn budget_held(&self) -> usize {
+        self.shared.budget.held()
     }
 
     /// The ping responder, if the server is pingable (to change its data while running).
@@ -665,12 +679,17 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
                 continue;
             }
         }
-        let per_addr = shared.limits.max_connections_per_addr;
         // Behind balancers the client's address is known only after its PROXY header:
         // the connection's task counts it then.
-        let cap_at_accept = per_addr > 0 && shared.proxy.is_none();
-        if cap_at_accept && !take_addr_slot(&shared, addr.ip()) {
+        let cap_at_accept = shared.per_addr.is_capped() && shared.proxy.is_none();
+        let slot = if cap_at_accept {
+            shared.per_addr.take(addr.ip())
+        } else {
+            None
+        };
+        if cap_at_accept && slot.is_none() {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let per_addr = shared.per_addr.max();
             tracing::info!(peer = %addr, "refused: more than {per_addr} connections from this address");
             if shared.tls.is_none() {
                 let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
@@ -689,17 +708,13 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
                 let shared2 = shared.clone();
                 let handler = handler.clone();
                 shared.tracker.spawn(async move {
-                    connection(stream, addr, shared2.clone(), handler).await;
-                    if cap_at_accept {
-                        give_addr_slot(&shared2, addr.ip());
-                    }
+                    connection(stream, addr, shared2, handler).await;
+                    drop(slot);
                     drop(permit);
                 });
             }
             Err(_) => {
-                if cap_at_accept {
-                    give_addr_slot(&shared, addr.ip());
-                }
+                drop(slot);
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                 if let Some(observer) = &shared.observer {
                     observer.refused(CloseReason::ServerFull.as_str());
@@ -718,40 +733,6 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
 }
 
 use crate::deadline::after;
-
-/// Counts a connection from `ip`, unless it already holds the most allowed.
-fn take_addr_slot(shared: &Shared, ip: std::net::IpAddr) -> bool {
-    let mut per_addr = shared.per_addr.lock().unwrap_or_else(|e| e.into_inner());
-    let count = per_addr.entry(ip).or_insert(0);
-    if *count >= shared.limits.max_connections_per_addr {
-        return false;
-    }
-    *count += 1;
-    true
-}
-
-/// Forgets a connection from `ip`.
-fn give_addr_slot(shared: &Shared, ip: std::net::IpAddr) {
-    let mut per_addr = shared.per_addr.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(count) = per_addr.get_mut(&ip) {
-        *count -= 1;
-        if *count == 0 {
-            per_addr.remove(&ip);
-        }
-    }
-}
-
-/// A connection counted against its source address's cap; forgotten when dropped.
-struct AddrSlot {
-    shared: Arc<Shared>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for AddrSlot {
-    fn drop(&mut self) {
-        give_addr_slot(&self.shared, self.ip);
-    }
-}
 
 /// What reading a connection's PROXY header decided.
 enum Proxied {
@@ -798,20 +779,18 @@ async fn proxied(
             return Proxied::Refused;
         }
     };
-    let per_addr = shared.limits.max_connections_per_addr;
-    if per_addr == 0 {
+    if !shared.per_addr.is_capped() {
         return Proxied::Serve(addr, None);
     }
-    if !take_addr_slot(shared, addr.ip()) {
-        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %addr, %via, "refused: more than {per_addr} connections from this address");
-        return Proxied::Full;
+    match shared.per_addr.take(addr.ip()) {
+        Some(slot) => Proxied::Serve(addr, Some(slot)),
+        None => {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let per_addr = shared.per_addr.max();
+            tracing::warn!(peer = %addr, %via, "refused: more than {per_addr} connections from this address");
+            Proxied::Full
+        }
     }
-    let slot = AddrSlot {
-        shared: shared.clone(),
-        ip: addr.ip(),
-    };
-    Proxied::Serve(addr, Some(slot))
 }
 
 /// Binds a listener whose accept queue holds a burst of up to `max_connections`
@@ -925,7 +904,7 @@ struct Conn<H: Handler> {
     refusal: Option<String>,
     /// A write timed out: the peer does not read, so nothing more is sent to it.
     unwritable: bool,
-    /// The connection type, once the peer chose it (for the observer).
+    /// The connection type, once the peer chose it (for the observer and the idle timeout).
     conntype: Option<ConnType>,
     /// The commands from the connection's handles, and the connection's one timer, for
     /// every deadline: handshake, idle, a frame that started arriving, and a write the
@@ -1275,7 +1254,7 @@ impl<H: Handler> Conn<H> {
         if let Err(closed) = self.write(hello_frame()).await {
             return closed;
         }
-        let mut idle_deadline = after(self.shared.limits.idle_timeout);
+        let mut idle_deadline = after(self.idle_timeout());
         // One timer for the whole connection, not one per frame (the profile showed it on
         // every packet): moved only when it would fire late (the idle deadline moves with
         // every frame; the timer lags behind and catches up when it fires early). The
@@ -1327,8 +1306,7 @@ impl<H: Handler> Conn<H> {
                         Some(Ok(frame)) => {
                             // The decoder's clock reading, not a second one.
                             let read_at = self.framed.codec().codec.read_at();
-                            idle_deadline =
-                                crate::deadline::at(read_at, self.shared.limits.idle_timeout);
+                            idle_deadline = crate::deadline::at(read_at, self.idle_timeout());
                             let closed = self.on_frame(frame).await;
                             shrink_read_buffer(self.framed.read_buffer_mut());
                             if let Some(closed) = closed {
@@ -1362,7 +1340,7 @@ impl<H: Handler> Conn<H> {
                         continue;
                     }
                     self.refusal = Some(if self.settled {
-                        format!("idle for {:?}", self.shared.limits.idle_timeout)
+                        format!("idle for {:?}", self.idle_timeout())
                     } else {
                         format!(
                             "handshake not done within {:?}",
@@ -1372,6 +1350,15 @@ impl<H: Handler> Conn<H> {
                     return Closed::ByUs(CloseReason::Timeout);
                 }
             }
+        }
+    }
+
+    /// How long this connection may stay silent once established: ping connections
+    /// have their own, shorter, limit.
+    fn idle_timeout(&self) -> Duration {
+        match self.conntype {
+            Some(ConnType::Ping) => self.shared.limits.ping_idle_timeout,
+            _ => self.shared.limits.idle_timeout,
         }
     }
 
@@ -1470,8 +1457,9 @@ impl<H: Handler> Conn<H> {
                 }
                 if let Some(observer) = &self.shared.observer {
                     observer.established(&conntype);
-                    self.conntype = Some(conntype);
                 }
+                // Kept for the observer's close and for the idle timeout of the type.
+                self.conntype = Some(conntype);
                 let (handler, handle, state) = (&self.handler, &self.handle, &mut self.state);
                 guarded(handle.addr, "on_established", || {
                     handler.on_established(handle, state)

@@ -17,9 +17,19 @@ use crate::frame::{Frame, FrameCodec, FrameHeader, FLAG_COMPRESSED, LENGTH_BYTES
 /// Free space the read buffer has before every read (see [`ServerCodec::decode`]).
 const READ_ROOM: usize = 256;
 
-/// Partial frames up to this size are not charged to the budget: every connection may
-/// hold one without asking.
+/// Every connection may hold this much of partial frame or inflate buffer without asking
+/// the budget; only what it holds beyond is charged.
 pub(crate) const UNBUDGETED: usize = 64 << 10;
+
+/// Most the frame decoder reserves in one step for a partial frame (it grows the buffer
+/// as the bytes come, never to the announced length at once).
+const READ_STEP: usize = 64 << 10;
+
+/// The part of a connection's `bytes` of partial frame or inflate buffer that the budget
+/// pays for: beyond the [`UNBUDGETED`] allowance every connection has.
+fn over_allowance(bytes: usize) -> usize {
+    bytes.saturating_sub(UNBUDGETED)
+}
 
 /// Bytes held across a server's connections in large partial frames and inflate buffers.
 #[derive(Debug)]
@@ -34,6 +44,11 @@ impl Budget {
             used: AtomicUsize::new(0),
             max,
         }
+    }
+
+    /// Bytes taken now.
+    pub(crate) fn held(&self) -> usize {
+        self.used.load(Ordering::Acquire)
     }
 
     /// Takes `n` bytes, or none if that would pass the maximum.
@@ -214,15 +229,17 @@ impl Decoder for ServerCodec {
                     if now.duration_since(started) > self.limits.frame_timeout {
                         return Err(FrameError::FrameTimeout(self.limits.frame_timeout));
                     }
-                    if wire > UNBUDGETED {
-                        self.charge(wire)?;
-                    }
+                    // What is buffered (and the step the decoder reserves next), not
+                    // what the header announces: 330 bytes announcing 8 MiB frames
+                    // took the whole budget when the announced length was charged.
+                    let buffered = src.len().saturating_add(READ_STEP).min(wire);
+                    self.charge(over_allowance(buffered))?;
                 } else if let Some(header) = FrameHeader::parse(src) {
                     // Complete: a compressed body needs room to inflate into.
                     if header.flags & FLAG_COMPRESSED != 0 && limits.allow_compressed {
                         let cap =
                             limits.inflate_cap(length.saturating_sub(PREFIX_BYTES - LENGTH_BYTES));
-                        self.charge(cap.max(wire))?;
+                        self.charge(over_allowance(cap.max(wire)))?;
                     }
                 }
             }

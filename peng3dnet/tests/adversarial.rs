@@ -65,8 +65,12 @@ fn limited_config(max_connections: usize) -> Config {
     config.limits.max_items = MAX_ITEMS;
     config.limits.handshake_timeout = HANDSHAKE;
     config.limits.idle_timeout = IDLE;
+    config.limits.ping_idle_timeout = IDLE;
     config.limits.write_timeout = WRITE_TIMEOUT;
     config.limits.max_connections = max_connections;
+    // Every attack comes from 127.0.0.1, a thousand connections at once: the per-address
+    // cap is tested on its own.
+    config.limits.max_connections_per_addr = 0;
     config.limits.max_queued_bytes = 64 << 10;
     config.limits.max_echo_bytes = MAX_ECHO;
     config.limits.close_linger = Duration::from_millis(300);
@@ -1444,9 +1448,9 @@ async fn large_partial_frames_past_the_server_budget_are_refused_with_serverfull
         settled_pinger(server.local_addr()).await,
         settled_pinger(server.local_addr()).await,
     );
-    // Both start a 1 MB ping; together they need more than the budget.
-    a.send(&ping[..200_000]).await;
-    b.send(&ping[..200_000]).await;
+    // Both send 800 KB of a 1 MB ping; together they hold more than the budget.
+    a.send(&ping[..800_000]).await;
+    b.send(&ping[..800_000]).await;
     // Exactly one is refused (whichever came second); the other completes its ping.
     let a_refused = tokio::select! {
         r = a.close_reason(Duration::from_secs(5)) => {
@@ -1459,7 +1463,7 @@ async fn large_partial_frames_past_the_server_budget_are_refused_with_serverfull
         }
     };
     let kept = if a_refused { &mut b } else { &mut a };
-    kept.send(&ping[200_000..]).await;
+    kept.send(&ping[800_000..]).await;
     let pong = kept
         .next_frame(Duration::from_secs(5))
         .await
@@ -1473,6 +1477,107 @@ async fn large_partial_frames_past_the_server_budget_are_refused_with_serverfull
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    server.shutdown().await;
+}
+
+/// The attack of the third audit: frame headers that announce large frames and send
+/// nothing more took the whole budget (it was charged on the announced length), after
+/// which every compressed ping was refused `serverfull`. Charged on what arrives, they
+/// take next to nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_but_unsent_frames_do_not_take_the_budget_from_compressed_pings() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    const ANNOUNCED: u32 = 8_000_000;
+    let mut config = Config::default();
+    config.limits.ping_frame_length = 8 << 20;
+    config.limits.max_echo_bytes = 8 << 20;
+    // Exactly what two announced frames would take if charged on their headers.
+    config.limits.frame_budget = 2 * (ANNOUNCED as usize + 4);
+    let (server, _closes) = pingable_server(config).await;
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut a = settled_pinger(server.local_addr()).await;
+        // A ping's header announcing 8 MB (10 bytes), and nothing of its body.
+        let mut header = ANNOUNCED.to_be_bytes().to_vec();
+        header.extend_from_slice(&ids::PING.to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes());
+        a.send(&header).await;
+        holders.push(a);
+    }
+    // Both partial frames are charged before the ping below is sent.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.budget_held() < 2 * 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the partial frames were never charged"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        server.budget_held() < 1 << 20,
+        "{} bytes charged for 20 bytes buffered",
+        server.budget_held()
+    );
+    let mut pinger = settled_pinger(server.local_addr()).await;
+    pinger
+        .send(&compressed_frame(ids::PING, ping_body(&[])))
+        .await;
+    let pong = pinger
+        .next_frame(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong.id, ids::PONG, "the compressed ping was refused");
+    drop(holders);
+    server.shutdown().await;
+}
+
+/// The attack of the third audit: with the old defaults (no per-address cap, idle ping
+/// connections kept 300 s) one host filled all 16,384 slots in 6.7 s. With the default
+/// limits one host holds 64, a host beside it is still served, and a silent ping
+/// connection goes at the ping idle timeout, not the classic one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_default_limits_one_host_cannot_take_the_server() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let defaults = Config::default().limits;
+    assert_eq!(defaults.max_connections_per_addr, 64);
+    assert!(defaults.ping_idle_timeout <= Duration::from_secs(60));
+    let (server, _closes) = pingable_server(Config::default()).await;
+    let addr = server.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(Attacker::connect_hello(addr).await);
+    }
+    let mut refused = Attacker::connect(addr).await;
+    assert_eq!(
+        refused.close_reason(Duration::from_secs(3)).await,
+        Ok("serverfull".into())
+    );
+    let options = PingOptions {
+        local_addr: Some("127.0.0.2".parse().unwrap()),
+        ..ping_options(Duration::from_secs(5))
+    };
+    ping_server(&addr.to_string(), &options)
+        .await
+        .expect("another host is served");
+    drop(held);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_ping_connection_is_closed_at_the_ping_idle_timeout() {
+    let (_guard, _mark) = one_server_at_a_time().await;
+    let mut config = Config::default();
+    config.limits.ping_idle_timeout = Duration::from_millis(300);
+    let (server, _closes) = pingable_server(config).await;
+    let started = Instant::now();
+    let mut a = settled_pinger(server.local_addr()).await;
+    assert_eq!(
+        a.close_reason(Duration::from_secs(10)).await,
+        Ok("timeout".into())
+    );
+    // Far below the classic idle timeout (300 s), which would have kept it.
+    assert!(started.elapsed() < Duration::from_secs(10));
     server.shutdown().await;
 }
 
@@ -1615,7 +1720,10 @@ async fn two_thousand_half_sent_8mb_frames_before_the_handshake_hold_little_memo
             fd_soft_limit()
         );
     }
-    let (server, _closes) = pingable_server(Config::default()).await;
+    // The default limits but the per-address cap: 2,000 connections from 127.0.0.1.
+    let mut config = Config::default();
+    config.limits.max_connections_per_addr = 0;
+    let (server, _closes) = pingable_server(config).await;
     let addr = server.local_addr();
     let before = rss();
     let stop = CancellationToken::new();

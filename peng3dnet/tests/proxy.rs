@@ -430,3 +430,71 @@ async fn ping_from_a_chosen_source_address() {
     );
     server.shutdown().await;
 }
+
+/// The id of the first frame the server sends on `tcp`: a hello (served) or a closeconn
+/// (refused).
+async fn first_frame_id(tcp: &mut TcpStream) -> u32 {
+    let mut head = [0u8; 8];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut head))
+        .await
+        .expect("a frame in time")
+        .expect("a frame, not a close");
+    u32::from_be_bytes([head[4], head[5], head[6], head[7]])
+}
+
+/// A connection from the trusted balancer whose v1 header names `client`.
+async fn proxied_from(server: SocketAddr, client: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(server).await.unwrap();
+    let proto = if client.contains(':') { "TCP6" } else { "TCP4" };
+    let dst = if client.contains(':') {
+        "::1"
+    } else {
+        "127.0.0.1"
+    };
+    let header = format!("PROXY {proto} {client} {dst} 40000 8080\r\n");
+    tcp.write_all(header.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// The attack of the third audit: 200 addresses of one IPv6 /64 were all served under a
+/// cap of 2, and an IPv4 address and its `::ffff:` form counted apart. A /64 is one
+/// source by default, and a mapped address is its IPv4 address.
+#[tokio::test]
+async fn the_per_address_cap_counts_an_ipv6_slash_64_and_a_mapped_ipv4_as_one_source() {
+    use peng3dnet::protocol::ids;
+    let mut config = config();
+    config.limits.max_connections_per_addr = 2;
+    let (server, _) = server(config, None).await;
+    let addr = server.local_addr();
+    let mut held = Vec::new();
+    let mut served = 0;
+    for i in 1..=200 {
+        let mut tcp = proxied_from(addr, &format!("2001:db8:5:6:{i:x}::{i:x}")).await;
+        match first_frame_id(&mut tcp).await {
+            ids::HELLO => served += 1,
+            ids::CLOSECONN => {}
+            other => panic!("frame {other}"),
+        }
+        held.push(tcp);
+    }
+    assert_eq!(
+        served, 2,
+        "connections served from one /64 under a cap of 2"
+    );
+    // Another /64 is another source.
+    let mut other = proxied_from(addr, "2001:db8:5:7::1").await;
+    assert_eq!(first_frame_id(&mut other).await, ids::HELLO);
+
+    let mut v4 = proxied_from(addr, "192.0.2.1").await;
+    assert_eq!(first_frame_id(&mut v4).await, ids::HELLO);
+    let mut mapped = proxied_from(addr, "::ffff:192.0.2.1").await;
+    assert_eq!(first_frame_id(&mut mapped).await, ids::HELLO);
+    let mut third = proxied_from(addr, "::ffff:192.0.2.1").await;
+    assert_eq!(
+        first_frame_id(&mut third).await,
+        ids::CLOSECONN,
+        "a mapped address counts with its IPv4 form"
+    );
+    drop((held, other, v4, mapped, third));
+    server.shutdown().await;
+}

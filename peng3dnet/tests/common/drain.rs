@@ -1,7 +1,7 @@
 //! Ping clients that keep pings in flight until the server shuts down, and account for
 //! every pong: the graceful-shutdown stress tests of the library and of `serve`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -10,7 +10,7 @@ use peng3dnet::frame::Frame;
 use peng3dnet::protocol::{ids, settype_frame};
 use peng3dnet::value::{self, get, map};
 use peng3dnet::ConnType;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
@@ -44,8 +44,12 @@ pub struct Drained {
 impl Pinger {
     /// Connects, reads the hello, sets the type to `ping`, sends `IN_FLIGHT` pings and
     /// waits for the first pong: the session is established and counted by the server.
-    pub async fn connect(addr: SocketAddr) -> Result<Pinger, String> {
-        let tcp = timeout(STEP, TcpStream::connect(addr))
+    pub async fn connect(addr: SocketAddr, source: IpAddr) -> Result<Pinger, String> {
+        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let tcp = timeout(STEP, socket.connect(addr))
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("connect: {e}"))?;
@@ -132,11 +136,16 @@ impl Pinger {
     }
 }
 
-/// Connects `n` pingers concurrently.
+/// Loopback addresses the pingers come from: as many clients as these, not one host
+/// holding a thousand connections, which the default per-address cap refuses.
+const SOURCES: u8 = 32;
+
+/// Connects `n` pingers concurrently, from [`SOURCES`] loopback addresses in turn.
 pub async fn connect_many(addr: SocketAddr, n: usize) -> Vec<Pinger> {
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        tasks.spawn(Pinger::connect(addr));
+    for i in 0..n {
+        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(SOURCES)) as u8]);
+        tasks.spawn(Pinger::connect(addr, source));
     }
     let mut pingers = Vec::with_capacity(n);
     while let Some(joined) = tasks.join_next().await {
