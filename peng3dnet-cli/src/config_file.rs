@@ -121,6 +121,8 @@ struct File {
     frame_timeout: Option<Seconds>,
     frame_budget: Option<usize>,
     max_connections_per_addr: Option<usize>,
+    per_addr_ipv6_prefix: Option<u8>,
+    ping_idle_timeout: Option<Seconds>,
     proxy_protocol: Option<bool>,
     proxy_trusted: Option<Vec<TrustedCidr>>,
 }
@@ -207,8 +209,12 @@ pub struct Settings {
     pub frame_timeout: f64,
     /// Bytes all connections may hold in large partial frames and inflate buffers.
     pub frame_budget: usize,
-    /// Most connections per source address (0: no cap).
+    /// Most connections per source (0: no cap).
     pub max_connections_per_addr: usize,
+    /// Leading bits of an IPv6 address that make one source for the per-address cap.
+    pub per_addr_ipv6_prefix: u8,
+    /// Seconds an established ping connection may stay silent.
+    pub ping_idle_timeout: f64,
     /// Static data from the file's `[data]` table and the `--data` flags (the data file
     /// comes first, then these over it).
     #[serde(skip)]
@@ -238,7 +244,52 @@ impl Settings {
         limits.frame_timeout = Duration::from_secs_f64(self.frame_timeout);
         limits.frame_budget = self.frame_budget;
         limits.max_connections_per_addr = self.max_connections_per_addr;
+        limits.per_addr_ipv6_prefix = self.per_addr_ipv6_prefix;
+        limits.ping_idle_timeout = Duration::from_secs_f64(self.ping_idle_timeout);
         limits
+    }
+
+    /// Takes from `running` every setting that cannot change while the server runs (the
+    /// ones [`Settings::fixed_differences`] names), keeping the rest of `self`: what a
+    /// reload records as running. A field left out here was recorded as applied while it
+    /// was not, so the next reload warned of nothing (the per-address cap was then not
+    /// enforced); a test checks that no difference is left.
+    pub fn keep_fixed_of(&mut self, running: &Settings) {
+        self.bind = running.bind.clone();
+        self.metrics = running.metrics.clone();
+        self.no_writeback = running.no_writeback;
+        self.proxy_protocol = running.proxy_protocol;
+        self.proxy_trusted = running.proxy_trusted.clone();
+        self.log_format = running.log_format;
+        self.verbose = running.verbose;
+        // New certificate files apply live; only turning TLS on or off needs a restart.
+        if running.tls_cert.is_some() != self.tls_cert.is_some() {
+            self.tls_cert = running.tls_cert.clone();
+            self.tls_key = running.tls_key.clone();
+            self.tls_client_ca = running.tls_client_ca.clone();
+        }
+        self.keep_limits_of(running);
+    }
+
+    fn keep_limits_of(&mut self, other: &Settings) {
+        self.max_connections = other.max_connections;
+        self.max_frame_length = other.max_frame_length;
+        self.max_inflated_size = other.max_inflated_size;
+        self.max_depth = other.max_depth;
+        self.max_items = other.max_items;
+        self.max_queued_bytes = other.max_queued_bytes;
+        self.max_echo_bytes = other.max_echo_bytes;
+        self.handshake_timeout = other.handshake_timeout;
+        self.idle_timeout = other.idle_timeout;
+        self.write_timeout = other.write_timeout;
+        self.close_linger = other.close_linger;
+        self.handshake_frame_length = other.handshake_frame_length;
+        self.ping_frame_length = other.ping_frame_length;
+        self.frame_timeout = other.frame_timeout;
+        self.frame_budget = other.frame_budget;
+        self.max_connections_per_addr = other.max_connections_per_addr;
+        self.per_addr_ipv6_prefix = other.per_addr_ipv6_prefix;
+        self.ping_idle_timeout = other.ping_idle_timeout;
     }
 
     /// As TOML, in the file's format (what `--check-config` prints).
@@ -457,9 +508,24 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             .max_connections_per_addr
             .or(file.max_connections_per_addr)
             .unwrap_or(limits.max_connections_per_addr),
+        per_addr_ipv6_prefix: args
+            .per_addr_ipv6_prefix
+            .or(file.per_addr_ipv6_prefix)
+            .unwrap_or(limits.per_addr_ipv6_prefix),
+        ping_idle_timeout: secs(
+            args.ping_idle_timeout,
+            file.ping_idle_timeout,
+            limits.ping_idle_timeout,
+        ),
         data,
         data_table,
     };
+    if settings.per_addr_ipv6_prefix > 128 {
+        return Err(format!(
+            "per-addr-ipv6-prefix is {}, but an IPv6 prefix has 0 to 128 bits",
+            settings.per_addr_ipv6_prefix
+        ));
+    }
     match (&settings.tls_cert, &settings.tls_key) {
         (Some(_), None) => return Err("tls-cert needs tls-key".into()),
         (None, Some(_)) => return Err("tls-key needs tls-cert".into()),
@@ -493,6 +559,39 @@ mod tests {
 
     fn parse(text: &str) -> Result<File, String> {
         toml::from_str(text).map_err(|e| located(Path::new("s.toml"), text, &e))
+    }
+
+    /// A reload that changes every fixed setting at once leaves none of them applied.
+    #[test]
+    fn keep_fixed_of_leaves_no_fixed_difference() {
+        let running = settings(&ServeArgs::default()).unwrap();
+        let dir = std::env::temp_dir().join(format!("peng3dnet-fixed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        std::fs::write(
+            &path,
+            "bind = [\"127.0.0.1:1\"]\nmetrics = \"127.0.0.1:2\"\nno-writeback = true\n\
+             proxy-protocol = true\nproxy-trusted = [\"10.0.0.0/8\"]\nlog-format = \"json\"\n\
+             verbose = true\nmax-connections = 7\nmax-frame-length = 70000\n\
+             max-inflated-size = 70000\nmax-depth = 9\nmax-items = 99\nmax-queued-bytes = 999\n\
+             max-echo-bytes = 99\nhandshake-timeout = 3\nidle-timeout = 4\nwrite-timeout = 5\n\
+             close-linger = 1\nhandshake-frame-length = 999\nping-frame-length = 9999\n\
+             frame-timeout = 6\nframe-budget = 99999\nmax-connections-per-addr = 3\n\
+             per-addr-ipv6-prefix = 56\nping-idle-timeout = 7\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let mut new = settings(&args).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let changed = running.fixed_differences(&new);
+        assert_eq!(changed.len(), 7, "{changed:?}");
+        assert_ne!(new.limits(), running.limits());
+        new.keep_fixed_of(&running);
+        assert_eq!(running.fixed_differences(&new), Vec::<&str>::new());
+        assert_eq!(new.limits(), running.limits());
     }
 
     /// The read-path limits (frame sizes by state, frame deadline, memory budget,

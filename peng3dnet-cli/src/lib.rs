@@ -428,7 +428,7 @@ pub enum SortField {
 }
 
 /// `serve` arguments. Every setting can also come from `--config FILE`; flags override it.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct ServeArgs {
     /// Settings from a TOML file: keys named as the long flags (bind, metrics,
     /// max-connections...), static data as a [data] table. Flags override it.
@@ -489,7 +489,7 @@ pub struct ServeArgs {
     /// Seconds from connect until the handshake (or first ping) is done [default: 10].
     #[arg(long = "handshake-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
     pub handshake_timeout: Option<Duration>,
-    /// Seconds an established connection may stay silent [default: 300].
+    /// Seconds an established classic or custom connection may stay silent [default: 300].
     #[arg(long = "idle-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
     pub idle_timeout: Option<Duration>,
     /// Seconds a write may wait for a peer that does not read [default: 10].
@@ -512,10 +512,18 @@ pub struct ServeArgs {
     /// buffers [default: 268435456].
     #[arg(long = "frame-budget", value_name = "BYTES")]
     pub frame_budget: Option<usize>,
-    /// Most connections one source address may hold at once; 0: no cap [default: 0]
-    /// (NAT puts many players behind one address).
+    /// Most connections one source (an IPv4 address, an IPv6 /64) may hold at once; 0: no
+    /// cap, for servers behind a proxy without the PROXY protocol and for load tests
+    /// [default: 64].
     #[arg(long = "max-connections-per-addr", value_name = "N")]
     pub max_connections_per_addr: Option<usize>,
+    /// Leading bits of an IPv6 address that make one source for
+    /// --max-connections-per-addr (128: each address apart) [default: 64].
+    #[arg(long = "per-addr-ipv6-prefix", value_name = "BITS", value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub per_addr_ipv6_prefix: Option<u8>,
+    /// Seconds an established ping connection may stay silent [default: 60].
+    #[arg(long = "ping-idle-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub ping_idle_timeout: Option<Duration>,
     /// Log line format on stderr [default: text].
     #[arg(long = "log-format", value_name = "FORMAT")]
     pub log_format: Option<config_file::LogFormat>,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use peng3dnet::proxy::ProxyPolicy;
 use peng3dnet::server::{Server, ServerError};
@@ -324,7 +324,12 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
         tokio::select! {
             _ = interrupts.wait() => break,
             _ = hup => {
-                let ok = reload(&args, &mut running, &responder, tls.as_ref());
+                tracing::info!("SIGHUP: reloading");
+                let loaded = tokio::select! {
+                    _ = interrupts.wait() => break,
+                    loaded = load_off_loop(&args) => loaded,
+                };
+                let ok = reload(loaded, &mut running, &responder, tls.as_ref());
                 if let Some(metrics) = &metrics {
                     metrics.reloaded(ok);
                 }
@@ -343,22 +348,66 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
     Exit::Ok
 }
 
-/// SIGHUP: rereads the settings file, the data file and the TLS files, and applies what
-/// can change while running (the static data, the TLS certificate, key and client CA).
-/// On any error, nothing changes and the log says why. Returns whether it succeeded.
+/// The longest a reload may take to read its files (settings, data, TLS). A FIFO or a
+/// hung network filesystem never answers; the reload then fails and the server goes on.
+const RELOAD_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// What a reload read: the settings, the static data and the TLS files.
+struct Loaded {
+    settings: Settings,
+    data: Value,
+    tls: Option<ServerTls>,
+}
+
+/// Reads everything a reload needs (blocking file reads).
+fn load(args: &ServeArgs) -> Result<Loaded, String> {
+    let settings = config_file::settings(args)?;
+    let data = settings.load_data()?;
+    let tls = settings.load_tls()?;
+    Ok(Loaded {
+        settings,
+        data,
+        tls,
+    })
+}
+
+/// [`load`] on a thread of its own, within [`RELOAD_READ_LIMIT`]: never on the loop that
+/// also waits for SIGTERM. A plain thread, not tokio's blocking pool, whose threads the
+/// runtime waits for when it shuts down: a read that never returns is left behind and
+/// ends with the process.
+async fn load_off_loop(args: &ServeArgs) -> Result<Loaded, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let args = args.clone();
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            let _ = tx.send(load(&args));
+        })
+        .map_err(|e| format!("cannot start a thread to read the files: {e}"))?;
+    match tokio::time::timeout(RELOAD_READ_LIMIT, rx).await {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(_)) => Err("reading the files failed (the reading thread stopped)".into()),
+        Err(_) => Err(format!(
+            "reading the files took longer than {} s (is one a FIFO, or on a hung filesystem?)",
+            RELOAD_READ_LIMIT.as_secs()
+        )),
+    }
+}
+
+/// SIGHUP, once [`load_off_loop`] has read the files: applies what can change while
+/// running (the static data, the TLS certificate, key and client CA). On any error,
+/// nothing changes and the log says why. Returns whether it succeeded.
 fn reload(
-    args: &ServeArgs,
+    loaded: Result<Loaded, String>,
     running: &mut Settings,
     responder: &PingResponder,
     tls: Option<&ServerTls>,
 ) -> bool {
-    tracing::info!("SIGHUP: reloading");
-    let loaded = config_file::settings(args).and_then(|new| {
-        let data = new.load_data()?;
-        let new_tls = new.load_tls()?;
-        Ok((new, data, new_tls))
-    });
-    let (new, data, new_tls) = match loaded {
+    let Loaded {
+        settings: new,
+        data,
+        tls: new_tls,
+    } = match loaded {
         Ok(loaded) => loaded,
         Err(message) => {
             tracing::error!("reload failed, keeping the running settings: {message}");
@@ -379,31 +428,7 @@ fn reload(
     }
     // What runs now: the new data and TLS files, the old fixed settings.
     let mut applied = new;
-    applied.bind = running.bind.clone();
-    applied.metrics = running.metrics.clone();
-    applied.no_writeback = running.no_writeback;
-    applied.log_format = running.log_format;
-    applied.verbose = running.verbose;
-    if running.tls_cert.is_some() != applied.tls_cert.is_some() {
-        applied.tls_cert = running.tls_cert.clone();
-        applied.tls_key = running.tls_key.clone();
-        applied.tls_client_ca = running.tls_client_ca.clone();
-    }
-    let limits_changed = running.limits() != applied.limits();
-    if limits_changed {
-        let old = running.clone();
-        applied.max_connections = old.max_connections;
-        applied.max_frame_length = old.max_frame_length;
-        applied.max_inflated_size = old.max_inflated_size;
-        applied.max_depth = old.max_depth;
-        applied.max_items = old.max_items;
-        applied.max_queued_bytes = old.max_queued_bytes;
-        applied.max_echo_bytes = old.max_echo_bytes;
-        applied.handshake_timeout = old.handshake_timeout;
-        applied.idle_timeout = old.idle_timeout;
-        applied.write_timeout = old.write_timeout;
-        applied.close_linger = old.close_linger;
-    }
+    applied.keep_fixed_of(running);
     *running = applied;
     tracing::info!(
         tls = tls.is_some() && new_tls.is_some(),

@@ -556,3 +556,63 @@ async fn close_reasons_from_clients_cannot_forge_or_grow_the_metrics_or_the_log(
         "each reason is logged once:\n{log}"
     );
 }
+
+/// The third audit: a setting that a reload cannot apply (here the per-address cap) was
+/// recorded as applied, so the next reload gave no warning while the cap was still not
+/// enforced. Every reload that finds it changed must say so.
+#[test]
+fn a_setting_a_reload_cannot_apply_is_named_at_every_reload() {
+    let dir = TempDir::new("fixed");
+    let settings = dir.write("serve.toml", "bind = \"127.0.0.1:0\"\n");
+    let server = Proc::spawn(BIN, &["serve", "--config", settings.to_str().unwrap()]);
+    server.line("listening on ");
+    std::fs::write(
+        &settings,
+        "bind = \"127.0.0.1:0\"\nmax-connections-per-addr = 2\n",
+    )
+    .unwrap();
+    let warning = "cannot change while running (restart to apply them): limits";
+    for reloads in 1..=2 {
+        server.signal("-HUP");
+        server.wait_for_log(&format!("reload {reloads} done"), |_| {
+            server.stderr().matches("reloaded: static data").count() >= reloads
+        });
+        assert_eq!(
+            server.stderr().matches(warning).count(),
+            reloads,
+            "{}",
+            server.stderr()
+        );
+    }
+}
+
+/// The third audit: the settings were read on the loop that also waits for SIGTERM, so a
+/// settings file that is a FIFO (or on a hung filesystem) blocked reloads and shutdown
+/// alike. Read off the loop with a bound, SIGTERM still stops the server at once, and
+/// pings are answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_hangs_on_its_file_blocks_neither_pings_nor_sigterm() {
+    let dir = TempDir::new("fifo");
+    let settings = dir.write("serve.toml", "bind = \"127.0.0.1:0\"\n");
+    let mut server = Proc::spawn(BIN, &["serve", "--config", settings.to_str().unwrap()]);
+    let addr = server.line("listening on ");
+    std::fs::remove_file(&settings).unwrap();
+    let made = Command::new("mkfifo").arg(&settings).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
+    server.signal("-HUP");
+    server.wait_stderr("SIGHUP: reloading");
+    peng3dnet::ping::ping_server(&addr, &PingOptions::default())
+        .await
+        .expect("pings are answered while a reload hangs");
+    server.signal("-TERM");
+    let deadline = Instant::now() + LIMIT;
+    while !server.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM did not stop a server whose reload hangs: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.stderr().contains("stopped"), "{}", server.stderr());
+}
