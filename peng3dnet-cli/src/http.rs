@@ -16,7 +16,15 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// Most HTTP connections (`/metrics`, the exporter's `/probe`) open at once; more are
+/// closed as soon as they are accepted. Each holds a file descriptor for up to the 10 s
+/// header timeout, and without a cap a flood of them took every descriptor of the
+/// process, so that the peng3dnet listener could accept no player. Scrapers need a
+/// handful; the exporter's probes are capped lower still (`--max-concurrent`).
+pub(crate) const MAX_CONNECTIONS: usize = 128;
 
 /// The content type of the OpenMetrics text format (what `prometheus-client` encodes).
 pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -107,6 +115,7 @@ where
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let handle = Arc::new(handle);
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -119,9 +128,17 @@ where
                 }
             },
         };
+        // Over the cap, closed at once: its descriptor is the process's, which the
+        // peng3dnet listener needs too.
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP connection refused: {MAX_CONNECTIONS} open already");
+            drop(stream);
+            continue;
+        };
         let handle = handle.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
                 let handle = handle.clone();
                 async move {

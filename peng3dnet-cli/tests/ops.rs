@@ -616,3 +616,53 @@ async fn a_reload_that_hangs_on_its_file_blocks_neither_pings_nor_sigterm() {
     }
     assert!(server.stderr().contains("stopped"), "{}", server.stderr());
 }
+
+/// The third audit: neither connections to `--metrics` nor refused connections were
+/// bounded, and each refusal was held up to 1 s; under a 1,200-descriptor limit a flood
+/// of both left a victim on 127.0.0.2 0 pings of 4. Under a 400-descriptor limit here,
+/// floods of 600 of each leave descriptors for the victim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_http_and_refused_connections_leave_descriptors_for_other_players() {
+    let Some(prlimit) = tool("prlimit") else {
+        return;
+    };
+    let server = Proc::spawn(
+        prlimit,
+        &[
+            "--nofile=400:400",
+            BIN,
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let addr = server.line("listening on ");
+    let metrics = server.line("metrics on http://");
+    let metrics = metrics.trim_end_matches("/metrics").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        held.push(tokio::net::TcpStream::connect(&metrics).await.unwrap());
+    }
+    for _ in 0..600 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // At once, while the flood holds its connections: the metrics ones hold theirs for
+    // the 10 s header timeout unless closed at the cap, the refused ones up to 1 s each
+    // unless past the lingering cap.
+    let victim = PingOptions {
+        timeout: Duration::from_secs(3),
+        local_addr: Some("127.0.0.2".parse().unwrap()),
+        ..PingOptions::default()
+    };
+    for i in 0..4 {
+        if let Err(e) = peng3dnet::ping::ping_server(&addr, &victim).await {
+            panic!("the victim's ping {i} failed during the flood: {e}");
+        }
+    }
+    drop(held);
+    server.wait_for_log("of the refusals", |l| {
+        l.contains("refused: more than 64 connections from this address")
+    });
+}

@@ -480,6 +480,7 @@ impl<H: Handler> ServerBuilder<H> {
             clients: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             slots: Arc::new(Semaphore::new(max_connections)),
+            lingering: Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS)),
             max_connections,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -517,6 +518,8 @@ struct Shared {
     clients: Mutex<HashMap<ClientId, ClientHandle>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
+    /// Refusals waiting for their peer to read the closeconn (see [`refuse_full`]).
+    lingering: Arc<Semaphore>,
     /// The connection cap in force: `Limits::max_connections`, lowered to fit the
     /// open-file limit.
     max_connections: usize,
@@ -691,12 +694,7 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             let per_addr = shared.per_addr.max();
             tracing::info!(peer = %addr, "refused: more than {per_addr} connections from this address");
-            if shared.tls.is_none() {
-                let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
-                shared
-                    .tracker
-                    .spawn(refuse(stream, CloseReason::ServerFull, linger));
-            }
+            refuse_full(&shared, stream);
             continue;
         }
         match shared.slots.clone().try_acquire_owned() {
@@ -720,13 +718,7 @@ async fn accept_loop<H: Handler>(listener: TcpListener, shared: Arc<Shared>, han
                     observer.refused(CloseReason::ServerFull.as_str());
                 }
                 tracing::info!(peer = %addr, "refused: server full");
-                let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
-                // A TLS client could not read a plain closeconn: it is simply closed.
-                if shared.tls.is_none() {
-                    shared
-                        .tracker
-                        .spawn(refuse(stream, CloseReason::ServerFull, linger));
-                }
+                refuse_full(&shared, stream);
             }
         }
     }
@@ -867,6 +859,38 @@ async fn first_bytes_tls(tcp: &TcpStream, until: Instant) -> Option<bool> {
 /// Tells a connection we refuse why (in plain, before any TLS), then closes it; drains
 /// what the peer sent so that the closeconn is not destroyed by a reset. Bounded by
 /// `within`.
+/// Refusals at the accept loop that may wait at once for their peer to read the
+/// `serverfull` (up to 1 s each). Each holds a file descriptor outside the connection cap:
+/// without a bound, a flood of refused connections took every descriptor and the server
+/// could accept no one else.
+const MAX_LINGERING_REFUSALS: usize = 64;
+
+/// Tells a connection the accept loop will not serve that the server is full. While few
+/// refusals linger, it waits (briefly) for the peer to read the closeconn before closing;
+/// past [`MAX_LINGERING_REFUSALS`] the closeconn is put in the new socket's empty send
+/// buffer without waiting and the socket closed at once. A TLS client could not read a
+/// plain closeconn: it is simply closed.
+fn refuse_full(shared: &Shared, stream: TcpStream) {
+    if shared.tls.is_some() {
+        return;
+    }
+    match shared.lingering.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let linger = shared.limits.write_timeout.min(Duration::from_secs(1));
+            shared.tracker.spawn(async move {
+                refuse(stream, CloseReason::ServerFull, linger).await;
+                drop(permit);
+            });
+        }
+        Err(_) => {
+            let frame = closeconn_frame(Some(&CloseReason::ServerFull));
+            if let Ok(wire) = FrameCodec::default().to_bytes(frame) {
+                let _ = stream.try_write(&wire);
+            }
+        }
+    }
+}
+
 async fn refuse(mut stream: TcpStream, reason: CloseReason, within: Duration) {
     let frame = closeconn_frame(Some(&reason));
     if let Ok(wire) = FrameCodec::default().to_bytes(frame) {
