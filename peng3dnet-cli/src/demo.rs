@@ -40,6 +40,7 @@ pub(crate) async fn run(args: DemoArgs) -> Exit {
         tls: None,
         list: Default::default(),
         source: None,
+        max_pong_bytes: peng3dnet::ping::DEFAULT_MAX_PONG_BYTES,
     };
     let mut exit = Exit::Ok;
     if !args.json {

@@ -223,6 +223,11 @@ pub struct ClientArgs {
     /// several addresses. An IPv4 source implies -4, an IPv6 one -6.
     #[arg(long = "source", value_name = "ADDR", value_parser = parse_source)]
     pub source: Option<std::net::IpAddr>,
+    /// Largest reply accepted from a server, in bytes: a real pong is a few KB, and a
+    /// hostile server could otherwise make every target cost 8 MiB. Raise it for large
+    /// --data, which servers echo back.
+    #[arg(long = "max-pong-bytes", value_name = "BYTES", default_value_t = peng3dnet::ping::DEFAULT_MAX_PONG_BYTES)]
+    pub max_pong_bytes: usize,
 }
 
 /// The TLS options of the commands that connect (`ping`, `status`, `watch`).

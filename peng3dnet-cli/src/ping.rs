@@ -48,6 +48,8 @@ pub(crate) struct Settings {
     pub tls: Option<ClientTls>,
     /// Local address to connect from (`--source`).
     pub source: Option<std::net::IpAddr>,
+    /// Largest reply accepted (`--max-pong-bytes`).
+    pub max_pong_bytes: usize,
     /// What to print for a list of targets, and how hard to push.
     pub list: ListSettings,
 }
@@ -88,6 +90,7 @@ impl Settings {
             family: Family::Any,
             tls: self.tls.clone().map(|t| t.with_server_name(&target.host)),
             local_addr: self.source,
+            max_pong_bytes: self.max_pong_bytes,
             ..PingOptions::default()
         }
     }
@@ -167,6 +170,7 @@ pub(crate) async fn run_ping(args: PingArgs) -> Exit {
         family: args.client.family(),
         tls,
         source: args.client.source,
+        max_pong_bytes: args.client.max_pong_bytes,
         list: ListSettings {
             report,
             concurrency: args.list.concurrency.map(|n| n as usize),
@@ -840,6 +844,10 @@ pub(crate) fn describe(e: &PingError, allowed: Duration) -> (&'static str, Strin
             "closed",
             "the server closed the connection without an answer".into(),
         ),
+        PingError::Protocol(CloseReason::PacketTooLarge) => (
+            "protocol",
+            "the server's reply is larger than this client accepts (raise --max-pong-bytes)".into(),
+        ),
         PingError::Protocol(reason) => (
             "protocol",
             format!("protocol violation by the server ({reason})"),
@@ -905,6 +913,7 @@ pub(crate) async fn run_status(args: StatusArgs) -> Exit {
         family: c.family(),
         tls,
         source: c.source,
+        max_pong_bytes: c.max_pong_bytes,
         list: ListSettings {
             report: Report::Summaries,
             concurrency: args.list.concurrency.map(|n| n as usize),

@@ -179,7 +179,7 @@ impl PingSession {
         let config = &options.config;
         let mut session = PingSession {
             socket,
-            codec: FrameCodec::new(config.limits.frame, config.compression),
+            codec: FrameCodec::new(options.frame_limits(), config.compression),
             protocol: ClientProtocol::new(
                 ConnType::Ping,
                 Registry::shared_internal(),

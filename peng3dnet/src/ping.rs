@@ -61,6 +61,37 @@ pub struct PingOptions {
     /// Connect from this local address (`None`: the system chooses), as iputils'
     /// `ping -I` and fping's `-S`; only server addresses of its family are tried.
     pub local_addr: Option<std::net::IpAddr>,
+    /// Largest frame (and inflated body) accepted from the server, in bytes: the pong
+    /// above all (default [`DEFAULT_MAX_PONG_BYTES`], 64 KiB). A real server's pong is a
+    /// few KB, its data and the ping's echo; without this cap every hostile target could
+    /// make the client buffer an 8 MiB reply (256 of them took 1.3 GB). Raise it with
+    /// large ping data, which a server echoes back. The config's frame limits still
+    /// apply when lower.
+    pub max_pong_bytes: usize,
+}
+
+/// The default of [`PingOptions::max_pong_bytes`]: far above a real pong, and small
+/// enough that a client pinging hundreds of hostile targets at once holds a few MB.
+pub const DEFAULT_MAX_PONG_BYTES: usize = 64 << 10;
+
+impl PingOptions {
+    /// The frame limits of a ping connection: the config's, cut to
+    /// [`max_pong_bytes`](Self::max_pong_bytes).
+    ///
+    /// ```
+    /// use peng3dnet::ping::PingOptions;
+    ///
+    /// let options = PingOptions::default();
+    /// assert_eq!(options.frame_limits().max_frame_length, 64 << 10);
+    /// ```
+    pub fn frame_limits(&self) -> crate::config::FrameLimits {
+        let frame = self.config.limits.frame;
+        crate::config::FrameLimits {
+            max_frame_length: frame.max_frame_length.min(self.max_pong_bytes),
+            max_inflated_size: frame.max_inflated_size.min(self.max_pong_bytes),
+            ..frame
+        }
+    }
 }
 
 impl Default for PingOptions {
@@ -72,6 +103,7 @@ impl Default for PingOptions {
             family: Family::Any,
             tls: None,
             local_addr: None,
+            max_pong_bytes: DEFAULT_MAX_PONG_BYTES,
         }
     }
 }
@@ -324,7 +356,7 @@ impl PingSession {
         let mut session = PingSession {
             framed: crate::client::framed_with(
                 stream,
-                Codec::new(config.limits.frame, config.compression),
+                Codec::new(options.frame_limits(), config.compression),
                 greeting,
             ),
             protocol: ClientProtocol::new(
@@ -778,7 +810,7 @@ pub(crate) async fn one_shot<H>(
         stream,
         read,
         write: BytesMut::new(),
-        codec: FrameCodec::new(config.limits.frame, config.compression),
+        codec: FrameCodec::new(options.frame_limits(), config.compression),
         linger: config.limits.close_linger,
     };
     let mut protocol = ClientProtocol::new(

@@ -1216,6 +1216,24 @@ async fn client_refuses_an_oversized_frame() {
     .await;
 }
 
+/// The third audit: each hostile target could make the client buffer an 8 MiB pong (256
+/// of them took 1.3 GB). A pong of 1 MB, far over a real one, is refused by default
+/// before it is read.
+#[tokio::test]
+async fn client_refuses_a_pong_over_its_default_cap_unread() {
+    let huge_pong = raw_frame(
+        ids::PONG,
+        0,
+        &value::encode(&map([("motd", Value::Binary(vec![b'x'; 1 << 20]))])),
+    );
+    client_refuses(huge_pong[..64 << 10].to_vec(), CloseReason::PacketTooLarge).await;
+    assert_eq!(
+        PingOptions::default().max_pong_bytes,
+        peng3dnet::ping::DEFAULT_MAX_PONG_BYTES
+    );
+    const { assert!(peng3dnet::ping::DEFAULT_MAX_PONG_BYTES <= 256 << 10) };
+}
+
 #[tokio::test]
 async fn client_refuses_a_zlib_bomb() {
     // 64 MiB inflated (the client's default cap is 8 MiB), about 64 KiB on the wire.
@@ -1244,7 +1262,8 @@ async fn client_refuses_garbage_and_deep_nesting() {
     )
     .await;
     client_refuses(
-        raw_frame(ids::PONG, 0, &deep_array(100_000)),
+        // Under the default pong cap (64 KiB), so the nesting is what is refused.
+        raw_frame(ids::PONG, 0, &deep_array(60_000)),
         CloseReason::InvalidPacket,
     )
     .await;

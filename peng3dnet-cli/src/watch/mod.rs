@@ -130,6 +130,7 @@ impl WatchArgs {
             verbose: false,
             tls: self.tls.clone(),
             source: None,
+            max_pong_bytes: peng3dnet::ping::DEFAULT_MAX_PONG_BYTES,
         }
     }
 }
