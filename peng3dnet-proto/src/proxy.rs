@@ -164,6 +164,16 @@ fn parse_v2(buf: &[u8]) -> Result<Option<ProxyHeader>, ParseError> {
             })
         }
     };
+    // TLVs are unused, but one whose length runs past the header means the sender and we
+    // disagree on where the header ends: refused, not skipped.
+    for tlv in header.tlvs() {
+        if let Err(e) = tlv {
+            return Err(ParseError::Malformed {
+                version: Version::V2,
+                detail: format!("bad TLV: {e}"),
+            });
+        }
+    }
     let local = header.command == v2::Command::Local;
     let (source, destination) = match (local, header.addresses) {
         (false, v2::Addresses::IPv4(a)) => (
@@ -533,6 +543,20 @@ mod tests {
     }
 
     #[test]
+    fn v2_with_a_tlv_longer_than_the_header_is_refused() {
+        let mut a = vec![127, 0, 0, 2, 127, 0, 0, 1, 0, 1, 0, 2];
+        // A NOOP TLV announcing 9 bytes where 3 follow before the header's end.
+        a.extend_from_slice(&[0x04, 0x00, 0x09, b'a', b'b', b'c']);
+        let wire = v2(1, 0x11, &a, &[]);
+        match parse(&wire) {
+            Err(ParseError::Malformed { detail, .. }) => {
+                assert!(detail.contains("TLV"), "{detail}")
+            }
+            other => panic!("expected a malformed header, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn v2_local_names_no_client_whatever_its_addresses() {
         let mut wire = v2_tcp4([1, 2, 3, 4], 1, [5, 6, 7, 8], 2);
         wire[12] = 0x20; // LOCAL
@@ -591,8 +615,13 @@ mod tests {
                 max: MAX_HEADER_LEN
             })
         );
-        // The largest accepted.
-        let big = v2(1, 0x11, &[0u8; MAX_HEADER_LEN - 16], &[]);
+        // The largest accepted: the addresses, then one NOOP TLV of padding.
+        let mut body = vec![0u8; 12];
+        let pad = MAX_HEADER_LEN - 16 - 12 - 3;
+        body.push(0x04);
+        body.extend_from_slice(&(pad as u16).to_be_bytes());
+        body.resize(MAX_HEADER_LEN - 16, 0);
+        let big = v2(1, 0x11, &body, &[]);
         assert_eq!(parse(&big).unwrap().unwrap().len, MAX_HEADER_LEN);
         // v1: no CRLF within 107 bytes.
         let mut line = b"PROXY TCP4 ".to_vec();
