@@ -307,23 +307,30 @@ async fn ping_one<T: ToTarget>(
         let mut tries = 0;
         loop {
             tries += 1;
-            let result = ping_target(&target, &options.ping, &limiter).await;
+            let result = ping_target(&target, &options.ping, &limiter, deadline).await;
+            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
             match &result {
                 Err(ConnectionError::Resolve { .. }) => return (result, tries),
-                Err(_) if tries < options.tries.max(1) => continue,
+                Err(_) if tries < options.tries.max(1) && !out_of_time => continue,
                 _ => return (result, tries),
             }
         }
     });
     let (result, tries) = match deadline {
         None => attempt.await,
+        // A backstop: each ping is already bounded by the deadline, and ends with the
+        // phase it was in. This fires only for a ping still waiting for its turn (the rate
+        // cap, its address's spacing): it never got to connect.
         Some(d) => match timeout_at(d, attempt).await {
             Ok(done) => done,
             Err(_) => (
                 Err(ConnectionError::Timeout {
                     phase: Phase::Connecting,
                     after: options.deadline.unwrap_or_default(),
-                    target: None,
+                    target: target
+                        .to_target(options.ping.config.client_port)
+                        .ok()
+                        .map(|t| t.to_string()),
                 }),
                 1,
             ),
@@ -337,14 +344,18 @@ async fn ping_one<T: ToTarget>(
     }
 }
 
-/// Resolves `target` and pings it once under `limiter`'s rules.
+/// Resolves `target` and pings it once under `limiter`'s rules, within its timeout and
+/// the run's deadline, whichever ends first (so a ping cut short by the deadline says
+/// which phase it was in).
 async fn ping_target(
     target: &impl ToTarget,
     options: &PingOptions,
     limiter: &Limiter,
+    run_deadline: Option<Instant>,
 ) -> Result<PingReply, PingError> {
     let started = Instant::now();
-    let deadline = crate::deadline::at(started, options.timeout);
+    let own = crate::deadline::at(started, options.timeout);
+    let deadline = run_deadline.map_or(own, |d| d.min(own));
     let target = target.to_target(options.config.client_port)?;
     let addrs = resolve(&target, options, deadline).await?;
     let timeout = deadline.saturating_duration_since(Instant::now());
@@ -367,7 +378,7 @@ async fn resolve(
         Err(_) => Err(PingError::Timeout {
             phase: Phase::Resolving,
             after: options.timeout,
-            target: None,
+            target: Some(target.to_string()),
         }),
     }
 }
@@ -470,7 +481,7 @@ impl Limiter {
         let hold = fresh.map(|place| (place, start + FRESH_HOLD));
         one_shot(addrs, host, options, shot, hold)
             .await
-            .map_err(|e| e.with_target(host))
+            .map_err(|e| e.with_target(crate::target::name_with_port(host, addrs)))
     }
 
     /// Pings `addrs` (one target's addresses) once: waits for the rate cap, for the

@@ -645,7 +645,7 @@ pub async fn ping_addrs(
     };
     one_shot::<()>(addrs, host, options, shot, None)
         .await
-        .map_err(|e| e.with_target(host))
+        .map_err(|e| e.with_target(crate::target::name_with_port(host, addrs)))
 }
 
 /// Parses and resolves a target within `options.timeout` from `start`.

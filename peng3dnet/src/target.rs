@@ -47,6 +47,30 @@ pub struct Target {
     pub port: u16,
 }
 
+/// `host` with the port of the first of `addrs`, as a [`Target`] shows it
+/// (`example.org:8080`, `[::1]:8080`): what an error names when a target was given as
+/// a host and its resolved addresses. Several servers often share a host, and only the
+/// port tells them apart.
+///
+/// ```
+/// use peng3dnet::target::name_with_port;
+///
+/// let addrs = ["127.0.0.1:39975".parse().unwrap()];
+/// assert_eq!(name_with_port("127.0.0.1", &addrs), "127.0.0.1:39975");
+/// assert_eq!(name_with_port("::1", &["[::1]:8080".parse().unwrap()]), "[::1]:8080");
+/// assert_eq!(name_with_port("h", &[]), "h");
+/// ```
+pub fn name_with_port(host: &str, addrs: &[std::net::SocketAddr]) -> String {
+    match addrs.first() {
+        Some(addr) => Target {
+            host: host.to_owned(),
+            port: addr.port(),
+        }
+        .to_string(),
+        None => host.to_owned(),
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.host.contains(':') {

@@ -264,3 +264,56 @@ async fn ping_many_reads_targets_from_a_stream() {
     assert!(results.next().await.is_none());
     server.shutdown().await;
 }
+
+/// Two silent servers on one host: each timeout names its own port (it named the host
+/// only, so a browser of many ports on one host could not tell which failed), and a run
+/// whose deadline cuts the pings short says they were waiting for the hello, of which
+/// target (it said "timed out connecting", naming none).
+#[tokio::test]
+async fn timeouts_of_many_name_the_port_and_the_phase_the_deadline_cut() {
+    use peng3dnet::error::Phase;
+    use peng3dnet::many::{ping_many, ManyOptions};
+    // Listeners that accept (the kernel's backlog) and never say hello.
+    let silent: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let targets: Vec<String> = silent
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    for (timeout, deadline) in [
+        (Duration::from_millis(300), None),
+        (Duration::from_secs(10), Some(Duration::from_millis(300))),
+    ] {
+        let options = ManyOptions {
+            ping: PingOptions {
+                timeout,
+                ..PingOptions::default()
+            },
+            deadline,
+            ..ManyOptions::default()
+        };
+        let mut results = ping_many(targets.clone(), options);
+        let mut named = Vec::new();
+        while let Some(done) = results.next().await {
+            let error = done.result.unwrap_err();
+            match &error {
+                ConnectionError::Timeout {
+                    phase,
+                    target: Some(target),
+                    ..
+                } => {
+                    assert_eq!(*phase, Phase::WaitingForHello, "{error}");
+                    assert_eq!(target, &done.target, "{error}");
+                    assert!(error.to_string().starts_with(&done.target), "{error}");
+                }
+                other => panic!("expected a timeout naming its target, got {other}"),
+            }
+            named.push(done.target);
+        }
+        named.sort();
+        let mut want = targets.clone();
+        want.sort();
+        assert_eq!(named, want, "deadline {deadline:?}");
+    }
+}
