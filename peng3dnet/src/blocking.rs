@@ -22,6 +22,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! It blocks the thread it is called on. On a tokio `current_thread` runtime (the body of
+//! `#[tokio::test]` or of `#[tokio::main(flavor = "current_thread")]`) that is the
+//! runtime's only thread: a ping from there of a [`crate::Server`] running on that same
+//! runtime is refused at once with [`PingError::BlockingOnCurrentThreadRuntime`], since the
+//! server could never answer it. Use [`crate::ping`] there, or `spawn_blocking`.
+//!
 //! Name resolution uses the system resolver through `std`, which cannot be interrupted:
 //! a resolver that hangs can make a call overrun its timeout (pass an address to avoid it).
 
@@ -163,6 +169,9 @@ impl PingSession {
         options: &PingOptions,
         start: Instant,
     ) -> Result<PingSession, PingError> {
+        if crate::server::on_this_thread::served_here(addrs) {
+            return Err(PingError::BlockingOnCurrentThreadRuntime);
+        }
         let resolve = start.elapsed();
         let deadline = crate::deadline::at_std(start, options.timeout);
         let connect_start = Instant::now();
@@ -469,8 +478,9 @@ impl PingSession {
 }
 
 /// Pings a server once (the seed's `pingServer`), blocking: connects, pings, closes with
-/// `pingcomplete`, all within `options.timeout`. Safe to call inside a tokio runtime
-/// (it blocks that thread, so prefer [`crate::ping::ping_server`] there).
+/// `pingcomplete`, all within `options.timeout`. Works inside a tokio runtime too (it
+/// blocks that thread, so prefer [`crate::ping::ping_server`] there), except for a
+/// server on the same `current_thread` runtime (see the module documentation).
 pub fn ping_server(target: impl ToTarget, options: &PingOptions) -> Result<PingReply, PingError> {
     let mut session = PingSession::connect(target, options)?;
     let result = session.ping();

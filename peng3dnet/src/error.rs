@@ -148,6 +148,17 @@ pub enum ConnectionError {
     /// The connection is not in a state where this operation is allowed.
     #[error("not allowed in this connection state: {0}")]
     State(&'static str),
+    /// A blocking ping ([`crate::blocking`]) of a server that runs on the same tokio
+    /// `current_thread` runtime, from that runtime's thread: it would hold the thread the
+    /// server needs for the whole call, run to its timeout and blame the server. Refused
+    /// at once instead.
+    #[error(
+        "the blocking client was called on the thread of the tokio current_thread runtime \
+         that runs this server, which could not answer while the call blocks it: use \
+         peng3dnet::ping (async) there, or call it from tokio::task::spawn_blocking or a \
+         thread of your own"
+    )]
+    BlockingOnCurrentThreadRuntime,
     /// Socket error.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),

@@ -46,6 +46,7 @@ use crate::value::{self, Value};
 use crate::wall_clock::wall_times;
 
 mod mailbox;
+pub(crate) mod on_this_thread;
 mod per_addr;
 use mailbox::{Inbox, Mailbox};
 use per_addr::{AddrCounts, AddrSlot};
@@ -470,6 +471,7 @@ impl<H: Handler> ServerBuilder<H> {
             encoder: FrameCodec::new(self.config.limits.frame, self.config.compression),
             budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
             phase_limits: Arc::new(PhaseLimits::new(&self.config.limits)),
+            on_this_thread: on_this_thread::register(local_addr),
             per_addr: Arc::new(AddrCounts::new(
                 self.config.limits.max_connections_per_addr,
                 self.config.limits.per_addr_ipv6_prefix,
@@ -508,6 +510,10 @@ struct Shared {
     budget: Arc<Budget>,
     /// The frame limits of each phase of a connection, for every connection's codec.
     phase_limits: Arc<PhaseLimits>,
+    /// Kept while the server lives when it runs on a `current_thread` runtime (see
+    /// [`on_this_thread`]).
+    #[allow(dead_code)]
+    on_this_thread: Option<on_this_thread::Registration>,
     /// Connections per source (an IPv4 address or an IPv6 prefix), when
     /// `Limits::max_connections_per_addr` is set.
     per_addr: Arc<AddrCounts>,

@@ -97,3 +97,34 @@ fn bind_outside_a_runtime_is_an_error_not_a_panic() {
         other => panic!("expected NoRuntime, got {:?}", other.map(|r| r.map(|_| ()))),
     }
 }
+
+/// A blocking ping of a server on the same `current_thread` runtime, from its thread, ran
+/// to its whole timeout (the server could not run) and then blamed the server. It is
+/// refused at once, saying why; from `spawn_blocking` the same ping works.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocking_ping_of_a_server_on_this_current_thread_runtime_is_refused_at_once() {
+    let server = Server::builder()
+        .pingable(PingResponder::new().with_static_data(map([("k", 2.into())])))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let started = std::time::Instant::now();
+    let error = blocking::ping_server(addr, &options()).unwrap_err();
+    assert!(
+        matches!(error, peng3dnet::PingError::BlockingOnCurrentThreadRuntime),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < options().timeout / 5,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(error.to_string().contains("spawn_blocking"), "{error}");
+    let reply = tokio::task::spawn_blocking(move || blocking::ping_server(addr, &options()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(get(reply.data(), "k").and_then(Value::as_u64), Some(2));
+    server.shutdown().await;
+}
