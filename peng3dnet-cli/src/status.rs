@@ -41,7 +41,7 @@ impl Row {
 
     /// `clients/max` when the server says both, `clients` when it says only that.
     fn clients(&self) -> String {
-        let max = ["maxclients", "max_clients", "maxplayers", "max"]
+        let max = peng3dnet::ping::MAX_CLIENTS_KEYS
             .iter()
             .find_map(|k| self.number(k));
         match (self.number("clients"), max) {

@@ -121,6 +121,7 @@ impl ClientBuilder {
     /// Connects to `host`, `host:port`, `[v6]:port` (default port from the config, 8080)
     /// and completes the handshake.
     pub async fn connect(self, target: &str) -> Result<Client, ConnectionError> {
+        crate::error::require_runtime()?;
         let target = Target::parse(target, self.config.client_port).map_err(|e| {
             ConnectionError::Resolve {
                 target: target.to_owned(),
@@ -155,6 +156,7 @@ impl ClientBuilder {
 
     /// Connects to a socket address and completes the handshake.
     pub async fn connect_addr(self, addr: SocketAddr) -> Result<Client, ConnectionError> {
+        crate::error::require_runtime()?;
         let deadline = crate::deadline::at(Instant::now(), self.timeout);
         let host = addr.ip().to_string();
         let (stream, _, _) = open(&[addr], &host, self.tls.as_ref(), self.local_addr, deadline)

@@ -159,9 +159,26 @@ pub enum ConnectionError {
          thread of your own"
     )]
     BlockingOnCurrentThreadRuntime,
+    /// An async function of this crate was polled outside a tokio runtime (tokio's own
+    /// sockets and timers would panic: "there is no reactor running"). Every async entry
+    /// point that connects says so instead, as [`crate::server::ServerBuilder::bind`] does.
+    #[error(
+        "no tokio runtime: call this inside one (#[tokio::main]), or use peng3dnet::blocking \
+         from synchronous code"
+    )]
+    NoRuntime,
     /// Socket error.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// [`ConnectionError::NoRuntime`] unless called inside a tokio runtime: the first check of
+/// every async entry point that connects.
+pub(crate) fn require_runtime() -> Result<(), ConnectionError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConnectionError::NoRuntime),
+    }
 }
 
 /// The error for a server greeting that is not a peng3dnet hello, or `None` if it is one

@@ -180,16 +180,53 @@ pub struct Pinged<T> {
 
 /// The results of [`ping_many`], a [`Stream`] in completion order (also readable without
 /// `StreamExt` through [`PingMany::next`]). Dropping it stops the pings still running.
-#[derive(Debug)]
 pub struct PingMany<T> {
-    results: mpsc::Receiver<Pinged<T>>,
-    driver: JoinHandle<()>,
+    inner: Run<T>,
+}
+
+/// A run of [`ping_many`]: started, or refused for want of a runtime.
+enum Run<T> {
+    Started {
+        results: mpsc::Receiver<Pinged<T>>,
+        driver: JoinHandle<()>,
+    },
+    /// Created outside a tokio runtime: each target comes out failed with
+    /// [`ConnectionError::NoRuntime`], none pinged.
+    NoRuntime {
+        targets: BoxStream<'static, T>,
+        index: usize,
+    },
+}
+
+impl<T> std::fmt::Debug for PingMany<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let started = matches!(self.inner, Run::Started { .. });
+        f.debug_struct("PingMany")
+            .field("started", &started)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> PingMany<T> {
     /// The next result, or `None` when every target is done (or the run was stopped).
     pub async fn next(&mut self) -> Option<Pinged<T>> {
-        self.results.recv().await
+        std::future::poll_fn(|cx| self.poll_result(cx)).await
+    }
+
+    fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<Option<Pinged<T>>> {
+        match &mut self.inner {
+            Run::Started { results, .. } => results.poll_recv(cx),
+            Run::NoRuntime { targets, index } => targets.poll_next_unpin(cx).map(|target| {
+                let target = target?;
+                *index += 1;
+                Some(Pinged {
+                    index: *index - 1,
+                    target,
+                    result: Err(ConnectionError::NoRuntime),
+                    tries: 0,
+                })
+            }),
+        }
     }
 }
 
@@ -197,18 +234,21 @@ impl<T> Stream for PingMany<T> {
     type Item = Pinged<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.results.poll_recv(cx)
+        self.poll_result(cx)
     }
 }
 
 impl<T> Drop for PingMany<T> {
     fn drop(&mut self) {
-        self.driver.abort();
+        if let Run::Started { driver, .. } = &self.inner {
+            driver.abort();
+        }
     }
 }
 
-/// Pings every target of `targets` once (see the [module](self) documentation). Must be
-/// called inside a tokio runtime.
+/// Pings every target of `targets` once (see the [module](self) documentation). Called
+/// outside a tokio runtime, it pings none: each target comes out with
+/// [`ConnectionError::NoRuntime`], as every async entry point of this crate fails.
 pub fn ping_many<I>(targets: I, options: ManyOptions) -> PingMany<I::Item>
 where
     I: IntoIterator,
@@ -225,6 +265,14 @@ where
     S: Stream + Send + 'static,
     S::Item: ToTarget + Send + Sync + 'static,
 {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return PingMany {
+            inner: Run::NoRuntime {
+                targets: targets.boxed(),
+                index: 0,
+            },
+        };
+    }
     let concurrency = options
         .concurrency
         .unwrap_or_else(default_concurrency)
@@ -234,8 +282,10 @@ where
     let (tx, rx) = mpsc::channel(concurrency.min(1024));
     let driver = tokio::spawn(drive(targets.boxed(), options, limiter, tx));
     PingMany {
-        results: rx,
-        driver,
+        inner: Run::Started {
+            results: rx,
+            driver,
+        },
     }
 }
 

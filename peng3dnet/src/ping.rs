@@ -41,6 +41,11 @@ use crate::tls::{ClientTls, SecurityLevel};
 use crate::transport::Stream;
 use crate::value::{self, get, insert, map, Value};
 
+/// The keys under which servers give their most clients, in the order
+/// [`PingReply::max_clients`] looks: `maxclients` (this project's servers), then the
+/// spellings other servers use.
+pub const MAX_CLIENTS_KEYS: [&str; 4] = ["maxclients", "max_clients", "maxplayers", "max"];
+
 /// Keys the client library adds to a reply, not sent by the server.
 const LOCAL_KEYS: [&str; 2] = ["recvtime", "delay"];
 
@@ -207,6 +212,53 @@ impl PingReply {
         get(self.data(), key)
     }
 
+    /// The server's `name`, when it gives one as a string.
+    ///
+    /// The common keys of a server's data have getters of their own ([`name`](Self::name),
+    /// [`motd`](Self::motd), [`clients`](Self::clients), [`max_clients`](Self::max_clients),
+    /// [`version`](Self::version)), so a browser does not repeat the key conventions:
+    ///
+    /// ```
+    /// # use peng3dnet::value::map;
+    /// # fn f(reply: peng3dnet::ping::PingReply) {
+    /// match (reply.clients(), reply.max_clients()) {
+    ///     (Some(c), Some(m)) => println!("{}: {c}/{m}", reply.name().unwrap_or("?")),
+    ///     _ => println!("{}", reply.name().unwrap_or("?")),
+    /// }
+    /// # }
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.get("name").and_then(Value::as_str)
+    }
+
+    /// The server's message of the day (`motd`), when it gives one as a string.
+    pub fn motd(&self) -> Option<&str> {
+        self.get("motd").and_then(Value::as_str)
+    }
+
+    /// How many clients the server has (`clients`), when it says.
+    pub fn clients(&self) -> Option<u64> {
+        self.get("clients").and_then(Value::as_u64)
+    }
+
+    /// How many clients the server takes at most: the first of [`MAX_CLIENTS_KEYS`] it
+    /// gives as a number.
+    pub fn max_clients(&self) -> Option<u64> {
+        MAX_CLIENTS_KEYS
+            .iter()
+            .find_map(|key| self.get(key).and_then(Value::as_u64))
+    }
+
+    /// The server's own `version`, else the peng3dnet version it reports (our servers
+    /// send `peng3dnet: {version}`).
+    pub fn version(&self) -> Option<&str> {
+        self.get("version").and_then(Value::as_str).or_else(|| {
+            self.get("peng3dnet")
+                .and_then(|p| get(p, "version"))
+                .and_then(Value::as_str)
+        })
+    }
+
     /// The server's data as a serde type (extra keys are ignored unless the type denies
     /// unknown fields).
     ///
@@ -290,6 +342,7 @@ impl PingSession {
         target: impl ToTarget,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
+        crate::error::require_runtime()?;
         let start = Instant::now();
         let (target, addrs) = resolve_target(target, options, start).await?;
         let resolved = Instant::now();
@@ -303,6 +356,7 @@ impl PingSession {
         addr: SocketAddr,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
+        crate::error::require_runtime()?;
         let host = addr.ip().to_string();
         Self::connect_resolved(&[addr], &host, options, Instant::now(), Duration::ZERO)
             .await
@@ -327,6 +381,7 @@ impl PingSession {
         host: &str,
         options: &PingOptions,
     ) -> Result<PingSession, PingError> {
+        crate::error::require_runtime()?;
         Self::connect_resolved(addrs, host, options, Instant::now(), Duration::ZERO)
             .await
             .map_err(|e| e.with_target(host))
@@ -609,6 +664,7 @@ pub async fn ping_server(
     target: impl ToTarget,
     options: &PingOptions,
 ) -> Result<PingReply, PingError> {
+    crate::error::require_runtime()?;
     let start = Instant::now();
     let (target, addrs) = resolve_target(target, options, start).await?;
     let shot = Shot {
@@ -638,6 +694,7 @@ pub async fn ping_addrs(
     host: &str,
     options: &PingOptions,
 ) -> Result<PingReply, PingError> {
+    crate::error::require_runtime()?;
     let shot = Shot {
         start: Instant::now(),
         timeout: options.timeout,

@@ -128,3 +128,44 @@ async fn a_blocking_ping_of_a_server_on_this_current_thread_runtime_is_refused_a
     assert_eq!(get(reply.data(), "k").and_then(Value::as_u64), Some(2));
     server.shutdown().await;
 }
+
+/// Outside a tokio runtime every async entry point that connects fails with `NoRuntime`,
+/// as `Server::bind` does (`ping_server` and `ping_many` panicked: "there is no reactor
+/// running"), and `ping_many` reports each target with it.
+#[test]
+fn async_calls_outside_a_runtime_fail_with_no_runtime_not_a_panic() {
+    use futures_util::FutureExt;
+    use peng3dnet::PingError;
+    fn no_runtime<T>(result: Result<T, PingError>) -> bool {
+        matches!(result, Err(PingError::NoRuntime))
+    }
+    let options = options();
+    assert!(no_runtime(
+        peng3dnet::ping_server("127.0.0.1:1", &options)
+            .now_or_never()
+            .expect("answers at once")
+    ));
+    let session = peng3dnet::PingSession::connect("127.0.0.1:1", &options).now_or_never();
+    assert!(no_runtime(session.expect("answers at once")));
+    let client = peng3dnet::client::Client::builder()
+        .connect("127.0.0.1:1")
+        .now_or_never();
+    assert!(no_runtime(client.expect("answers at once")));
+    let mut many = peng3dnet::many::ping_many(
+        ["127.0.0.1:1", "127.0.0.1:2"],
+        peng3dnet::many::ManyOptions::default(),
+    );
+    for want in ["127.0.0.1:1", "127.0.0.1:2"] {
+        let done = many
+            .next()
+            .now_or_never()
+            .flatten()
+            .expect("a result at once");
+        assert_eq!(done.target, want);
+        assert!(no_runtime(done.result));
+    }
+    assert!(many.next().now_or_never().flatten().is_none());
+    assert!(PingError::NoRuntime
+        .to_string()
+        .contains("peng3dnet::blocking"));
+}

@@ -286,12 +286,31 @@ async fn ping_returns_server_data_delay_and_timings() {
         .await
         .unwrap();
     assert_eq!(reply.get("name"), Some(&Value::from("renamed")));
+    // The typed getters of the common keys.
+    responder.set_static_data(map([
+        ("name", "typed".into()),
+        ("motd", "hi".into()),
+        ("maxplayers", 16.into()),
+        ("version", "1.2".into()),
+    ]));
+    let typed = ping_server(&server.local_addr().to_string(), &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            typed.name(),
+            typed.motd(),
+            typed.max_clients(),
+            typed.version()
+        ),
+        (Some("typed"), Some("hi"), Some(16), Some("1.2"))
+    );
     assert_eq!(
         server
             .stats()
             .pings
             .load(std::sync::atomic::Ordering::Relaxed),
-        2
+        3
     );
     server.shutdown().await;
 }

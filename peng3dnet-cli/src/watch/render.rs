@@ -378,9 +378,13 @@ fn sparkline<'a>(entry: &Entry) -> Line<'a> {
     Line::from(spans.collect::<Vec<_>>())
 }
 
-/// `clients` of the server's data, with `/maxplayers` when the server gives it.
+/// `clients` of the server's data, with `/max` when the server gives its most clients
+/// (under any of the keys `status` reads too).
 fn clients_text(entry: &Entry) -> String {
-    match (entry.field("clients"), entry.field("maxplayers")) {
+    let max = peng3dnet::ping::MAX_CLIENTS_KEYS
+        .iter()
+        .find_map(|k| entry.field(k));
+    match (entry.field("clients"), max) {
         (Some(c), Some(m)) => clean(&format!("{c}/{m}"), 20),
         (Some(c), None) => clean(&c, 20),
         (None, _) => "-".into(),
@@ -696,7 +700,15 @@ mod tests {
                 ("name", Value::from(format!("server {i}"))),
                 ("motd", "welcome".into()),
                 ("clients", Value::from(i)),
-                ("maxplayers", 64.into()),
+                // Both spellings servers use; `status` read both, `watch` only one.
+                (
+                    if i % 2 == 0 {
+                        "maxplayers"
+                    } else {
+                        "maxclients"
+                    },
+                    64.into(),
+                ),
             ]));
         }
         let mut view = View::new(Mode::Browser, 1.0, 60.0);
