@@ -116,5 +116,5 @@ pub use pong::{MapWriter, PingMessage, PingRequest, PingResponder};
 pub use protocol::{ConnType, Packet};
 pub use registry::Registry;
 pub use security::SecurityLevel;
-pub use stats::{ClientId, Stats};
+pub use stats::{ClientId, Stats, StatsSnapshot};
 pub use value::Value;

@@ -70,3 +70,62 @@ impl ProxyStats {
         }
     }
 }
+
+/// The server's counters read at one moment, as plain numbers: what a status page, a
+/// log line or a test wants, without `load(Ordering)` on each field. Each counter is read
+/// on its own (they are not taken under one lock), so two of them may be a few events
+/// apart.
+///
+/// ```
+/// use peng3dnet_proto::Stats;
+/// use std::sync::atomic::Ordering;
+///
+/// let stats = Stats::default();
+/// stats.pings.fetch_add(3, Ordering::Relaxed);
+/// let now = stats.snapshot();
+/// assert_eq!((now.pings, now.connected), (3, 0));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Connections refused with `serverfull`.
+    pub refused: u64,
+    /// Frames refused because the frame budget was spent.
+    pub budget_refused: u64,
+    /// Pings answered.
+    pub pings: u64,
+    /// Connections open now.
+    pub connected: u64,
+    /// PROXY protocol headers accepted (naming a client, or `LOCAL`/unnamed).
+    pub proxy_accepted: u64,
+    /// Connections refused by the PROXY protocol, all reasons.
+    pub proxy_refused: u64,
+}
+
+impl Stats {
+    /// The counters now, as plain numbers (see [`StatsSnapshot`]).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let p = &self.proxy;
+        StatsSnapshot {
+            accepted: self.accepted.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            budget_refused: self.budget_refused.load(Relaxed),
+            pings: self.pings.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            proxy_accepted: p.accepted.load(Relaxed) + p.local.load(Relaxed),
+            proxy_refused: [
+                &p.untrusted,
+                &p.missing,
+                &p.partial,
+                &p.malformed,
+                &p.oversized,
+            ]
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .sum(),
+        }
+    }
+}

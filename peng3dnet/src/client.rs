@@ -29,7 +29,7 @@ use crate::protocol::{
 };
 use crate::registry::Registry;
 use crate::security::InsufficientSecurity;
-use crate::target::{Family, Target};
+use crate::target::{Family, ToTarget};
 use crate::tls::{ClientTls, SecurityLevel};
 use crate::transport::Stream;
 use crate::value::{self, Value};
@@ -118,16 +118,13 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to `host`, `host:port`, `[v6]:port` (default port from the config, 8080)
-    /// and completes the handshake.
-    pub async fn connect(self, target: &str) -> Result<Client, ConnectionError> {
+    /// Connects to a target (`host`, `host:port`, `[v6]:port` with the config's default
+    /// port, 8080; or a `SocketAddr`, a `(host, port)` pair, a parsed `Target`: anything
+    /// [`ToTarget`](crate::target::ToTarget), as the ping functions take) and completes
+    /// the handshake.
+    pub async fn connect(self, target: impl ToTarget) -> Result<Client, ConnectionError> {
         crate::error::require_runtime()?;
-        let target = Target::parse(target, self.config.client_port).map_err(|e| {
-            ConnectionError::Resolve {
-                target: target.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-            }
-        })?;
+        let target = target.to_target(self.config.client_port)?;
         let deadline = crate::deadline::at(Instant::now(), self.timeout);
         let addrs = timeout_at(deadline, target.resolve(self.family))
             .await

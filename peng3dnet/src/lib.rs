@@ -57,5 +57,5 @@ pub use protocol::{ConnType, Packet};
 pub use registry::Registry;
 pub use security::SecurityLevel;
 pub use server::Server;
-pub use stats::{ClientId, Stats};
+pub use stats::{ClientId, Stats, StatsSnapshot};
 pub use value::Value;

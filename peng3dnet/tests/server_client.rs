@@ -88,7 +88,7 @@ async fn server_shutdown_flushes_queued_packets_then_sends_servershutdown() {
     let (server, _closed) = echo_server(Config::default()).await;
     let mut client = Client::builder()
         .registry(registry())
-        .connect(&server.local_addr().to_string())
+        .connect(server.local_addr()) // a SocketAddr: any ToTarget
         .await
         .unwrap();
     // wait until the server has registered the client as established
@@ -113,7 +113,7 @@ async fn close_one_client_with_a_reason() {
     let (server, mut closed) = echo_server(Config::default()).await;
     let client = Client::builder()
         .registry(registry())
-        .connect(&server.local_addr().to_string())
+        .connect(("127.0.0.1", server.local_addr().port()))
         .await
         .unwrap();
     let id = server.clients()[0].id();
