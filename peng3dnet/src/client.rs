@@ -120,7 +120,7 @@ impl ClientBuilder {
 
     /// Connects to a target (`host`, `host:port`, `[v6]:port` with the config's default
     /// port, 8080; or a `SocketAddr`, a `(host, port)` pair, a parsed `Target`: anything
-    /// [`ToTarget`](crate::target::ToTarget), as the ping functions take) and completes
+    /// [`ToTarget`], as the ping functions take) and completes
     /// the handshake.
     pub async fn connect(self, target: impl ToTarget) -> Result<Client, ConnectionError> {
         crate::error::require_runtime()?;
