@@ -1,9 +1,10 @@
 //! `peng3dnet exporter`: the blackbox_exporter pattern for peng3dnet. Prometheus scrapes
 //! `GET /probe?target=HOST:PORT`; the exporter pings the target once and answers with
 //! the result as metrics. A failed probe is `probe_success 0` with the reason, never an
-//! HTTP error; every probe ends within its timeout.
+//! HTTP error; every probe ends within its timeout, which is at most `--max-timeout`. A
+//! target outside `--allow` is refused with 403 and never connected to.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use peng3dnet::ping::{ping_server, PingOptions, PingReply};
+use peng3dnet::config::Config;
+use peng3dnet::ping::{ping_addrs, ping_server, PingError, PingOptions, PingReply};
+use peng3dnet::proxy::Cidr;
+use peng3dnet::target::{Family as AddrFamily, Target};
+use peng3dnet::text::{self, Shown};
 use peng3dnet::tls::ClientTls;
-use peng3dnet::Value;
+use peng3dnet::{CloseReason, Value};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,15 +38,19 @@ Examples:
   peng3dnet exporter --listen 127.0.0.1:9588
   curl 'http://127.0.0.1:9588/probe?target=game.example.org:8080'
   curl 'http://127.0.0.1:9588/probe?target=game.example.org:8443&tls=1&timeout=2'
+  peng3dnet exporter --allow 10.0.0.0/8 --allow '*.example.org' --max-timeout 10
 
 GET /probe?target=HOST:PORT pings the target once. Parameters: tls=1 (verify against the
-system's roots) or tls=insecure (no verification); timeout=SECONDS. The timeout is also
-capped by Prometheus' X-Prometheus-Scrape-Timeout-Seconds header minus 0.5 s. Metrics:
-probe_success, probe_duration_seconds, probe_peng3dnet_phase_duration_seconds{phase},
-probe_peng3dnet_data_KEY for the server's numeric fields, probe_peng3dnet_data_info for
-its string fields, and probe_peng3dnet_failure_info{kind,reason} when the probe fails.
-GET /metrics has the exporter's own metrics. Prints `listening on ADDR` once bound.
-See docs/operations.md for a prometheus.yml.";
+system's roots) or tls=insecure (no verification); timeout=SECONDS. The timeout is cut to
+--max-timeout (30 s) and to Prometheus' X-Prometheus-Scrape-Timeout-Seconds header minus
+0.5 s. Metrics: probe_success, probe_duration_seconds,
+probe_peng3dnet_phase_duration_seconds{phase}, probe_peng3dnet_data_KEY for the server's
+numeric fields, probe_peng3dnet_data_info for its string fields, and
+probe_peng3dnet_failure_info{kind,reason} when the probe fails (a foreign service's
+banner shown by its first 8 bytes only). A reply larger than 64 KiB fails the probe.
+With --allow, a target outside every rule gets HTTP 403 (the scrape fails: up is 0) and
+is never connected to. GET /metrics has the exporter's own metrics. Prints `listening on
+ADDR` once bound. See docs/operations.md for a prometheus.yml.";
 
 /// Largest number of server fields turned into metrics (each kind), so that a hostile
 /// target cannot make a scrape huge.
@@ -51,6 +60,17 @@ const MAX_LABEL_CHARS: usize = 200;
 /// Subtracted from Prometheus' scrape timeout, as blackbox_exporter does, so the answer
 /// arrives before the scrape gives up.
 const SCRAPE_OFFSET: Duration = Duration::from_millis(500);
+/// Largest frame (and inflated body) a probe accepts from its target: a real server's
+/// pong is a few KB. Set as the probes' `max_pong_bytes` and frame limits, so that the
+/// exporter's bound does not follow the library's defaults (once 8 MiB, which let each
+/// hostile target cost a probe that much).
+const MAX_REPLY_BYTES: usize = 64 << 10;
+/// Most msgpack values a probe's reply may hold (each costs about 40 bytes decoded): far
+/// more than the fields a scrape shows ([`MAX_FIELDS`] of each kind).
+const MAX_REPLY_ITEMS: usize = 4096;
+/// How many bytes of a foreign service's greeting (an SSH or HTTP banner) a failure
+/// reason shows: enough to name the protocol (`SSH-2.0-`, `HTTP/1.1`), not its software.
+const FOREIGN_PREFIX: usize = 8;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -76,7 +96,8 @@ impl Own {
         let probes = Family::<ResultLabel, Counter>::default();
         registry.register(
             "peng3dnet_exporter_probes",
-            "Probes run, by result (success, failure)",
+            "Probes asked for, by result (success, failure; forbidden: refused by --allow, \
+             never run)",
             probes.clone(),
         );
         let in_flight = Gauge::default();
@@ -117,11 +138,169 @@ impl Own {
     }
 }
 
+/// Keeps `peng3dnet_exporter_probes_in_flight` counting a probe until it ends, however it
+/// ends: hyper drops a probe whose scraper went away, and a `dec()` after the probe's
+/// `await`s would then never run.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn start(gauge: &Gauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A `--allow` rule: a network, or a host name and perhaps its subdomains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    /// `10.0.0.0/8`, `::1`.
+    Network(Cidr),
+    /// `game.example.org`: that name only (lower case, without a final dot).
+    Name(String),
+    /// `*.example.org`: every name ending in `.example.org` (kept with its dot), not
+    /// `example.org` itself.
+    Subdomains(String),
+}
+
+/// A host name as rules compare it: lower case, without a final dot.
+fn normal_name(host: &str) -> String {
+    let host = host.trim();
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// Whether `name` (normalised) is a host name: dot-separated labels of 1 to 63 letters,
+/// digits, `-` or `_`, 253 characters at most.
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn parse_rule(s: &str) -> Result<Rule, String> {
+    let trimmed = s.trim();
+    if trimmed.contains('/') || trimmed.parse::<IpAddr>().is_ok() {
+        return trimmed.parse::<Cidr>().map(Rule::Network).map_err(|_| {
+            format!(
+                "'{}' is not a network: use ADDR or ADDR/PREFIX, e.g. 10.0.0.0/8 or ::1",
+                text::escape(s)
+            )
+        });
+    }
+    let name = normal_name(trimmed);
+    if let Some(parent) = name.strip_prefix("*.") {
+        if is_host_name(parent) {
+            return Ok(Rule::Subdomains(format!(".{parent}")));
+        }
+    } else if is_host_name(&name) {
+        return Ok(Rule::Name(name));
+    }
+    Err(format!(
+        "'{}' is not a rule: give a network (10.0.0.0/8, ::1), a host name \
+         (game.example.org) or its subdomains (*.example.org)",
+        text::escape(s)
+    ))
+}
+
+/// Checks an `--allow` rule for clap (the exporter parses the rules again when it starts).
+pub(crate) fn check_allow(s: &str) -> Result<String, String> {
+    parse_rule(s).map(|_| s.to_owned())
+}
+
+/// The targets `--allow` lets the exporter probe.
+#[derive(Debug, Default)]
+struct AllowList {
+    networks: Vec<Cidr>,
+    names: Vec<Rule>,
+}
+
+/// What the allow-list says of a target's host before anything is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Probe it as given.
+    Allowed,
+    /// Refuse it: an address outside every network, or a name no rule can admit.
+    Forbidden,
+    /// A name no name rule matches: resolve it and try only its addresses inside an
+    /// allowed network.
+    ByAddress,
+}
+
+impl AllowList {
+    /// The list of `rules` (`None` for none: every target allowed).
+    fn new(rules: &[String]) -> Result<Option<AllowList>, String> {
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        let mut list = AllowList::default();
+        for rule in rules {
+            match parse_rule(rule)? {
+                Rule::Network(net) => list.networks.push(net),
+                other => list.names.push(other),
+            }
+        }
+        Ok(Some(list))
+    }
+
+    fn decide(&self, host: &str) -> Decision {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return if self.admits(ip) {
+                Decision::Allowed
+            } else {
+                Decision::Forbidden
+            };
+        }
+        let name = normal_name(host);
+        let named = self.names.iter().any(|rule| match rule {
+            Rule::Name(n) => *n == name,
+            Rule::Subdomains(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+            Rule::Network(_) => false,
+        });
+        if named {
+            Decision::Allowed
+        } else if self.networks.is_empty() {
+            Decision::Forbidden
+        } else {
+            Decision::ByAddress
+        }
+    }
+
+    /// Whether `ip` is in an allowed network (an IPv4-mapped IPv6 address counts as its
+    /// IPv4 address, the one a connection to it reaches).
+    fn admits(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|net| net.contains(ip))
+    }
+}
+
 struct State {
     slots: Semaphore,
     max: usize,
     default_timeout: Duration,
+    max_timeout: Duration,
+    allow: Option<AllowList>,
+    /// The probes' configuration: the library's, with replies bounded.
+    config: Config,
     own: Own,
+}
+
+/// The configuration of every probe: the library's defaults, with the reply a target
+/// may send bounded to what a real server's pong needs.
+fn probe_config() -> Config {
+    let mut config = Config::default();
+    config.limits.frame.max_frame_length = MAX_REPLY_BYTES;
+    config.limits.frame.max_inflated_size = MAX_REPLY_BYTES;
+    config.limits.max_items = MAX_REPLY_ITEMS;
+    config
 }
 
 /// A probe's parameters, from the query and the headers.
@@ -133,7 +312,12 @@ struct Probe {
 }
 
 /// Reads the probe's parameters; an error is a mistake in the scrape configuration (400).
-fn parameters<B>(request: &Request<B>, default_timeout: Duration) -> Result<Probe, String> {
+/// The timeout is cut to `max_timeout`, as blackbox_exporter cuts it to the scrape's.
+fn parameters<B>(
+    request: &Request<B>,
+    default_timeout: Duration,
+    max_timeout: Duration,
+) -> Result<Probe, String> {
     let query = request.uri().query();
     let target = query_param(query, "target")
         .filter(|t| !t.trim().is_empty())
@@ -153,7 +337,8 @@ fn parameters<B>(request: &Request<B>, default_timeout: Duration) -> Result<Prob
     let mut timeout = match query_param(query, "timeout") {
         Some(t) => parse_seconds(&t).map_err(|e| format!("timeout: {e}"))?,
         None => default_timeout,
-    };
+    }
+    .min(max_timeout);
     let scrape = request
         .headers()
         .get("X-Prometheus-Scrape-Timeout-Seconds")
@@ -315,38 +500,125 @@ fn probe_metrics(result: &Result<PingReply, (&'static str, String)>, duration: D
     out
 }
 
+/// A probe's failure: its kind (as in `peng3dnet ping --json`) and reason.
+type Failure = (&'static str, String);
+
+/// What a probe answers: its metrics, or the refusal of a target outside `--allow`.
+#[derive(Debug)]
+enum Answer {
+    /// The probe ran: its metrics (`probe_success` 1 or 0).
+    Metrics(String),
+    /// The target is outside `--allow`: not probed, the reason for the 403.
+    Forbidden(String),
+}
+
+/// The reason of a refused target, for the 403 and the log.
+fn forbidden_text(target: &str) -> String {
+    format!(
+        "target '{}' is outside the exporter's --allow rules; it was not probed",
+        Shown(target)
+    )
+}
+
+/// Why a ping failed, in the words of `peng3dnet ping`, with what the target chose to
+/// send cut short: a foreign service's banner to its first [`FOREIGN_PREFIX`] bytes (the
+/// exporter is no port scanner for whoever can reach it; the library's close reasons
+/// come cut to [`text::SHOWN_CHARS`] characters already), the whole escaped
+/// ([`text::escape`]) and cut to [`MAX_LABEL_CHARS`], for the label and the log alike.
+fn failure(e: &PingError, timeout: Duration) -> Failure {
+    if let PingError::Protocol(CloseReason::PacketTooLarge) = e {
+        return (
+            "protocol",
+            format!(
+                "the server's reply is larger than a probe accepts ({} KiB, {MAX_REPLY_ITEMS} \
+                 values; a real server's pong is a few KB)",
+                MAX_REPLY_BYTES >> 10
+            ),
+        );
+    }
+    let (kind, reason) = crate::ping::describe(e, timeout);
+    let reason = if matches!(e, PingError::NotPeng3dnet(_)) {
+        cut_quoted(&reason, FOREIGN_PREFIX)
+    } else {
+        reason
+    };
+    let reason = text::escape(&reason);
+    let reason = match reason.char_indices().nth(MAX_LABEL_CHARS - 3) {
+        Some((at, _)) if reason.chars().count() > MAX_LABEL_CHARS => {
+            format!("{}...", &reason[..at])
+        }
+        _ => reason.into_owned(),
+    };
+    (kind, reason)
+}
+
+/// `reason` with the text between its first and last `'` (the library quotes a foreign
+/// greeting there, printable ASCII as is and other bytes as `\xNN`) cut to `bytes` bytes
+/// of the greeting, an escape kept whole.
+fn cut_quoted(reason: &str, bytes: usize) -> String {
+    let (Some(open), Some(close)) = (reason.find('\''), reason.rfind('\'')) else {
+        return reason.to_owned();
+    };
+    if close <= open {
+        return reason.to_owned();
+    }
+    let quoted = &reason[open + 1..close];
+    let mut end = 0;
+    for _ in 0..bytes {
+        let rest = &quoted[end..];
+        let Some(c) = rest.chars().next() else { break };
+        let is_escape = rest.len() >= 4
+            && rest.starts_with("\\x")
+            && rest.as_bytes()[2..4].iter().all(u8::is_ascii_hexdigit);
+        end += if is_escape { 4 } else { c.len_utf8() };
+    }
+    let more = if end < quoted.len() { "..." } else { "" };
+    format!(
+        "{}'{}{more}'{}",
+        &reason[..open],
+        &quoted[..end],
+        &reason[close + 1..]
+    )
+}
+
 /// Runs one probe within its timeout.
-async fn probe(state: &State, probe: Probe) -> String {
+async fn probe(state: &State, probe: Probe) -> Answer {
     let started = Instant::now();
     let deadline = started + probe.timeout;
-    state.own.in_flight.inc();
-    let result = match tokio::time::timeout_at(deadline, state.slots.acquire()).await {
-        Err(_) => Err((
-            "timeout",
-            format!(
-                "no free probe slot within the timeout ({} probes at once)",
-                state.max
-            ),
-        )),
-        Ok(Err(_)) => Err(("other", "the exporter is stopping".to_owned())),
-        Ok(Ok(_permit)) => {
-            let options = PingOptions {
-                timeout: deadline.saturating_duration_since(Instant::now()),
-                tls: probe.tls,
-                ..PingOptions::default()
-            };
-            // The ping's own timeout bounds it; this bounds everything else too.
-            match tokio::time::timeout_at(deadline, ping_server(&probe.target, &options)).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(e)) => Err(crate::ping::describe(&e, probe.timeout)),
-                Err(_) => Err((
-                    "timeout",
-                    format!("timed out (timeout {}s)", probe.timeout.as_secs_f64()),
-                )),
-            }
-        }
+    let _in_flight = InFlight::start(&state.own.in_flight);
+    let target = Target::parse(&probe.target, state.config.client_port);
+    let decision = match (&state.allow, &target) {
+        (Some(allow), Ok(target)) => allow.decide(&target.host),
+        // A target that does not parse is never connected to: its error is the answer.
+        _ => Decision::Allowed,
     };
-    state.own.in_flight.dec();
+    let result = match target {
+        _ if decision == Decision::Forbidden => return forbidden(state, &probe.target),
+        Err(bad) => Err(failure(&PingError::from(bad), probe.timeout)),
+        Ok(target) => match tokio::time::timeout_at(deadline, state.slots.acquire()).await {
+            Err(_) => Err((
+                "timeout",
+                format!(
+                    "no free probe slot within the timeout ({} probes at once)",
+                    state.max
+                ),
+            )),
+            Ok(Err(_)) => Err(("other", "the exporter is stopping".to_owned())),
+            Ok(Ok(_permit)) => {
+                let ping = ping_allowed(state, target, decision, probe.tls, deadline);
+                // The ping's own timeout bounds it; this bounds everything else too.
+                match tokio::time::timeout_at(deadline, ping).await {
+                    Ok(Some(Ok(reply))) => Ok(reply),
+                    Ok(Some(Err(e))) => Err(failure(&e, probe.timeout)),
+                    Ok(None) => return forbidden(state, &probe.target),
+                    Err(_) => Err((
+                        "timeout",
+                        format!("timed out (timeout {}s)", probe.timeout.as_secs_f64()),
+                    )),
+                }
+            }
+        },
+    };
     let label = if result.is_ok() { "success" } else { "failure" };
     state
         .own
@@ -355,12 +627,84 @@ async fn probe(state: &State, probe: Probe) -> String {
             result: label.to_owned(),
         })
         .inc();
+    let shown = Shown(&probe.target);
     if let Err((kind, reason)) = &result {
-        tracing::info!(target = %probe.target, kind, "probe failed: {reason}");
+        tracing::info!(target = %shown, kind, "probe failed: {reason}");
     } else {
-        tracing::debug!(target = %probe.target, "probe succeeded");
+        tracing::debug!(target = %shown, "probe succeeded");
     }
-    probe_metrics(&result, started.elapsed())
+    Answer::Metrics(probe_metrics(&result, started.elapsed()))
+}
+
+/// The options of a probe's ping, with the reply it accepts bounded.
+fn probe_options(state: &State, tls: Option<ClientTls>, deadline: Instant) -> PingOptions {
+    PingOptions {
+        config: state.config.clone(),
+        timeout: deadline.saturating_duration_since(Instant::now()),
+        tls,
+        // The exporter's own bound, whatever the library's default.
+        max_pong_bytes: MAX_REPLY_BYTES,
+        ..PingOptions::default()
+    }
+}
+
+/// Pings `target` as `decision` allows; `None` when none of its addresses is allowed
+/// (nothing was connected to).
+async fn ping_allowed(
+    state: &State,
+    target: Target,
+    decision: Decision,
+    tls: Option<ClientTls>,
+    deadline: Instant,
+) -> Option<Result<PingReply, PingError>> {
+    let mut options = probe_options(state, tls, deadline);
+    let allow = match (&state.allow, decision) {
+        (Some(allow), Decision::ByAddress) => allow,
+        _ => return Some(ping_server(&target, &options).await),
+    };
+    // Resolved once, here: the addresses checked are the addresses tried.
+    let resolving = Instant::now();
+    let addrs = match target.resolve(AddrFamily::Any).await {
+        Ok(addrs) => addrs,
+        Err(source) => {
+            return Some(Err(PingError::Resolve {
+                target: target.to_string(),
+                source,
+            }))
+        }
+    };
+    let resolve = resolving.elapsed();
+    let allowed: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|addr| allow.admits(addr.ip()))
+        .collect();
+    if allowed.is_empty() {
+        tracing::debug!(target = %target, ?addrs, "no address of the target is allowed");
+        return None;
+    }
+    options.timeout = deadline.saturating_duration_since(Instant::now());
+    let result = ping_addrs(&allowed, &target.host, &options).await;
+    Some(result.map(|mut reply| {
+        reply.timings.resolve = resolve;
+        reply
+    }))
+}
+
+/// A target refused by `--allow`: counted and logged, never probed.
+fn forbidden(state: &State, target: &str) -> Answer {
+    state
+        .own
+        .probes
+        .get_or_create(&ResultLabel {
+            result: "forbidden".to_owned(),
+        })
+        .inc();
+    tracing::info!(
+        target = %Shown(target),
+        "probe refused: the target is outside --allow"
+    );
+    Answer::Forbidden(forbidden_text(target))
 }
 
 async fn handle(
@@ -368,11 +712,13 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     match request.uri().path() {
-        "/probe" => match parameters(&request, state.default_timeout) {
-            Ok(p) => {
-                let body = probe(&state, p).await;
-                http::exposition(&request, body)
-            }
+        "/probe" => match parameters(&request, state.default_timeout, state.max_timeout) {
+            Ok(p) => match probe(&state, p).await {
+                Answer::Metrics(body) => http::exposition(&request, body),
+                Answer::Forbidden(reason) => {
+                    http::text(StatusCode::FORBIDDEN, format!("{reason}\n"))
+                }
+            },
             Err(message) => http::text(StatusCode::BAD_REQUEST, format!("{message}\n")),
         },
         "/metrics" => http::exposition(&request, state.own.encode()),
@@ -387,6 +733,21 @@ async fn handle(
 /// `peng3dnet exporter`.
 pub(crate) async fn run(args: ExporterArgs) -> Exit {
     init_logging_as(if args.verbose { "debug" } else { "info" }, args.log_format);
+    if args.timeout > args.max_timeout {
+        tracing::warn!(
+            "--timeout {}s is longer than --max-timeout {}s: probes without timeout= get {}s",
+            args.timeout.as_secs_f64(),
+            args.max_timeout.as_secs_f64(),
+            args.max_timeout.as_secs_f64()
+        );
+    }
+    let allow = match AllowList::new(&args.allow) {
+        Ok(allow) => allow,
+        Err(message) => {
+            error(format!("--allow: {message}"));
+            return Exit::Usage;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen.as_str()).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -405,7 +766,10 @@ pub(crate) async fn run(args: ExporterArgs) -> Exit {
     let state = Arc::new(State {
         slots: Semaphore::new(max),
         max,
-        default_timeout: args.timeout,
+        default_timeout: args.timeout.min(args.max_timeout),
+        max_timeout: args.max_timeout,
+        allow,
+        config: probe_config(),
         own: Own::new(args.max_concurrent),
     });
     if Out.line(&format!("listening on {addr}")).is_err() {
@@ -444,25 +808,25 @@ mod tests {
             .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
             .body(())
             .unwrap();
-        let p = parameters(&request, Duration::from_secs(5)).unwrap();
+        let p = parameters(&request, Duration::from_secs(5), Duration::from_secs(30)).unwrap();
         assert_eq!(p.timeout, Duration::from_millis(1500));
         let request = Request::builder()
             .uri("/probe?target=x:1&timeout=0.3")
             .body(())
             .unwrap();
         assert_eq!(
-            parameters(&request, Duration::from_secs(5))
+            parameters(&request, Duration::from_secs(5), Duration::from_secs(30))
                 .unwrap()
                 .timeout,
             Duration::from_millis(300)
         );
         let request = Request::builder().uri("/probe").body(()).unwrap();
-        assert!(parameters(&request, Duration::from_secs(5)).is_err());
+        assert!(parameters(&request, Duration::from_secs(5), Duration::from_secs(30)).is_err());
         let request = Request::builder()
             .uri("/probe?target=x:1&tls=maybe")
             .body(())
             .unwrap();
-        assert!(parameters(&request, Duration::from_secs(5)).is_err());
+        assert!(parameters(&request, Duration::from_secs(5), Duration::from_secs(30)).is_err());
     }
 
     #[test]
@@ -477,6 +841,224 @@ mod tests {
                 "probe_peng3dnet_failure_info{kind=\"refused\",reason=\"cannot connect to \\\"x\\\"\"} 1"
             ),
             "{text}"
+        );
+    }
+
+    /// A state for the probe tests, with `allow` as `--allow`.
+    fn state(allow: &[&str], max: usize) -> State {
+        let rules: Vec<String> = allow.iter().map(|r| r.to_string()).collect();
+        State {
+            slots: Semaphore::new(max),
+            max,
+            default_timeout: Duration::from_secs(5),
+            max_timeout: Duration::from_secs(30),
+            allow: AllowList::new(&rules).unwrap(),
+            config: probe_config(),
+            own: Own::new(max as u64),
+        }
+    }
+
+    /// Finding 2: `timeout=` up to a year held a probe slot that long.
+    #[test]
+    fn a_scrape_cannot_ask_for_more_than_the_maximum_timeout() {
+        let year = Request::builder()
+            .uri("/probe?target=x:1&timeout=31536000")
+            .body(())
+            .unwrap();
+        let max = Duration::from_secs(30);
+        assert_eq!(
+            parameters(&year, Duration::from_secs(5), max)
+                .unwrap()
+                .timeout,
+            max
+        );
+        // The scrape's own timeout still cuts below the maximum.
+        let scraped = Request::builder()
+            .uri("/probe?target=x:1&timeout=31536000")
+            .header("X-Prometheus-Scrape-Timeout-Seconds", "10")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            parameters(&scraped, Duration::from_secs(5), max)
+                .unwrap()
+                .timeout,
+            Duration::from_millis(9500)
+        );
+    }
+
+    /// Finding 2: a probe dropped mid-way (its scraper left) stayed in the in-flight gauge.
+    #[tokio::test]
+    async fn a_dropped_probe_leaves_the_in_flight_gauge() {
+        // A silent port: accepts, never writes.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = silent.local_addr().unwrap().to_string();
+        let state = Arc::new(state(&[], 4));
+        let running = tokio::spawn({
+            let state = state.clone();
+            async move {
+                let p = Probe {
+                    target,
+                    tls: None,
+                    timeout: Duration::from_secs(30),
+                };
+                probe(&state, p).await
+            }
+        });
+        let (_held, _) = tokio::time::timeout(Duration::from_secs(10), silent.accept())
+            .await
+            .expect("the probe connects")
+            .unwrap();
+        assert_eq!(state.own.in_flight.get(), 1);
+        running.abort();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.own.in_flight.get() != 0 {
+            assert!(Instant::now() < deadline, "the gauge stayed up");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Finding 9: the rules, and what they let through.
+    #[test]
+    fn allow_rules_admit_networks_names_and_subdomains_only() {
+        assert_eq!(
+            parse_rule("10.0.0.0/8"),
+            Ok(Rule::Network("10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_rule("Game.Example.ORG."),
+            Ok(Rule::Name("game.example.org".into()))
+        );
+        assert_eq!(
+            parse_rule("*.example.org"),
+            Ok(Rule::Subdomains(".example.org".into()))
+        );
+        for bad in [
+            "",
+            "*",
+            "a.*.org",
+            "10.0.0.0/33",
+            "x/8",
+            "a b",
+            "a..b",
+            "*.",
+        ] {
+            let e = parse_rule(bad).unwrap_err();
+            assert!(e.contains("is not a"), "{bad}: {e}");
+        }
+        assert!(parse_rule("bad\nrule")
+            .unwrap_err()
+            .contains("bad\\x0arule"));
+
+        let rules = ["127.0.0.0/8", "::1", "*.example.org", "game.example.net"];
+        let allow = AllowList::new(&rules.map(String::from)).unwrap().unwrap();
+        assert_eq!(allow.decide("127.0.0.9"), Decision::Allowed);
+        assert_eq!(allow.decide("::1"), Decision::Allowed);
+        // A mapped address reaches its IPv4 host: it counts as that.
+        assert_eq!(allow.decide("::ffff:127.0.0.1"), Decision::Allowed);
+        assert_eq!(allow.decide("::ffff:10.0.0.1"), Decision::Forbidden);
+        assert_eq!(allow.decide("10.0.0.1"), Decision::Forbidden);
+        assert_eq!(allow.decide("169.254.169.254"), Decision::Forbidden);
+        assert_eq!(allow.decide("a.b.EXAMPLE.org."), Decision::Allowed);
+        assert_eq!(allow.decide("game.example.net"), Decision::Allowed);
+        // Not the parent, not a look-alike: resolved and checked by address instead.
+        assert_eq!(allow.decide("example.org"), Decision::ByAddress);
+        assert_eq!(allow.decide("evilexample.org"), Decision::ByAddress);
+        assert_eq!(allow.decide("x.game.example.net"), Decision::ByAddress);
+
+        let names_only = AllowList::new(&["*.example.org".to_owned()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(names_only.decide("localhost"), Decision::Forbidden);
+        assert_eq!(names_only.decide("127.0.0.1"), Decision::Forbidden);
+        assert!(AllowList::new(&[]).unwrap().is_none());
+    }
+
+    /// Finding 9: a refused target is answered without a connection; a name is checked by
+    /// the addresses it resolves to.
+    #[tokio::test]
+    async fn a_refused_target_is_never_connected_to() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = state(&["192.0.2.0/24", "*.example.org"], 4);
+        for target in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+            let p = Probe {
+                target: target.clone(),
+                tls: None,
+                timeout: Duration::from_secs(5),
+            };
+            match probe(&state, p).await {
+                Answer::Forbidden(reason) => {
+                    assert!(
+                        reason.contains("outside the exporter's --allow"),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{target}: {other:?}"),
+            }
+        }
+        // Nothing reached the listener (a connect would be queued by now).
+        let accepted = tokio::time::timeout(Duration::from_millis(1), listener.accept()).await;
+        assert!(
+            accepted.is_err(),
+            "the exporter connected to a refused target"
+        );
+        assert!(state.own.encode().contains("result=\"forbidden\"} 2"));
+    }
+
+    /// Finding 9: a foreign service's banner is cut to its first bytes.
+    #[test]
+    fn a_foreign_banner_is_cut_to_a_short_escaped_prefix() {
+        let timeout = Duration::from_secs(1);
+        let ssh = PingError::NotPeng3dnet(
+            "it sent 'SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3', an SSH banner".into(),
+        );
+        let (kind, reason) = failure(&ssh, timeout);
+        assert_eq!(kind, "not_peng3dnet");
+        assert_eq!(
+            reason,
+            "not a peng3dnet server: it sent 'SSH-2.0-...', an SSH banner"
+        );
+        let binary = PingError::NotPeng3dnet(
+            "its first bytes '\\x7fELF\\x02\\x01\\x01\\x00\\x00' cannot start a peng3dnet frame"
+                .into(),
+        );
+        assert_eq!(
+            failure(&binary, timeout).1,
+            "not a peng3dnet server: its first bytes '\\x7fELF\\x02\\x01\\x01\\x00...' cannot \
+             start a peng3dnet frame"
+        );
+        let short = "it sent 'HTTP/1.1', an HTTP response";
+        assert_eq!(cut_quoted(short, FOREIGN_PREFIX), short);
+        assert_eq!(cut_quoted("no quotes at all", 2), "no quotes at all");
+        assert_eq!(cut_quoted("it's", 2), "it's");
+        // Whatever else a target made the reason say: escaped, and as long as a label.
+        let long = PingError::NotPeng3dnet(format!("a\nb\x1b[2J{}", "x".repeat(500)));
+        let (_, reason) = failure(&long, timeout);
+        assert!(
+            reason.starts_with("not a peng3dnet server: a\\x0ab\\x1b[2J"),
+            "{reason}"
+        );
+        assert_eq!(reason.chars().count(), MAX_LABEL_CHARS, "{reason}");
+        assert!(reason.ends_with("x..."), "{reason}");
+    }
+
+    /// Finding 11: a probe accepts a pong that fits a real server, not the library's 8 MiB.
+    #[test]
+    fn a_probe_bounds_the_reply_it_accepts() {
+        let options = probe_options(&state(&[], 1), None, Instant::now());
+        assert_eq!(options.max_pong_bytes, MAX_REPLY_BYTES);
+        let frame = options.frame_limits();
+        assert_eq!(frame.max_frame_length, MAX_REPLY_BYTES);
+        assert_eq!(frame.max_inflated_size, MAX_REPLY_BYTES);
+        assert_eq!(options.config.limits.max_items, MAX_REPLY_ITEMS);
+        let (kind, reason) = failure(
+            &PingError::Protocol(CloseReason::PacketTooLarge),
+            Duration::from_secs(1),
+        );
+        assert_eq!(kind, "protocol");
+        assert!(
+            reason.contains("larger than a probe accepts (64 KiB"),
+            "{reason}"
         );
     }
 }

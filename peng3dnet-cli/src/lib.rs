@@ -558,6 +558,16 @@ pub struct ExporterArgs {
     /// Probe timeout when the scrape sets none (seconds).
     #[arg(long = "timeout", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     pub timeout: Duration,
+    /// Longest probe timeout a scrape may ask for (seconds); a longer timeout= is cut to
+    /// it, so probes of silent targets cannot hold the probe slots for long.
+    #[arg(long = "max-timeout", value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub max_timeout: Duration,
+    /// Probe only these targets (repeatable): a network or address (10.0.0.0/8, ::1), a
+    /// host name (game.example.org) or its subdomains (*.example.org). A name no name rule
+    /// matches is resolved and only its addresses in an allowed network are tried. Others
+    /// get HTTP 403 and are never connected to. Without --allow, any target.
+    #[arg(long = "allow", value_name = "RULE", value_parser = exporter::check_allow)]
+    pub allow: Vec<String>,
     /// Log line format on stderr [default: text].
     #[arg(long = "log-format", value_name = "FORMAT", default_value = "text")]
     pub log_format: config_file::LogFormat,
