@@ -62,9 +62,16 @@ pub enum FrameError {
         /// Length that was asked for.
         length: usize,
     },
-    /// The socket failed.
+    /// The socket failed. Its message says the I/O error, so `source()` does not return it
+    /// again.
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        FrameError::Io(e)
+    }
 }
 
 impl FrameError {

@@ -75,13 +75,19 @@ impl fmt::Display for Phase {
 }
 
 /// Errors of a connection as seen by the library user: a classic client, a ping
-/// ([`PingError`] is this type), or the server's per-client operations. Causes are kept as
-/// [`std::error::Error::source`].
-#[derive(Debug, thiserror::Error)]
+/// ([`PingError`] is this type), or the server's per-client operations.
+///
+/// Each message is whole: it says the cause too ("cannot connect to 127.0.0.1:8080:
+/// connection refused"), so [`std::error::Error::source`] does not return that cause again
+/// (chain printers such as anyhow's showed it twice). The cause stays in the variant's
+/// fields; the wrappers of a lower layer's error ([`Frame`](Self::Frame),
+/// [`Value`](Self::Value), [`Registry`](Self::Registry),
+/// [`InsufficientSecurity`](Self::InsufficientSecurity)) show its message and return its
+/// own source.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum ConnectionError {
     /// The target could not be parsed or resolved.
-    #[error("cannot resolve {target}: {source}")]
     Resolve {
         /// What was asked for.
         target: String,
@@ -89,7 +95,6 @@ pub enum ConnectionError {
         source: io::Error,
     },
     /// The TCP connection could not be made (refused, unreachable).
-    #[error("cannot connect to {addr}: {source}")]
     Connect {
         /// Address tried last.
         addr: SocketAddr,
@@ -99,11 +104,9 @@ pub enum ConnectionError {
     /// Every address of the target failed (refused, unreachable): each with its last
     /// error, in the order tried. A target with one address fails with
     /// [`ConnectionError::Connect`] instead.
-    #[error("cannot connect to any address: {}", each_failure(.0))]
     ConnectEach(Vec<(SocketAddr, io::Error)>),
     /// The peer did not do what was expected in time: reached (or not, when `phase` is
     /// [`Phase::Resolving`] or [`Phase::Connecting`]) but silent.
-    #[error("{}timed out {phase} (after {:.1} s){}", target_text(.target), .after.as_secs_f64(), phase.hint())]
     Timeout {
         /// What we were waiting for.
         phase: Phase,
@@ -114,62 +117,141 @@ pub enum ConnectionError {
         target: Option<String>,
     },
     /// The peer closed the connection, with its closeconn reason if it sent one.
-    #[error("connection closed by peer: {}", reason_text(.0))]
     ClosedByPeer(Option<CloseReason>),
     /// We closed the connection because the peer broke the protocol.
-    #[error("protocol violation, connection closed with reason {0}")]
     Protocol(CloseReason),
     /// The peer does not speak peng3dnet (its first bytes are not a hello).
-    #[error("not a peng3dnet server: {0}")]
     NotPeng3dnet(String),
     /// The server uses TLS and this connection does not: its first bytes were a TLS
     /// record, or it closed with `tlsrequired`.
-    #[error("the server requires TLS")]
     TlsRequired,
     /// The server speaks another version of the protocol.
-    #[error("the server speaks another protocol version (protoversionmismatch)")]
     ProtocolMismatch,
     /// Framing failed.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
+    Frame(FrameError),
     /// A body could not be decoded or converted.
-    #[error(transparent)]
-    Value(#[from] ValueError),
+    Value(ValueError),
     /// Registry problem (unknown packet name and the like).
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(RegistryError),
     /// The TLS handshake failed (wrong CA, wrong name, expired certificate, a peer that
     /// does not speak TLS...).
-    #[error("{}", crate::tls::describe_handshake_error(.0))]
-    Tls(#[source] io::Error),
+    Tls(io::Error),
     /// The packet requires a more secure connection (the reference's `min_sslsec_level`).
-    #[error(transparent)]
-    InsufficientSecurity(#[from] InsufficientSecurity),
+    InsufficientSecurity(InsufficientSecurity),
     /// The connection is not in a state where this operation is allowed.
-    #[error("not allowed in this connection state: {0}")]
     State(&'static str),
     /// A blocking ping ([`crate::blocking`]) of a server that runs on the same tokio
     /// `current_thread` runtime, from that runtime's thread: it would hold the thread the
     /// server needs for the whole call, run to its timeout and blame the server. Refused
     /// at once instead.
-    #[error(
-        "the blocking client was called on the thread of the tokio current_thread runtime \
-         that runs this server, which could not answer while the call blocks it: use \
-         peng3dnet::ping (async) there, or call it from tokio::task::spawn_blocking or a \
-         thread of your own"
-    )]
     BlockingOnCurrentThreadRuntime,
     /// An async function of this crate was polled outside a tokio runtime (tokio's own
     /// sockets and timers would panic: "there is no reactor running"). Every async entry
     /// point that connects says so instead, as [`crate::server::ServerBuilder::bind`] does.
-    #[error(
-        "no tokio runtime: call this inside one (#[tokio::main]), or use peng3dnet::blocking \
-         from synchronous code"
-    )]
     NoRuntime,
     /// Socket error.
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ConnectionError::*;
+        match self {
+            Resolve { target, source } => write!(f, "cannot resolve {target}: {source}"),
+            Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
+            ConnectEach(failures) => {
+                write!(
+                    f,
+                    "cannot connect to any address: {}",
+                    each_failure(failures)
+                )
+            }
+            Timeout {
+                phase,
+                after,
+                target,
+            } => write!(
+                f,
+                "{}timed out {phase} (after {:.1} s){}",
+                target_text(target),
+                after.as_secs_f64(),
+                phase.hint()
+            ),
+            ClosedByPeer(reason) => write!(f, "connection closed by peer: {}", reason_text(reason)),
+            Protocol(reason) => {
+                write!(
+                    f,
+                    "protocol violation, connection closed with reason {reason}"
+                )
+            }
+            NotPeng3dnet(why) => write!(f, "not a peng3dnet server: {why}"),
+            TlsRequired => f.write_str("the server requires TLS"),
+            ProtocolMismatch => {
+                f.write_str("the server speaks another protocol version (protoversionmismatch)")
+            }
+            Frame(e) => e.fmt(f),
+            Value(e) => e.fmt(f),
+            Registry(e) => e.fmt(f),
+            Tls(e) => f.write_str(&crate::tls::describe_handshake_error(e)),
+            InsufficientSecurity(e) => e.fmt(f),
+            State(what) => write!(f, "not allowed in this connection state: {what}"),
+            BlockingOnCurrentThreadRuntime => f.write_str(
+                "the blocking client was called on the thread of the tokio current_thread \
+                 runtime that runs this server, which could not answer while the call blocks \
+                 it: use peng3dnet::ping (async) there, or call it from \
+                 tokio::task::spawn_blocking or a thread of your own",
+            ),
+            NoRuntime => f.write_str(
+                "no tokio runtime: call this inside one (#[tokio::main]), or use \
+                 peng3dnet::blocking from synchronous code",
+            ),
+            Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Shown in full by Display: their own causes, not themselves.
+            ConnectionError::Frame(e) => e.source(),
+            ConnectionError::Value(e) => e.source(),
+            ConnectionError::Registry(e) => e.source(),
+            ConnectionError::InsufficientSecurity(e) => e.source(),
+            // The others' messages include their cause already.
+            _ => None,
+        }
+    }
+}
+
+impl From<FrameError> for ConnectionError {
+    fn from(e: FrameError) -> Self {
+        ConnectionError::Frame(e)
+    }
+}
+
+impl From<ValueError> for ConnectionError {
+    fn from(e: ValueError) -> Self {
+        ConnectionError::Value(e)
+    }
+}
+
+impl From<RegistryError> for ConnectionError {
+    fn from(e: RegistryError) -> Self {
+        ConnectionError::Registry(e)
+    }
+}
+
+impl From<InsufficientSecurity> for ConnectionError {
+    fn from(e: InsufficientSecurity) -> Self {
+        ConnectionError::InsufficientSecurity(e)
+    }
+}
+
+impl From<io::Error> for ConnectionError {
+    fn from(e: io::Error) -> Self {
+        ConnectionError::Io(e)
+    }
 }
 
 /// [`ConnectionError::NoRuntime`] unless called inside a tokio runtime: the first check of

@@ -306,7 +306,7 @@ pub struct ServerBuilder<H: Handler = NoHandler> {
 pub enum ServerError {
     /// The listening socket could not be bound; the error names the address ("cannot
     /// bind 127.0.0.1:8080: address in use").
-    #[error("{0}")]
+    #[error(transparent)]
     Bind(#[from] io::Error),
     /// `bind` was polled outside a tokio runtime (see [`ServerBuilder::bind`]).
     #[error("the server needs a tokio runtime: call bind inside one, or use peng3dnet::blocking::Server from synchronous code")]
@@ -833,17 +833,24 @@ pub async fn listen(addr: impl ToSocketAddrs, max_connections: usize) -> io::Res
 }
 
 /// A listening socket that could not be bound, with the address it concerns. It travels
-/// inside the `io::Error` that [`listen`] returns (same kind), keeping the OS error as
-/// its source (`raw_os_error` of the source gives the errno).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot bind {addr}: {source}")]
+/// inside the `io::Error` that [`listen`] returns (same kind), keeping the OS error in
+/// its `source` field (`raw_os_error` of it gives the errno). Its message says that
+/// error already, so [`std::error::Error::source`] does not return it again.
+#[derive(Debug)]
 pub struct BindError {
     /// The address that could not be bound.
     pub addr: SocketAddr,
     /// Why.
-    #[source]
     pub source: io::Error,
 }
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot bind {}: {}", self.addr, self.source)
+    }
+}
+
+impl std::error::Error for BindError {}
 
 /// How long a TLS server waits for a new connection's first bytes before it concludes that
 /// the peer is a plain client waiting for a hello (a TLS client sends its ClientHello at

@@ -198,3 +198,58 @@ async fn a_silent_server_times_out_with_the_likely_causes() {
     );
     silent.abort();
 }
+
+/// Error chains do not repeat themselves: no error's `source()` says what its `Display`
+/// said already (chain printers such as anyhow's showed every cause twice, a bind error
+/// three times).
+#[tokio::test]
+async fn error_chains_name_each_cause_once() {
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+    fn assert_no_repeat(e: &(dyn std::error::Error + 'static)) {
+        let texts = chain(e);
+        for pair in texts.windows(2) {
+            assert!(
+                !pair[0].contains(&pair[1]),
+                "{:?} repeats its cause {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = peng3dnet::Server::builder()
+        .bind(taken.local_addr().unwrap())
+        .await
+        .unwrap_err();
+    assert_no_repeat(&bind);
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let connect = peng3dnet::ping_server(refused, &options(None))
+        .await
+        .unwrap_err();
+    assert_no_repeat(&connect);
+    let resolve = peng3dnet::ping_server("no-such-host.invalid:1", &options(None))
+        .await
+        .unwrap_err();
+    assert_no_repeat(&resolve);
+    let io = peng3dnet::PingError::from(std::io::Error::other("disk on fire"));
+    assert_no_repeat(&io);
+    assert_eq!(chain(&io), ["i/o error: disk on fire"]);
+}
+
+#[test]
+fn a_frame_errors_io_cause_is_named_once() {
+    let e = peng3dnet::PingError::Frame(peng3dnet::FrameError::Io(std::io::Error::other("gone")));
+    assert_eq!(e.to_string(), "i/o error: gone");
+    assert!(std::error::Error::source(&e).is_none());
+}
