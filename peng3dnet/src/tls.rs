@@ -65,9 +65,23 @@ pub enum TlsError {
     ServerName(String),
 }
 
+/// The crypto provider, chosen by the crate's features: aws-lc-rs (the default), whose
+/// key exchange prefers the post-quantum hybrid X25519MLKEM768, else ring, which has none
+/// (and whose `default_provider` rustls deprecates for it: taken here on purpose, for the
+/// targets aws-lc-rs does not build on).
+#[cfg(feature = "aws-lc")]
 fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+fn provider() -> Arc<CryptoProvider> {
+    #[allow(deprecated)]
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+#[cfg(not(any(feature = "aws-lc", feature = "ring")))]
+compile_error!("peng3dnet's `tls` feature needs a crypto provider: enable `aws-lc` or `ring`");
 
 fn file_error(path: &Path, message: impl fmt::Display) -> TlsError {
     TlsError::File {
@@ -633,6 +647,18 @@ pub fn describe_certificate_error(e: &rustls::CertificateError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the default provider, a handshake offers the post-quantum hybrid first.
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn the_default_provider_prefers_post_quantum_key_exchange() {
+        let groups: Vec<_> = provider().kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            groups.first(),
+            Some(&rustls::NamedGroup::X25519MLKEM768),
+            "{groups:?}"
+        );
+    }
 
     /// The system's store is read once: every later call shares the first configuration
     /// (it was read and parsed again on every call, 2.5 ms of CPU each).
