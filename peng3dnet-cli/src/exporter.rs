@@ -319,10 +319,10 @@ fn parameters<B>(
     max_timeout: Duration,
 ) -> Result<Probe, String> {
     let query = request.uri().query();
-    let target = query_param(query, "target")
+    let target = query_param(query, "target")?
         .filter(|t| !t.trim().is_empty())
         .ok_or("the target parameter is missing (/probe?target=HOST:PORT)")?;
-    let tls = match query_param(query, "tls").as_deref() {
+    let tls = match query_param(query, "tls")?.as_deref() {
         None | Some("" | "0" | "false" | "no") => None,
         Some("1" | "true" | "yes") => {
             Some(ClientTls::with_system_roots().map_err(|e| format!("TLS: {e}"))?)
@@ -334,7 +334,7 @@ fn parameters<B>(
             ))
         }
     };
-    let mut timeout = match query_param(query, "timeout") {
+    let mut timeout = match query_param(query, "timeout")? {
         Some(t) => parse_seconds(&t).map_err(|e| format!("timeout: {e}"))?,
         None => default_timeout,
     }

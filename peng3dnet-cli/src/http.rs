@@ -169,11 +169,21 @@ where
 }
 
 /// The value of query parameter `name` in `query` (percent-decoded; `+` is a space).
-pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(key) == name).then(|| decode(value))
-    })
+/// Given twice it is an error, not the first of the two: a proxy or a scrape config that
+/// adds its own `target=` must not silently lose to (or win over) the other one.
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, String> {
+    let mut values = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key) == name).then(|| decode(value))
+        });
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(format!("the {name} parameter is given more than once")),
+        None => Ok(first),
+    }
 }
 
 fn decode(s: &str) -> String {
@@ -219,13 +229,20 @@ mod tests {
     #[test]
     fn query_params_are_decoded() {
         let q = Some("target=127.0.0.1%3A8080&tls=1&x=a+b&bad=%zz&end=%4&u=%C3%A9%é");
-        assert_eq!(query_param(q, "target").as_deref(), Some("127.0.0.1:8080"));
-        assert_eq!(query_param(q, "tls").as_deref(), Some("1"));
-        assert_eq!(query_param(q, "x").as_deref(), Some("a b"));
-        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz"));
-        assert_eq!(query_param(q, "end").as_deref(), Some("%4"));
-        assert_eq!(query_param(q, "u").as_deref(), Some("é%é"));
-        assert_eq!(query_param(q, "missing"), None);
-        assert_eq!(query_param(None, "target"), None);
+        let get = |name| query_param(q, name).unwrap();
+        assert_eq!(get("target").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(get("tls").as_deref(), Some("1"));
+        assert_eq!(get("x").as_deref(), Some("a b"));
+        assert_eq!(get("bad").as_deref(), Some("%zz"));
+        assert_eq!(get("end").as_deref(), Some("%4"));
+        assert_eq!(get("u").as_deref(), Some("é%é"));
+        assert_eq!(get("missing"), None);
+        assert_eq!(query_param(None, "target"), Ok(None));
+        // Twice (even spelled differently) is refused, not first-wins.
+        assert_eq!(
+            query_param(Some("target=a:1&target=b:2"), "target"),
+            Err("the target parameter is given more than once".into())
+        );
+        assert!(query_param(Some("target=a:1&%74arget=b:2"), "target").is_err());
     }
 }
