@@ -127,6 +127,10 @@ struct File {
     proxy_trusted: Option<Vec<TrustedCidr>>,
 }
 
+/// The least frame and body length `serve` accepts as a limit: a client's settype or
+/// ping takes a few dozen bytes, with room for its data.
+const MIN_FRAME: usize = 256;
+
 /// A balancer's address range (`--proxy-trusted`): `10.0.0.5`, `10.0.0.0/24`, `::1/128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustedCidr(pub peng3dnet::proxy::Cidr);
@@ -537,6 +541,44 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
     if settings.max_connections == 0 {
         return Err("max-connections must be at least 1".into());
     }
+    // Below these, no client's settype, ping or handshake fits and the server refuses
+    // everyone it serves (each is far under what a real client sends, and far under the
+    // defaults).
+    let floors: [(&str, usize, usize, &str); 6] = [
+        (
+            "max-frame-length",
+            settings.max_frame_length,
+            MIN_FRAME,
+            "frame",
+        ),
+        (
+            "max-inflated-size",
+            settings.max_inflated_size,
+            MIN_FRAME,
+            "body",
+        ),
+        (
+            "handshake-frame-length",
+            settings.handshake_frame_length,
+            MIN_FRAME,
+            "settype",
+        ),
+        (
+            "ping-frame-length",
+            settings.ping_frame_length,
+            MIN_FRAME,
+            "ping",
+        ),
+        ("max-depth", settings.max_depth, 2, "ping (a map of values)"),
+        ("max-items", settings.max_items, 16, "ping"),
+    ];
+    for (name, value, floor, what) in floors {
+        if value < floor {
+            return Err(format!(
+                "{name} is {value}, but must be at least {floor}: with less, no client's {what} fits"
+            ));
+        }
+    }
     match (settings.proxy_protocol, settings.proxy_trusted.is_empty()) {
         (true, true) => {
             return Err(
@@ -559,6 +601,47 @@ mod tests {
 
     fn parse(text: &str) -> Result<File, String> {
         toml::from_str(text).map_err(|e| located(Path::new("s.toml"), text, &e))
+    }
+
+    /// Limits under which no client could be served are refused, each named.
+    #[test]
+    fn limits_that_refuse_every_client_are_refused() {
+        for (flag, args) in [
+            (
+                "max-frame-length",
+                ServeArgs {
+                    max_frame_length: Some(0),
+                    ..ServeArgs::default()
+                },
+            ),
+            (
+                "max-depth",
+                ServeArgs {
+                    max_depth: Some(0),
+                    ..ServeArgs::default()
+                },
+            ),
+            (
+                "max-items",
+                ServeArgs {
+                    max_items: Some(0),
+                    ..ServeArgs::default()
+                },
+            ),
+            (
+                "handshake-frame-length",
+                ServeArgs {
+                    handshake_frame_length: Some(0),
+                    ..ServeArgs::default()
+                },
+            ),
+        ] {
+            let error = settings(&args).unwrap_err();
+            assert!(
+                error.starts_with(&format!("{flag} is 0, but must be at least")),
+                "{error}"
+            );
+        }
     }
 
     /// A reload that changes every fixed setting at once leaves none of them applied.
