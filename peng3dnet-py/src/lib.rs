@@ -10,6 +10,7 @@
 //! | [`ping`] | `ping_server`, `ping_server_async`; reading addresses, data, timeouts, TLS |
 //! | [`many`] | `ping_many`: many targets, bounded concurrency, results as they come |
 //! | [`server`] | `PingServer`: a pingable server on the background runtime |
+//! | [`callbacks`] | its `dynamic` callable, on threads of its own, under a deadline |
 //! | [`convert`] | msgpack values to Python objects and back |
 //! | [`errors`] | the library's ping errors as Python exceptions |
 //! | [`runtime`] | the tokio runtime, and blocking on it without the GIL |
@@ -17,6 +18,7 @@
 
 use pyo3::prelude::*;
 
+mod callbacks;
 mod convert;
 mod errors;
 mod many;

@@ -23,17 +23,19 @@ pub(crate) fn runtime() -> &'static Runtime {
 /// Runs `future` to completion on the runtime, without the GIL. A pending signal's
 /// exception (`KeyboardInterrupt`) cancels the future and is raised.
 ///
-/// Refuses to run on one of the runtime's own threads (from inside a `PingServer`'s
-/// `dynamic` callback): blocking there could stall the very tasks being waited for.
+/// Refuses to run on one of the runtime's own threads (blocking there could stall the very
+/// tasks being waited for) and inside a `PingServer`'s `dynamic` callback (its answer is
+/// awaited for `callback_timeout` only, and its threads are few).
 pub(crate) fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
-    if tokio::runtime::Handle::try_current().is_ok() {
+    if tokio::runtime::Handle::try_current().is_ok() || crate::callbacks::in_callback_thread() {
         return Err(PyRuntimeError::new_err(
             "blocking peng3dnet_rs calls cannot be made from a PingServer's dynamic callback \
-             (it runs on the network threads); use a thread of your own",
+             (its answer is awaited for callback_timeout only, on a few threads); \
+             use a thread of your own",
         ));
     }
     let runtime = runtime();

@@ -1,39 +1,40 @@
 //! `PingServer`: a pingable server (the seed's `PingableServerMixin` on a `Server`)
 //! running on the package's background runtime.
 //!
-//! The server holds no GIL: its tasks run on the runtime's threads and attach to Python
-//! only to call the `dynamic` callable, once per ping. An exception there (or a result
-//! that is not a dict of msgpack-able values) is logged on the `peng3dnet_rs` logger and
-//! the pong is sent without dynamic data, with the static data as usual.
+//! The server holds no GIL: its tasks run on the runtime's threads, which never attach to
+//! Python. The `dynamic` callable is called once per ping on threads of its own, and the
+//! ping waits for it at most `callback_timeout` ([`crate::callbacks`]). An exception
+//! there (or a result that is not a dict of msgpack-able values) is logged on the
+//! `peng3dnet_rs` logger and the pong is sent without dynamic data, with the static data as
+//! usual; so is a late answer (logged as a warning, rate-limited).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use peng3dnet::tls::{ClientCertPolicy, ServerTls};
-use peng3dnet::value::map;
-use peng3dnet::PingRequest;
-use peng3dnet::{PingResponder, Server, Value};
+use peng3dnet::{PingResponder, Server};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::convert::{to_py, to_value};
+use crate::callbacks::Callbacks;
+use crate::convert::to_py;
 use crate::errors::tls_setup_error;
-use crate::ping::{address, data_map};
+use crate::ping::{address, data_map, duration};
 use crate::runtime::{block_on, runtime};
-
-/// Name of the logger that reports failures of the `dynamic` callable.
-const LOGGER: &str = "peng3dnet_rs";
 
 /// A pingable peng3dnet server, answering on background threads.
 ///
-/// `PingServer(addr, data=None, dynamic=None, *, writeback=True, tls=None)`: `addr` is
-/// where to listen (`"host:port"` or `(host, port)`; port 0 picks a free one), `data`
-/// the static dict every pong carries (the seed's `pingdata`), `dynamic` a callable
-/// `dynamic(msg, client_id) -> dict` called for every ping (the seed's `getPingData`),
-/// `writeback` whether the ping is echoed under `oldmsg` (the seed's `WRITEBACK`), `tls`
-/// a dict with `cert` and `key` (PEM files) and optionally `client_ca` to serve over TLS.
+/// `PingServer(addr, data=None, dynamic=None, *, writeback=True, tls=None,
+/// callback_timeout=1.0)`: `addr` is where to listen (`"host:port"` or `(host, port)`;
+/// port 0 picks a free one), `data` the static dict every pong carries (the seed's
+/// `pingdata`), `dynamic` a callable `dynamic(msg, client_id) -> dict` called for every
+/// ping (the seed's `getPingData`) on threads of its own, `writeback` whether the ping is
+/// echoed under `oldmsg` (the seed's `WRITEBACK`), `tls` a dict with `cert` and `key` (PEM
+/// files) and optionally `client_ca` to serve over TLS, `callback_timeout` how many seconds
+/// a ping waits for `dynamic` before it is answered with the static data only (logged).
 /// Call `start()` and `stop()`, or use it as a context manager.
 #[pyclass(frozen, module = "peng3dnet_rs")]
 pub(crate) struct PingServer {
@@ -41,6 +42,10 @@ pub(crate) struct PingServer {
     addr: String,
     /// Builds the pongs; shared with the running server, so `data` can change live.
     responder: PingResponder,
+    /// The threads that call `dynamic`, if given.
+    callbacks: Option<Callbacks>,
+    /// How long a ping waits for `dynamic`.
+    callback_timeout: Duration,
     /// TLS, if configured.
     tls: Option<ServerTls>,
     /// The running server, if started.
@@ -65,6 +70,9 @@ impl Drop for PingServer {
     fn drop(&mut self) {
         // Garbage-collected while running: stop in the background rather than leak the
         // listening socket. (Waiting here could deadlock: we may hold the GIL.)
+        if let Some(callbacks) = &self.callbacks {
+            callbacks.close();
+        }
         let server = self.server.get_mut().map(Option::take).unwrap_or(None);
         if let Some(server) = server {
             runtime().spawn(async move { server.shutdown().await });
@@ -75,7 +83,10 @@ impl Drop for PingServer {
 #[pymethods]
 impl PingServer {
     #[new]
-    #[pyo3(signature = (addr, data=None, dynamic=None, *, writeback=true, tls=None))]
+    // callback_timeout: the module docs of `callbacks` say why 1 s.
+    #[pyo3(signature = (
+        addr, data=None, dynamic=None, *, writeback=true, tls=None, callback_timeout=1.0
+    ))]
     fn new(
         py: Python<'_>,
         addr: &Bound<'_, PyAny>,
@@ -83,24 +94,31 @@ impl PingServer {
         dynamic: Option<Bound<'_, PyAny>>,
         writeback: bool,
         tls: Option<&Bound<'_, PyAny>>,
+        callback_timeout: f64,
     ) -> PyResult<Self> {
         let addr = address(addr)?;
+        let callback_timeout = duration(callback_timeout, "callback_timeout")?;
         let mut responder = PingResponder::new()
             .with_static_data(data_map(data, "data")?)
             .with_writeback(writeback);
+        let mut callbacks = None;
         if let Some(dynamic) = dynamic.filter(|d| !d.is_none()) {
             if !dynamic.is_callable() {
                 return Err(PyTypeError::new_err(
                     "dynamic must be a callable dynamic(msg, client_id) -> dict, or None",
                 ));
             }
-            let dynamic = dynamic.unbind();
-            responder = responder.with_dynamic(move |request| call_dynamic(&dynamic, request));
+            let pool = Callbacks::new(dynamic.unbind(), callback_timeout);
+            let provider = pool.clone();
+            responder = responder.with_dynamic(move |request| provider.answer(request));
+            callbacks = Some(pool);
         }
         let tls = server_tls(py, tls)?;
         Ok(PingServer {
             addr,
             responder,
+            callbacks,
+            callback_timeout,
             tls,
             server: Mutex::new(None),
         })
@@ -119,6 +137,9 @@ impl PingServer {
             builder = builder.tls(tls.clone());
         }
         let addr = this.addr.clone();
+        if let Some(callbacks) = &this.callbacks {
+            callbacks.open();
+        }
         let bound = block_on(py, async move {
             builder.bind(addr.as_str()).await.map_err(|e| match e {
                 peng3dnet::server::ServerError::Bind(io) => io,
@@ -152,10 +173,15 @@ impl PingServer {
 
     /// Stops: no new connections, every open one closed with `servershutdown`, and waits
     /// until they are gone (bounded by the library's write timeout and close linger).
+    /// Pings waiting for `dynamic` are answered with the static data at once, so a
+    /// callable that does not return cannot hold it up (its call is abandoned).
     /// Does nothing if not running.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(server) = server {
+            if let Some(callbacks) = &self.callbacks {
+                callbacks.halt();
+            }
             block_on(py, async move { server.shutdown().await })?;
         }
         Ok(())
@@ -212,6 +238,13 @@ impl PingServer {
         self.responder.writeback()
     }
 
+    /// How many seconds a ping waits for `dynamic` before it is answered with the static
+    /// data only.
+    #[getter]
+    fn callback_timeout(&self) -> f64 {
+        self.callback_timeout.as_secs_f64()
+    }
+
     /// The server's counters: `accepted` connections, `refused` (server full), `pings`
     /// answered, `connected` now. Zeros when not running.
     #[getter]
@@ -235,58 +268,6 @@ impl PingServer {
             Some(server) => format!("<PingServer {} running>", server.local_addr()),
             None => format!("<PingServer {} stopped>", self.addr),
         }
-    }
-}
-
-/// Calls the `dynamic` callable for one ping. Never fails: a problem is logged and
-/// answered with no dynamic data.
-fn call_dynamic(dynamic: &Py<PyAny>, request: &PingRequest<'_>) -> Value {
-    // None while the interpreter shuts down: answer with the static data.
-    Python::try_attach(|py| {
-        let attempt = || -> PyResult<Value> {
-            let message = to_py(py, request.message())?;
-            let result = dynamic.bind(py).call1((message, request.client_id.0))?;
-            if result.is_none() {
-                return Ok(map([]));
-            }
-            if !result.is_instance_of::<PyDict>() {
-                let type_name = result.get_type().name()?.to_string();
-                return Err(PyTypeError::new_err(format!(
-                    "the dynamic ping data callable returned {type_name}, not a dict"
-                )));
-            }
-            to_value(&result, "the dynamic ping data")
-        };
-        attempt().unwrap_or_else(|err| {
-            log_failure(py, dynamic, request, err);
-            map([])
-        })
-    })
-    .unwrap_or_else(|| map([]))
-}
-
-/// Logs a failed `dynamic` call, with its traceback, on the package's logger.
-fn log_failure(py: Python<'_>, dynamic: &Py<PyAny>, request: &PingRequest<'_>, err: PyErr) {
-    let logged = (|| -> PyResult<()> {
-        let logger = py.import("logging")?.call_method1("getLogger", (LOGGER,))?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
-        logger.call_method(
-            "error",
-            (
-                "dynamic ping data callable %r failed for client %d (%s); answering with the static data only",
-                dynamic.bind(py),
-                request.client_id.0,
-                request.peer_addr.to_string(),
-            ),
-            Some(&kwargs),
-        )?;
-        Ok(())
-    })();
-    if let Err(logging_failed) = logged {
-        // Logging itself failed (a broken handler): print both rather than lose them.
-        err.print(py);
-        logging_failed.print(py);
     }
 }
 

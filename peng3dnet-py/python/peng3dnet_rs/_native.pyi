@@ -142,9 +142,12 @@ class PingServer:
     ``data`` is the static dict every pong carries (the seed's ``pingdata``).
     ``dynamic(msg, client_id)`` is called for every ping with the ping's dict and the
     connection's id, and returns a dict merged into the pong (the seed's
-    ``getPingData``): it runs on a network thread, holding the GIL, so keep it quick. If it
-    raises (or returns something that is not a dict), the error is logged on the
-    ``peng3dnet_rs`` logger and the pong is sent with the static data.
+    ``getPingData``). It runs on one of the server's 8 callback threads, never on a network
+    thread, and the ping waits for it at most ``callback_timeout`` seconds (default 1.0):
+    a later answer is dropped and the pong sent with the static data only, with a warning
+    on the ``peng3dnet_rs`` logger (at most one per 10 s). If it raises (or returns
+    something that is not a dict), the error is logged on that logger and the pong is sent
+    with the static data.
     ``writeback`` echoes the ping under ``oldmsg`` (the seed's ``WRITEBACK``).
 
     The pong merges, each later source winning: ``oldmsg``, the dynamic data, the static
@@ -159,13 +162,16 @@ class PingServer:
         *,
         writeback: bool = True,
         tls: Optional[ServerTlsOptions] = None,
+        callback_timeout: float = 1.0,
     ) -> None: ...
     def start(self) -> Self:
         """Binds and starts answering; returns the server. ``OSError`` if the address
         cannot be bound, ``RuntimeError`` if already running."""
     def stop(self) -> None:
         """Stops accepting, closes open connections with ``servershutdown`` and waits
-        until they are gone. Does nothing if not running."""
+        until they are gone. Pings waiting for ``dynamic`` are answered with the static
+        data at once: a callable that never returns does not hold it up (its call is
+        abandoned). Does nothing if not running."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
     #: Whether the server is running.
@@ -185,6 +191,9 @@ class PingServer:
     #: Whether pings are echoed under ``oldmsg``.
     @property
     def writeback(self) -> bool: ...
+    #: Seconds a ping waits for ``dynamic`` before the static data answers it alone.
+    @property
+    def callback_timeout(self) -> float: ...
     #: Counters: ``accepted``, ``refused``, ``pings``, ``connected`` (zeros when stopped).
     @property
     def stats(self) -> Dict[str, int]: ...
