@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::errors::ping_error_value;
-use crate::ping::{address, options, reply_dict, DEFAULT_TIMEOUT};
+use crate::ping::{options, reply_dict, target};
 use crate::runtime::{block_on, runtime};
 
 /// One finished ping: the target's index in the input and what came of it.
@@ -152,7 +152,7 @@ impl PingMany {
 /// it completes (not in input order). `targets` is an iterable of addresses in either
 /// form; the other arguments are `ping_server`'s, applied to every target.
 #[pyfunction]
-#[pyo3(signature = (targets, data=None, timeout=DEFAULT_TIMEOUT, tls=None, concurrency=64))]
+#[pyo3(signature = (targets, data=None, timeout=10.0, tls=None, concurrency=64))]
 pub(crate) fn ping_many(
     py: Python<'_>,
     targets: &Bound<'_, PyAny>,
@@ -166,10 +166,10 @@ pub(crate) fn ping_many(
     }
     let mut given = Vec::new();
     let mut parsed = Vec::new();
-    for target in targets.try_iter()? {
-        let target = target?;
-        parsed.push(address(&target)?);
-        given.push(target.unbind());
+    for item in targets.try_iter()? {
+        let item = item?;
+        parsed.push(target(&item)?);
+        given.push(item.unbind());
     }
     let options = Arc::new(options(py, data, timeout, tls)?);
     let (tx, rx) = mpsc::unbounded_channel();

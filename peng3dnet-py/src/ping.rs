@@ -15,12 +15,22 @@ use crate::convert::{to_py, to_value};
 use crate::errors::{ping_error, tls_setup_error};
 use crate::runtime::block_on;
 
-/// Default time allowed for a whole ping, as the seed's `pingServer`.
-pub(crate) const DEFAULT_TIMEOUT: f64 = 10.0;
-
-/// Reads an address: `"host:port"` (or `"host"`, port 8080; `"[v6]:port"`) or the seed's
-/// `(host, port)` tuple. Returns the library's target string.
+/// Reads a server's own address: `"host:port"` (or `"host"`, port 8080; `"[v6]:port"`) or
+/// the seed's `(host, port)` tuple, whose port must be in range and host not empty
+/// (`ValueError`). Returns the library's target string.
 pub(crate) fn address(addr: &Bound<'_, PyAny>) -> PyResult<String> {
+    read_address(addr, true)
+}
+
+/// Reads the address of a server to ping, as [`address`] does, but a tuple's values are
+/// judged by the library, as a string's are: `("h", 70000)` and `"h:99999"` both raise
+/// `ResolveError` at the ping (in `ping_many`, that target's result), one rule for a bad
+/// port whatever its form. Wrong types are still a `TypeError` at once.
+pub(crate) fn target(addr: &Bound<'_, PyAny>) -> PyResult<String> {
+    read_address(addr, false)
+}
+
+fn read_address(addr: &Bound<'_, PyAny>, check_values: bool) -> PyResult<String> {
     if let Ok(s) = addr.cast::<PyString>() {
         return Ok(s.to_cow()?.into_owned());
     }
@@ -41,10 +51,13 @@ pub(crate) fn address(addr: &Bound<'_, PyAny>) -> PyResult<String> {
         let port: i64 = port
             .extract()
             .map_err(|_| PyTypeError::new_err("the port of an address must be an int"))?;
-        let port = u16::try_from(port)
-            .map_err(|_| PyValueError::new_err(format!("port {port} is out of range 0..65535")))?;
-        if host.is_empty() {
-            return Err(PyValueError::new_err("the host of an address is empty"));
+        if check_values {
+            u16::try_from(port).map_err(|_| {
+                PyValueError::new_err(format!("port {port} is out of range 0..65535"))
+            })?;
+            if host.is_empty() {
+                return Err(PyValueError::new_err("the host of an address is empty"));
+            }
         }
         return Ok(if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")
@@ -222,7 +235,7 @@ pub(crate) fn outcome(py: Python<'_>, result: Result<PingReply, PingError>) -> P
 /// (Unix seconds) and `delay` (seconds). Raises a `PingError` subclass on failure.
 /// Releases the GIL while it waits.
 #[pyfunction]
-#[pyo3(signature = (addr, data=None, timeout=DEFAULT_TIMEOUT, tls=None))]
+#[pyo3(signature = (addr, data=None, timeout=10.0, tls=None))]
 pub(crate) fn ping_server(
     py: Python<'_>,
     addr: &Bound<'_, PyAny>,
@@ -230,7 +243,7 @@ pub(crate) fn ping_server(
     timeout: f64,
     tls: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let target = address(addr)?;
+    let target = target(addr)?;
     let options = options(py, data, timeout, tls)?;
     let result = block_on(py, async move {
         peng3dnet::ping_server(&target, &options).await
@@ -241,7 +254,7 @@ pub(crate) fn ping_server(
 /// `ping_server` for asyncio: returns an awaitable with the same result. Cancelling it
 /// closes the connection.
 #[pyfunction]
-#[pyo3(signature = (addr, data=None, timeout=DEFAULT_TIMEOUT, tls=None))]
+#[pyo3(signature = (addr, data=None, timeout=10.0, tls=None))]
 pub(crate) fn ping_server_async<'py>(
     py: Python<'py>,
     addr: &Bound<'py, PyAny>,
@@ -249,7 +262,7 @@ pub(crate) fn ping_server_async<'py>(
     timeout: f64,
     tls: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let target = address(addr)?;
+    let target = target(addr)?;
     let options = options(py, data, timeout, tls)?;
     pyo3_async_runtimes::tokio::future_into_py(py, async move {
         let result = peng3dnet::ping_server(&target, &options).await;

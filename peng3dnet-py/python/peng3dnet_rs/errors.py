@@ -39,12 +39,16 @@ __all__ = [
 ]
 
 
-class PingError(Exception):
-    """A ping failed. The message says why, in words."""
+class PingError(RuntimeError):
+    """A ping failed. The message says why, in words.
+
+    A ``RuntimeError``, as the original's ``FailedPingError`` is: handlers written for it
+    (``except RuntimeError``) keep catching."""
 
 
 class ResolveError(PingError):
-    """The address is malformed or its host name does not resolve."""
+    """The address is malformed (a bad port, in a string or a ``(host, port)`` tuple
+    alike) or its host name does not resolve."""
 
     #: The address as it was asked for.
     target: str = ""
