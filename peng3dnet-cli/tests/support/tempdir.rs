@@ -17,10 +17,8 @@ impl TempDir {
             .and_then(|p| p.file_stem())
             .and_then(|s| s.to_str())
             .unwrap_or("test");
-        let dir = std::env::temp_dir().join(format!(
-            "peng3dnet-{test}-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("peng3dnet-{test}-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
