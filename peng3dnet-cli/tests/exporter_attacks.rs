@@ -1,4 +1,4 @@
-//! `peng3dnet exporter` under attack, on loopback (issue 31, findings 2, 9, 10 and 11):
+//! `peng3dnet exporter` under attack, on loopback (the third security audit's findings on it):
 //! scrapes that ask for year-long probes of silent ports, scrapers that leave mid-probe,
 //! targets outside `--allow`, foreign services' banners, a certificate store read on every
 //! probe, and a target whose pong is megabytes. Nothing sleeps to synchronise: each wait
