@@ -24,6 +24,9 @@ pub const FLAG_ENCRYPTED: u16 = 1 << 1;
 
 /// Bytes from the start of a frame to its body: length prefix, id and flags.
 pub const PREFIX_BYTES: usize = LENGTH_BYTES + HEADER_BYTES;
+/// Most [`FrameCodec`] reserves at once for a partial frame: a buffer grows with the bytes
+/// that come, never to the length a header announces.
+pub const RESERVE_STEP: usize = 64 << 10;
 
 /// The fixed part of a frame on the wire, for tools that split a stream into frames
 /// without decoding them (the load generator reads pongs in place this way).
@@ -155,7 +158,7 @@ impl FrameCodec {
             // Reserve only what the checked length needs, in bounded steps, so a peer that
             // announces a large frame and then stalls does not make us allocate it up front.
             let missing = LENGTH_BYTES + length - src.len();
-            src.reserve(missing.min(64 * 1024));
+            src.reserve(missing.min(RESERVE_STEP));
             return Ok(None);
         }
         src.advance(LENGTH_BYTES);

@@ -12,7 +12,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::config::{Compression, FrameLimits, Limits};
 use crate::error::FrameError;
-use crate::frame::{Frame, FrameCodec, FrameHeader, FLAG_COMPRESSED, LENGTH_BYTES, PREFIX_BYTES};
+use crate::frame::{
+    Frame, FrameCodec, FrameHeader, FLAG_COMPRESSED, LENGTH_BYTES, PREFIX_BYTES, RESERVE_STEP,
+};
 
 /// Free space the read buffer has before every read (see [`ServerCodec::decode`]).
 const READ_ROOM: usize = 256;
@@ -20,10 +22,6 @@ const READ_ROOM: usize = 256;
 /// Every connection may hold this much of partial frame or inflate buffer without asking
 /// the budget; only what it holds beyond is charged.
 pub(crate) const UNBUDGETED: usize = 64 << 10;
-
-/// Most the frame decoder reserves in one step for a partial frame (it grows the buffer
-/// as the bytes come, never to the announced length at once).
-const READ_STEP: usize = 64 << 10;
 
 /// The part of a connection's `bytes` of partial frame or inflate buffer that the budget
 /// pays for: beyond the [`UNBUDGETED`] allowance every connection has.
@@ -229,11 +227,14 @@ impl Decoder for ServerCodec {
                     if now.duration_since(started) > self.limits.frame_timeout {
                         return Err(FrameError::FrameTimeout(self.limits.frame_timeout));
                     }
-                    // What is buffered (and the step the decoder reserves next), not
-                    // what the header announces: 330 bytes announcing 8 MiB frames
-                    // took the whole budget when the announced length was charged.
-                    let buffered = src.len().saturating_add(READ_STEP).min(wire);
-                    self.charge(over_allowance(buffered))?;
+                    // What the buffer holds (and the step the decoder reserves next),
+                    // not what the header announces: 330 bytes announcing 8 MiB frames
+                    // took the whole budget when the announced length was charged. A
+                    // frame within the allowance (every ping) costs nothing to check.
+                    if wire > UNBUDGETED {
+                        let held = src.len().saturating_add(RESERVE_STEP).min(wire);
+                        self.charge(over_allowance(held))?;
+                    }
                 } else if let Some(header) = FrameHeader::parse(src) {
                     // Complete: a compressed body needs room to inflate into.
                     if header.flags & FLAG_COMPRESSED != 0 && limits.allow_compressed {
