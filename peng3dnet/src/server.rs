@@ -471,7 +471,7 @@ impl<H: Handler> ServerBuilder<H> {
             encoder: FrameCodec::new(self.config.limits.frame, self.config.compression),
             budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
             phase_limits: Arc::new(PhaseLimits::new(&self.config.limits)),
-            on_this_thread: on_this_thread::register(local_addr),
+            _on_this_thread: on_this_thread::register(local_addr),
             per_addr: Arc::new(AddrCounts::new(
                 self.config.limits.max_connections_per_addr,
                 self.config.limits.per_addr_ipv6_prefix,
@@ -512,8 +512,7 @@ struct Shared {
     phase_limits: Arc<PhaseLimits>,
     /// Kept while the server lives when it runs on a `current_thread` runtime (see
     /// [`on_this_thread`]).
-    #[allow(dead_code)]
-    on_this_thread: Option<on_this_thread::Registration>,
+    _on_this_thread: Option<on_this_thread::Registration>,
     /// Connections per source (an IPv4 address or an IPv6 prefix), when
     /// `Limits::max_connections_per_addr` is set.
     per_addr: Arc<AddrCounts>,
