@@ -16,12 +16,14 @@
 //! | [`registry`] | packet names to ids, the classic handshake's registry sync |
 //! | [`protocol`] | the connection state machine (hello, settype, handshake, closeconn) |
 //! | [`close`] | close reasons |
+//! | [`ping_client`] | the ping extension's client side: [`PingClient`] takes hellos and pongs |
 //! | [`pong`] | the ping extension's server side: [`PingResponder`] builds pongs |
 //! | [`proxy`] | the PROXY protocol (v1, v2) a load balancer starts connections with |
 //! | [`stats`] | client ids and server counters that ping data providers see |
 //! | [`security`] | security levels (the reference's `SSLSEC_*`) |
 //! | [`config`] | every option and limit with its default |
 //! | [`error`] | one error enum per layer |
+//! | [`wire`] | the protocol's versions and fixed packet ids |
 //!
 //! ## A complete ping over `std::net`
 //!
@@ -98,6 +100,7 @@ pub mod close;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod ping_client;
 pub mod pong;
 pub mod protocol;
 pub mod proxy;
@@ -107,11 +110,13 @@ pub mod sniff;
 pub mod stats;
 pub mod text;
 pub mod value;
+pub mod wire;
 
 pub use close::CloseReason;
 pub use config::{Config, Limits};
 pub use error::{FrameError, RegistryError, ValueError};
 pub use frame::{Frame, FrameCodec};
+pub use ping_client::PingClient;
 pub use pong::{MapWriter, PingMessage, PingRequest, PingResponder};
 pub use protocol::{ConnType, Packet};
 pub use registry::Registry;

@@ -21,9 +21,9 @@ use bytes::Bytes;
 use std::time::SystemTime;
 
 use crate::error::ValueError;
-use crate::protocol::{PROTOVERSION, RELEASE, VERSION};
 use crate::stats::{ClientId, Stats};
 use crate::value::{self, get, insert, map, update, Value, MAX_DEPTH_CLAMP};
+use crate::wire::{PROTOVERSION, RELEASE, VERSION};
 
 /// Key of the server's timestamps in a pong.
 pub const SERVER_TIMING_KEY: &str = "servertiming";

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::config::{MissingPacketAction, RegistrySync};
 use crate::error::RegistryError;
-use crate::protocol::ids;
 use crate::security::SecurityLevel;
 use crate::value::Value;
+use crate::wire::ids;
 
 /// First id handed out automatically.
 pub const FIRST_APP_ID: u32 = 64;

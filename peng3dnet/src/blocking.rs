@@ -37,12 +37,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 
-use crate::error::{closed_at_hello, greeting_error, FrameError, Phase, PingError};
+use peng3dnet_proto::ping_client::Received;
+use peng3dnet_proto::PingClient;
+
+use crate::error::{greeting_error, FrameError, Phase, PingError};
 use crate::frame::{Frame, FrameCodec};
-use crate::ping::{finish_reply, PingOptions, PingReply, Timings};
+use crate::ping::{finish_reply, on_read, PingOptions, PingReply, Timings};
 use crate::pong::unix_seconds;
-use crate::protocol::{closeconn_frame, ids, ping_body, ClientProtocol, ConnType, Event};
-use crate::registry::Registry;
+use crate::protocol::{closeconn_frame, ids};
 use crate::security::SecurityLevel;
 use crate::sniff::{server_greeting, Greeting};
 use crate::target::ToTarget;
@@ -100,7 +102,8 @@ impl Write for Socket {
 pub struct PingSession {
     socket: Socket,
     codec: FrameCodec,
-    protocol: ClientProtocol,
+    /// The protocol: hello, sequence numbers, the outstanding ping, closes.
+    client: PingClient,
     /// Bytes read and not yet decoded.
     inbox: BytesMut,
     /// Ping data; `time` and `seq` are set per ping.
@@ -109,9 +112,6 @@ pub struct PingSession {
     timeout: Duration,
     /// Time a write may wait for a server that does not read.
     write_timeout: Duration,
-    next_seq: u64,
-    /// The ping awaiting its pong: sequence number, send time.
-    outstanding: Option<(u64, Instant)>,
     /// Connection set-up timings, charged to the first reply, and the start time.
     setup: Option<(Instant, Timings)>,
     peer: SocketAddr,
@@ -123,7 +123,7 @@ impl std::fmt::Debug for PingSession {
         f.debug_struct("PingSession")
             .field("peer", &self.peer)
             .field("security", &self.security)
-            .field("next_seq", &self.next_seq)
+            .field("phase", &self.client.phase())
             .finish_non_exhaustive()
     }
 }
@@ -189,19 +189,11 @@ impl PingSession {
         let mut session = PingSession {
             socket,
             codec: FrameCodec::new(options.frame_limits(), config.compression),
-            protocol: ClientProtocol::new(
-                ConnType::Ping,
-                Registry::shared_internal(),
-                config.registry_sync,
-                config.limits.max_depth,
-            )
-            .with_max_items(config.limits.max_items),
+            client: PingClient::new(config),
             inbox: BytesMut::with_capacity(4096),
             data: options.data.clone(),
             timeout: options.timeout,
             write_timeout: config.limits.write_timeout,
-            next_seq: 0,
-            outstanding: None,
             setup: None,
             peer,
             security,
@@ -224,16 +216,19 @@ impl PingSession {
         Ok(session)
     }
 
-    /// Reads the next frame, waiting no later than `deadline`.
+    /// Reads the next frame (`None`: end of stream), waiting no later than `deadline`; what
+    /// it reads, frame, framing error or end, is the ping client's to judge.
     fn read_frame(
         &mut self,
         deadline: Instant,
         phase: Phase,
         allowance: Duration,
-    ) -> Result<Frame, PingError> {
+    ) -> Result<Option<Result<Frame, FrameError>>, PingError> {
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.inbox)? {
-                return Ok(frame);
+            match self.codec.decode(&mut self.inbox) {
+                Ok(Some(frame)) => return Ok(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => return Ok(Some(Err(e))),
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -246,18 +241,23 @@ impl PingSession {
             self.socket.tcp().set_read_timeout(Some(left))?;
             let mut chunk = [0u8; 8192];
             match self.socket.read(&mut chunk) {
-                Ok(0) => {
-                    return match self.codec.decode_eof(&mut self.inbox)? {
-                        Some(frame) => Ok(frame),
-                        None => Err(PingError::ClosedByPeer(None)),
-                    }
-                }
+                Ok(0) => return Ok(self.codec.decode_eof(&mut self.inbox).transpose()),
                 Ok(n) => self.inbox.extend_from_slice(&chunk[..n]),
                 Err(e) if is_timeout(&e) => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PingError::Io(e)),
+                Err(e) => return Ok(Some(Err(FrameError::Io(e)))),
             }
         }
+    }
+
+    /// Hands a read to the ping client; on a stop, closes as it says and returns the error.
+    fn take(&mut self, read: Option<Result<Frame, FrameError>>) -> Result<Received, PingError> {
+        on_read(&mut self.client, read, Instant::now()).map_err(|stop| {
+            if let Some(reason) = stop.close {
+                self.abort(reason);
+            }
+            stop.error
+        })
     }
 
     /// Sends a frame, waiting at most the write timeout for a server that does not read.
@@ -323,36 +323,9 @@ impl PingSession {
 
     fn await_hello(&mut self, deadline: Instant, allowance: Duration) -> Result<(), PingError> {
         self.read_greeting(deadline, allowance)?;
-        let frame = match self.read_frame(deadline, Phase::WaitingForHello, allowance) {
-            Ok(frame) => frame,
-            Err(PingError::Frame(e)) if !matches!(e, FrameError::Io(_)) => {
-                self.abort(CloseReason::InvalidPacket);
-                return Err(PingError::NotPeng3dnet(e.to_string()));
-            }
-            Err(e) => return Err(e),
-        };
-        if frame.id != ids::HELLO && frame.id != ids::CLOSECONN {
-            self.abort(CloseReason::InvalidPacket);
-            return Err(PingError::NotPeng3dnet(format!(
-                "first packet has id {}, not hello",
-                frame.id
-            )));
-        }
-        let step = self.protocol.handle(frame);
-        if let Some(out) = step.send {
-            self.write_frame(out)?;
-        }
-        match step.event {
-            Some(Event::Established(_)) => Ok(()),
-            Some(Event::PeerClosed(reason)) => Err(closed_at_hello(reason)),
-            Some(Event::Close(CloseReason::ProtoVersionMismatch)) => {
-                self.abort(CloseReason::ProtoVersionMismatch);
-                Err(PingError::ProtocolMismatch)
-            }
-            Some(Event::Close(reason)) => {
-                self.abort(reason.clone());
-                Err(PingError::NotPeng3dnet(format!("invalid hello ({reason})")))
-            }
+        let read = self.read_frame(deadline, Phase::WaitingForHello, allowance)?;
+        match self.take(read)? {
+            Received::Established(settype) => self.write_frame(settype),
             _ => Err(PingError::NotPeng3dnet("invalid hello".into())),
         }
     }
@@ -375,11 +348,12 @@ impl PingSession {
     /// Sends a ping now and returns its sequence number; collect the pong with
     /// [`wait_for_pong`](Self::wait_for_pong).
     pub fn send_ping(&mut self) -> Result<u64, PingError> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let mut body = Vec::with_capacity(64);
-        ping_body(&mut body, &self.data, unix_seconds(SystemTime::now()), seq);
-        self.outstanding = Some((seq, Instant::now()));
+        let unix_time = unix_seconds(SystemTime::now());
+        let seq = self
+            .client
+            .send_ping(&mut body, &self.data, unix_time, Instant::now())
+            .map_err(|_| PingError::State("the session is closed"))?;
         self.write_frame(Frame::new(ids::PING, body))?;
         Ok(seq)
     }
@@ -387,56 +361,36 @@ impl PingSession {
     /// Waits up to `timeout` for the pong of the last ping (the seed's `wait_for_pong`); a
     /// late pong of an earlier ping is skipped.
     pub fn wait_for_pong(&mut self, timeout: Duration) -> Result<PingReply, PingError> {
-        let Some((seq, sent)) = self.outstanding else {
+        if self.client.outstanding().is_none() {
             return Err(PingError::State("no ping outstanding"));
-        };
+        }
         let deadline = crate::deadline::at_std(Instant::now(), timeout);
         loop {
-            let frame = match self.read_frame(deadline, Phase::WaitingForPong, timeout) {
-                Ok(frame) => frame,
-                Err(PingError::Frame(e)) => {
-                    let reason = e.close_reason().unwrap_or(CloseReason::InvalidPacket);
-                    self.abort(reason.clone());
-                    return Err(PingError::Protocol(reason));
-                }
-                Err(e) => return Err(e),
-            };
+            let read = self.read_frame(deadline, Phase::WaitingForPong, timeout)?;
             let received = Instant::now();
             let recvtime = unix_seconds(SystemTime::now());
-            match self.protocol.handle(frame).event {
-                Some(Event::Pong(pong)) => {
-                    if pong.echoed_seq().is_some_and(|s| s != seq) {
-                        continue;
-                    }
-                    self.outstanding = None;
-                    let delay = received - sent;
-                    let timings = match self.setup.take() {
-                        Some((start, t)) => Timings {
-                            total: received - start,
-                            ..t
-                        },
-                        None => Timings {
-                            total: delay,
-                            ..Timings::default()
-                        },
-                    };
-                    return Ok(finish_reply(
-                        seq,
-                        pong,
-                        delay,
-                        recvtime,
-                        timings,
-                        self.peer,
-                        self.security,
-                    ));
-                }
-                Some(Event::PeerClosed(reason)) => return Err(PingError::ClosedByPeer(reason)),
-                Some(Event::Close(reason)) => {
-                    self.abort(reason.clone());
-                    return Err(PingError::Protocol(reason));
-                }
-                _ => continue,
-            }
+            let Received::Pong(pong) = self.take(read)? else {
+                continue;
+            };
+            let timings = match self.setup.take() {
+                Some((start, t)) => Timings {
+                    total: received - start,
+                    ..t
+                },
+                None => Timings {
+                    total: pong.delay,
+                    ..Timings::default()
+                },
+            };
+            return Ok(finish_reply(
+                pong.seq,
+                pong.message,
+                pong.delay,
+                recvtime,
+                timings,
+                self.peer,
+                self.security,
+            ));
         }
     }
 
@@ -459,7 +413,7 @@ impl PingSession {
     /// Sends closeconn if the socket takes it at once, then closes; never waits for the
     /// server.
     fn abort(&mut self, reason: CloseReason) {
-        self.protocol.close();
+        self.client.close();
         if let Ok(wire) = self.codec.to_bytes(closeconn_frame(Some(&reason))) {
             let _ = self
                 .socket
