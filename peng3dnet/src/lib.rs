@@ -19,6 +19,7 @@
 //! | [`ping`] | pinging a server: [`ping_server`], [`PingReply`], sessions |
 //! | [`many`] | many targets at once: bounded, rate-capped, polite; results as they come |
 //! | [`blocking`] | the same ping client for synchronous code, on `std::net` |
+//! | [`master`] | a master server's list of servers, and announcing to it (feature `master`) |
 //! | [`error`] | the errors this crate reports, keeping their causes |
 #![warn(missing_docs, unreachable_pub)]
 
@@ -34,6 +35,8 @@ pub mod error;
 mod fdlimit;
 pub mod happy_eyeballs;
 pub mod many;
+#[cfg(feature = "master")]
+pub mod master;
 pub mod observe;
 pub mod ping;
 mod proxy_header;

@@ -45,6 +45,8 @@ use crate::transport::Stream;
 use crate::value::{self, Value};
 use crate::wall_clock::wall_times;
 
+#[cfg(feature = "master")]
+mod announce;
 mod mailbox;
 pub(crate) mod on_this_thread;
 mod per_addr;
