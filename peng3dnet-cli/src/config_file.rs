@@ -30,7 +30,7 @@ pub enum LogFormat {
 
 /// A positive number of seconds in the file (integer or float).
 #[derive(Debug, Clone, Copy)]
-struct Seconds(Duration);
+pub(crate) struct Seconds(pub(crate) Duration);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -370,10 +370,11 @@ impl Settings {
     }
 }
 
-/// Where a TOML error is: `FILE:LINE: key `KEY`: message`.
-fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
+/// Where a TOML error is, on one line: `FILE:LINE: key `KEY`: message`, the message in
+/// plain words (see [`plain_message`]).
+pub(crate) fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
     let shown = path.display();
-    let message = e.message().trim();
+    let message = plain_message(e.message());
     let Some(span) = e.span() else {
         return format!("{shown}: {message}");
     };
@@ -388,6 +389,68 @@ fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
         Some(key) => format!("{shown}:{line_no}: key `{key}`: {message}"),
         None => format!("{shown}:{line_no}: {message}"),
     }
+}
+
+/// A serde or TOML message in a user's words, on one line: `unknown field `X`, expected
+/// one of ...` becomes `unknown key; did you mean `Y`?` (or the list of keys when none is
+/// close), and Rust's type names (`usize`, `u8`, `f64`) become what they mean.
+pub(crate) fn plain_message(message: &str) -> String {
+    let message = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return match did_you_mean(key, known.iter().copied()) {
+            Some(best) => format!("unknown key; did you mean `{best}`?"),
+            None if known.is_empty() => "unknown key: none is allowed here".to_owned(),
+            None => format!("unknown key; the keys are {}", quoted_list(&known)),
+        };
+    }
+    let mut out = message;
+    for (rust, words) in [
+        ("usize", "a whole number (0 or more)"),
+        ("u64", "a whole number (0 or more)"),
+        ("u32", "a whole number (0 or more)"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u8", "a whole number from 0 to 255"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+        ("path string", "a path (a string)"),
+    ] {
+        for (before, after) in [
+            (format!("expected {rust}"), format!("expected {words}")),
+            (format!("expected an {rust}"), format!("expected {words}")),
+        ] {
+            out = out.replace(&before, &after);
+        }
+    }
+    out
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The name of `known` closest to a misspelt `key`, if one is close enough to be meant
+/// (`max-conections` for `max-connections`; not `bind` for `xyz`).
+pub(crate) fn did_you_mean<'a>(
+    key: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|name| (strsim::jaro_winkler(key, name), name))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
 }
 
 fn relative_to(base: &Path, path: PathBuf) -> PathBuf {
@@ -721,7 +784,7 @@ mod tests {
     fn errors_name_file_line_and_key() {
         let e = parse("bind = \"127.0.0.1:1\"\n\nmax-conections = 5\n").unwrap_err();
         assert!(
-            e.starts_with("s.toml:3: key `max-conections`: unknown field"),
+            e == "s.toml:3: key `max-conections`: unknown key; did you mean `max-connections`?",
             "{e}"
         );
         let e = parse("bind = \"x:1\"\nidle-timeout = -3\n").unwrap_err();
@@ -729,8 +792,21 @@ mod tests {
         assert!(e.contains("positive number of seconds"), "{e}");
         let e = parse("max-connections = \"many\"\n").unwrap_err();
         assert!(e.starts_with("s.toml:1: key `max-connections`: "), "{e}");
+        assert!(e.contains("expected a whole number (0 or more)"), "{e}");
         let e = parse("log-format = \"xml\"\n").unwrap_err();
         assert!(e.starts_with("s.toml:1: key `log-format`: "), "{e}");
+        // No Rust type names, no line breaks; far from every key, the keys are listed.
+        let e = parse("max-depth = -1\nper-addr-ipv6-prefix = 300\n").unwrap_err();
+        assert!(!e.contains("usize") && !e.contains('\n'), "{e}");
+        let e = parse("per-addr-ipv6-prefix = 300\n").unwrap_err();
+        assert!(e.contains("a whole number from 0 to 255"), "{e}");
+        let e = parse("zzzzzz = 1\n").unwrap_err();
+        assert!(
+            e.contains("unknown key; the keys are `bind`, `metrics`"),
+            "{e}"
+        );
+        let e = parse("[data\nx = 1\n").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]

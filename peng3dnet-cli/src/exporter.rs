@@ -18,7 +18,7 @@ use peng3dnet::proxy::Cidr;
 use peng3dnet::target::{Family as AddrFamily, Target};
 use peng3dnet::text::{self, Shown};
 use peng3dnet::tls::ClientTls;
-use peng3dnet::{CloseReason, Value};
+use peng3dnet::CloseReason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,35 +28,40 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::exporter_config::Modules;
 use crate::http::{self, query_param};
 use crate::output::Out;
+use crate::probe_data::{escape_label, MAX_LABEL_CHARS};
 use crate::serve::init_logging_as;
 use crate::{error, parse_seconds, Exit, ExporterArgs};
+use arc_swap::ArcSwap;
 
 pub(crate) const EXPORTER_AFTER: &str = "\
 Examples:
   peng3dnet exporter --listen 127.0.0.1:9588
   curl 'http://127.0.0.1:9588/probe?target=game.example.org:8080'
   curl 'http://127.0.0.1:9588/probe?target=game.example.org:8443&tls=1&timeout=2'
+  curl 'http://127.0.0.1:9588/probe?target=game.example.org:8080&debug=true'
   peng3dnet exporter --allow 10.0.0.0/8 --allow '*.example.org' --max-timeout 10
+  peng3dnet exporter --config exporter.toml  modules, picked by module=NAME
 
-GET /probe?target=HOST:PORT pings the target once. Parameters: tls=1 (verify against the
-system's roots) or tls=insecure (no verification); timeout=SECONDS. The timeout is cut to
+GET /probe?target=HOST:PORT pings the target once. Parameters: module=NAME (a module of
+--config; default: \"default\"), tls=1 (verify against the system's roots) or
+tls=insecure (no verification), timeout=SECONDS (both over the module's), debug=true
+(the probe's log and the metrics it would answer, as text). The timeout is cut to
 --max-timeout (30 s) and to Prometheus' X-Prometheus-Scrape-Timeout-Seconds header minus
-0.5 s. Metrics: probe_success, probe_duration_seconds,
+0.5 s, but to no less than half of it; a header that is not a positive number is refused
+(400). Metrics: probe_success, probe_duration_seconds,
 probe_peng3dnet_phase_duration_seconds{phase}, probe_peng3dnet_data_KEY for the server's
-numeric fields, probe_peng3dnet_data_info for its string fields, and
-probe_peng3dnet_failure_info{kind,reason} when the probe fails (a foreign service's
-banner shown by its first 8 bytes only). A reply larger than 64 KiB fails the probe.
-With --allow, a target outside every rule gets HTTP 403 (the scrape fails: up is 0) and
-is never connected to. GET /metrics has the exporter's own metrics. Prints `listening on
-ADDR` once bound. See docs/operations.md for a prometheus.yml.";
+numeric fields (KEY in snake_case, made unique with _2, _3...), probe_peng3dnet_data_info
+for its string fields, and probe_peng3dnet_failure_info{kind,reason} when the probe fails
+(a foreign service's banner shown by its first 8 bytes only). A reply larger than 64 KiB
+fails the probe. With --allow, a target outside every rule gets HTTP 403 (the scrape
+fails: up is 0) and is never connected to. GET /metrics has the exporter's own metrics
+and process_*. SIGHUP rereads --config; a broken file changes nothing and the log says
+why. Prints `listening on ADDR` once bound. See docs/operations.md for a prometheus.yml
+and the modules file.";
 
-/// Largest number of server fields turned into metrics (each kind), so that a hostile
-/// target cannot make a scrape huge.
-const MAX_FIELDS: usize = 64;
-/// Longest string field value kept as a label value (in characters).
-const MAX_LABEL_CHARS: usize = 200;
 /// Subtracted from Prometheus' scrape timeout, as blackbox_exporter does, so the answer
 /// arrives before the scrape gives up.
 const SCRAPE_OFFSET: Duration = Duration::from_millis(500);
@@ -88,6 +93,9 @@ struct Own {
     registry: Arc<Registry>,
     probes: Family<ResultLabel, Counter>,
     in_flight: Gauge,
+    waiting: Gauge,
+    reload_success: Gauge,
+    reload_time: Gauge<f64, AtomicU64>,
 }
 
 impl Own {
@@ -103,9 +111,31 @@ impl Own {
         let in_flight = Gauge::default();
         registry.register(
             "peng3dnet_exporter_probes_in_flight",
-            "Probes running now",
+            "Probes running now (holding one of the --max-concurrent slots)",
             in_flight.clone(),
         );
+        let waiting = Gauge::default();
+        registry.register(
+            "peng3dnet_exporter_probes_waiting",
+            "Probes waiting for a free slot (all --max-concurrent are running)",
+            waiting.clone(),
+        );
+        let reload_success = Gauge::default();
+        reload_success.set(1);
+        registry.register(
+            "peng3dnet_exporter_config_last_reload_successful",
+            "Whether the last load of --config (start or SIGHUP) succeeded",
+            reload_success.clone(),
+        );
+        let reload_time = Gauge::<f64, AtomicU64>::default();
+        reload_time.set(unix_now());
+        registry.register_with_unit(
+            "peng3dnet_exporter_config_last_reload_success_timestamp",
+            "Unix time of the last successful load of --config (start or SIGHUP)",
+            Unit::Seconds,
+            reload_time.clone(),
+        );
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         let limit = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         limit.set(i64::try_from(max).unwrap_or(i64::MAX));
         registry.register(
@@ -128,6 +158,17 @@ impl Own {
             registry: Arc::new(registry),
             probes,
             in_flight,
+            waiting,
+            reload_success,
+            reload_time,
+        }
+    }
+
+    /// Records a load of `--config`: its success, and the time when successful.
+    fn reloaded(&self, success: bool) {
+        self.reload_success.set(i64::from(success));
+        if success {
+            self.reload_time.set(unix_now());
         }
     }
 
@@ -138,9 +179,16 @@ impl Own {
     }
 }
 
-/// Keeps `peng3dnet_exporter_probes_in_flight` counting a probe until it ends, however it
-/// ends: hyper drops a probe whose scraper went away, and a `dec()` after the probe's
-/// `await`s would then never run.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Keeps a gauge (`peng3dnet_exporter_probes_in_flight`, `_waiting`) counting a probe
+/// until it leaves that state, however it does: hyper drops a probe whose scraper went
+/// away, and a `dec()` after the probe's `await`s would then never run.
 struct InFlight(Gauge);
 
 impl InFlight {
@@ -291,6 +339,8 @@ struct State {
     /// The probes' configuration: the library's, with replies bounded.
     config: Config,
     own: Own,
+    /// The probe modules (`--config`, swapped whole by a reload).
+    modules: ArcSwap<Modules>,
 }
 
 /// The configuration of every probe: the library's defaults, with the reply a target
@@ -303,18 +353,36 @@ fn probe_config() -> Config {
     config
 }
 
-/// A probe's parameters, from the query and the headers.
+/// A probe's parameters, from the query, the module and the headers.
 #[derive(Debug)]
 struct Probe {
     target: String,
     tls: Option<ClientTls>,
     timeout: Duration,
+    /// `debug=true`: answer with the probe's log instead of its metrics.
+    debug: bool,
+    /// How the parameters were chosen, the first lines of the probe's log.
+    log: Vec<String>,
+}
+
+/// The header in which Prometheus sends its scrape timeout.
+const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
+
+/// The time a probe may take within Prometheus' scrape timeout `scrape`: `scrape` minus
+/// [`SCRAPE_OFFSET`] as blackbox_exporter, but never less than half of it. A scrape
+/// timeout under 1 s would leave the probe less than half (0.1 s of 0.6 s), and at
+/// 0.5 s or less nothing, where blackbox_exporter then takes the module's timeout and
+/// answers after the scrape gave up.
+fn within_scrape(scrape: Duration) -> Duration {
+    scrape.saturating_sub(SCRAPE_OFFSET).max(scrape / 2)
 }
 
 /// Reads the probe's parameters; an error is a mistake in the scrape configuration (400).
-/// The timeout is cut to `max_timeout`, as blackbox_exporter cuts it to the scrape's.
+/// The timeout is `timeout=`, else the module's, else `--timeout`; cut to `max_timeout`
+/// and to what the scrape's own timeout leaves ([`within_scrape`]).
 fn parameters<B>(
     request: &Request<B>,
+    modules: &Modules,
     default_timeout: Duration,
     max_timeout: Duration,
 ) -> Result<Probe, String> {
@@ -322,74 +390,86 @@ fn parameters<B>(
     let target = query_param(query, "target")?
         .filter(|t| !t.trim().is_empty())
         .ok_or("the target parameter is missing (/probe?target=HOST:PORT)")?;
+    let module_name = query_param(query, "module")?.unwrap_or_else(|| "default".to_owned());
+    let module = modules.get(&module_name)?;
+    let mut log = vec![format!(
+        "module {}: {}",
+        text::escape(&module_name),
+        module.shown
+    )];
+    let debug = match query_param(query, "debug")?.as_deref() {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return Err(format!(
+                "debug='{}': use debug=true for the probe's log",
+                text::escape(other)
+            ))
+        }
+    };
     let tls = match query_param(query, "tls")?.as_deref() {
-        None | Some("" | "0" | "false" | "no") => None,
+        None => module.tls.clone(),
+        Some("" | "0" | "false" | "no") => None,
         Some("1" | "true" | "yes") => {
             Some(ClientTls::with_system_roots().map_err(|e| format!("TLS: {e}"))?)
         }
         Some("insecure") => Some(ClientTls::dangerous_no_verification()),
         Some(other) => {
             return Err(format!(
-                "tls={other:?}: use tls=1 (verify) or tls=insecure (no verification)"
+                "tls='{}': use tls=1 (verify) or tls=insecure (no verification)",
+                text::escape(other)
             ))
         }
     };
-    let mut timeout = match query_param(query, "timeout")? {
-        Some(t) => parse_seconds(&t).map_err(|e| format!("timeout: {e}"))?,
-        None => default_timeout,
+    let (mut timeout, from) = match query_param(query, "timeout")? {
+        Some(t) => (
+            parse_seconds(&t).map_err(|e| format!("timeout: {e}"))?,
+            "timeout=",
+        ),
+        None => match module.timeout {
+            Some(t) => (t, "the module's timeout"),
+            None => (default_timeout, "--timeout"),
+        },
+    };
+    let mut how = format!("{}s from {from}", timeout.as_secs_f64());
+    if timeout > max_timeout {
+        timeout = max_timeout;
+        how.push_str(&format!(
+            ", cut to --max-timeout {}s",
+            max_timeout.as_secs_f64()
+        ));
     }
-    .min(max_timeout);
-    let scrape = request
-        .headers()
-        .get("X-Prometheus-Scrape-Timeout-Seconds")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok());
-    if let Some(scrape) = scrape {
-        let allowed = scrape
-            .checked_sub(SCRAPE_OFFSET)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(scrape / 2);
-        timeout = timeout.min(allowed);
+    if let Some(header) = request.headers().get(SCRAPE_TIMEOUT_HEADER) {
+        let scrape = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| {
+                format!(
+                    "the {SCRAPE_TIMEOUT_HEADER} header '{}' is not a positive number of seconds",
+                    text::escape(&String::from_utf8_lossy(header.as_bytes()))
+                )
+            })?;
+        let allowed = within_scrape(scrape);
+        if allowed < timeout {
+            timeout = allowed;
+            how.push_str(&format!(
+                ", cut to {}s by the scrape's timeout of {}s",
+                allowed.as_secs_f64(),
+                scrape.as_secs_f64()
+            ));
+        }
     }
+    log.push(format!("timeout {how}"));
     Ok(Probe {
         target,
         tls,
         timeout,
+        debug,
+        log,
     })
-}
-
-/// Escapes a label value for the text formats (the encoder writes it as given).
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars().take(MAX_LABEL_CHARS) {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Keys of `serve`'s built-in data that describe the prober, not the server: the address
-/// it pinged from changes with every probe, and as a label it would make a new series per
-/// scrape.
-const PER_PROBE_KEYS: [&str; 1] = ["client_addr"];
-
-/// A metric or label name from a server's key: `[a-zA-Z0-9_]`, others become `_`.
-fn sanitize(key: &str) -> String {
-    let mut out: String = key
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) || out.starts_with("__") {
-        out.insert(0, 'k');
-    }
-    out
 }
 
 type Labels = Vec<(String, String)>;
@@ -439,53 +519,13 @@ fn probe_metrics(result: &Result<PingReply, (&'static str, String)>, duration: D
                     g,
                 );
             }
-            let mut strings: Labels = Vec::new();
-            let mut numbers: Vec<String> = Vec::new();
-            if let Value::Map(entries) = reply.server_data() {
-                for (key, value) in &entries {
-                    let Some(key) = key.as_str() else { continue };
-                    if PER_PROBE_KEYS.contains(&key) {
-                        continue;
-                    }
-                    let name = sanitize(key);
-                    let number = match value {
-                        Value::Integer(i) => i.as_f64(),
-                        Value::F32(f) => Some(f64::from(*f)),
-                        Value::F64(f) => Some(*f),
-                        Value::Boolean(b) => Some(f64::from(u8::from(*b))),
-                        _ => None,
-                    };
-                    if let Some(n) = number {
-                        if numbers.len() < MAX_FIELDS && !numbers.contains(&name) {
-                            let g = Gauge::<f64, AtomicU64>::default();
-                            g.set(n);
-                            registry.register(
-                                format!("probe_peng3dnet_data_{name}"),
-                                format!("The server's field {}", escape(key)),
-                                g,
-                            );
-                            numbers.push(name);
-                        }
-                    } else if let Some(s) = value.as_str() {
-                        if strings.len() < MAX_FIELDS && !strings.iter().any(|(k, _)| *k == name) {
-                            strings.push((name, escape(s)));
-                        }
-                    }
-                }
-            }
-            let info = Family::<Labels, Gauge>::default();
-            info.get_or_create(&strings).set(1);
-            registry.register(
-                "probe_peng3dnet_data_info",
-                "The server's string fields, as labels",
-                info,
-            );
+            crate::probe_data::register(&mut registry, &reply.server_data());
         }
         Err((kind, reason)) => {
             let info = Family::<Labels, Gauge>::default();
             info.get_or_create(&vec![
                 ("kind".to_owned(), (*kind).to_owned()),
-                ("reason".to_owned(), escape(reason)),
+                ("reason".to_owned(), escape_label(reason)),
             ])
             .set(1);
             registry.register(
@@ -537,6 +577,7 @@ fn failure(e: &PingError, timeout: Duration) -> Failure {
         );
     }
     let (kind, reason) = crate::ping::describe(e, timeout);
+    let reason = in_exporter_terms(&reason);
     let reason = if matches!(e, PingError::NotPeng3dnet(_)) {
         cut_quoted(&reason, FOREIGN_PREFIX)
     } else {
@@ -550,6 +591,34 @@ fn failure(e: &PingError, timeout: Duration) -> Failure {
         _ => reason.into_owned(),
     };
     (kind, reason)
+}
+
+/// The advice of `peng3dnet ping` and the library (`--tls`, `--ca`, `--cert`...) in the
+/// exporter's own terms: the probe parameters (`tls=1`) and the module settings of
+/// `--config` (`tls-ca-file`...). Longest phrases first, each also as a bare flag.
+fn in_exporter_terms(reason: &str) -> String {
+    const TERMS: [(&str, &str); 9] = [
+        (
+            "the server requires TLS: add --tls",
+            "the server requires TLS: probe it with tls=1 (or a module with tls = true)",
+        ),
+        ("drop --tls", "probe it without tls="),
+        ("(try --tls)", "(probe it with tls=1)"),
+        (
+            "(the CLI: --cert and --key)",
+            "(a module's tls-cert-file and tls-key-file)",
+        ),
+        ("use --server-name", "set a module's tls-server-name"),
+        ("with --ca", "as a module's tls-ca-file"),
+        ("to --ca", "to a module's tls-ca-file"),
+        ("--server-name", "a module's tls-server-name"),
+        ("--tls", "tls=1"),
+    ];
+    let mut out = reason.to_owned();
+    for (cli, ours) in TERMS {
+        out = out.replace(cli, ours);
+    }
+    out
 }
 
 /// `reason` with the text between its first and last `'` (the library quotes a foreign
@@ -581,43 +650,124 @@ fn cut_quoted(reason: &str, bytes: usize) -> String {
     )
 }
 
+/// What a probe found: its metrics (or refusal) and its log, for `debug=true`.
+#[derive(Debug)]
+struct Probed {
+    answer: Answer,
+    log: Vec<String>,
+}
+
 /// Runs one probe within its timeout.
-async fn probe(state: &State, probe: Probe) -> Answer {
+async fn probe(state: &State, probe: Probe) -> Probed {
+    let Probe {
+        target: given,
+        tls,
+        timeout,
+        mut log,
+        ..
+    } = probe;
     let started = Instant::now();
-    let deadline = started + probe.timeout;
-    let _in_flight = InFlight::start(&state.own.in_flight);
-    let target = Target::parse(&probe.target, state.config.client_port);
+    let deadline = started + timeout;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let target = Target::parse(&given, state.config.client_port);
     let decision = match (&state.allow, &target) {
         (Some(allow), Ok(target)) => allow.decide(&target.host),
         // A target that does not parse is never connected to: its error is the answer.
         _ => Decision::Allowed,
     };
+    log.push(format!(
+        "target '{}'{}",
+        Shown(&given),
+        match (&state.allow, decision) {
+            (None, _) => "",
+            (Some(_), Decision::Allowed) => ": allowed by --allow",
+            (Some(_), Decision::ByAddress) => ": a name no --allow rule names; only its addresses in an allowed network are tried",
+            (Some(_), Decision::Forbidden) => ": outside --allow",
+        }
+    ));
     let result = match target {
-        _ if decision == Decision::Forbidden => return forbidden(state, &probe.target),
-        Err(bad) => Err(failure(&PingError::from(bad), probe.timeout)),
-        Ok(target) => match tokio::time::timeout_at(deadline, state.slots.acquire()).await {
-            Err(_) => Err((
-                "timeout",
-                format!(
-                    "no free probe slot within the timeout ({} probes at once)",
-                    state.max
-                ),
-            )),
-            Ok(Err(_)) => Err(("other", "the exporter is stopping".to_owned())),
-            Ok(Ok(_permit)) => {
-                let ping = ping_allowed(state, target, decision, probe.tls, deadline);
-                // The ping's own timeout bounds it; this bounds everything else too.
-                match tokio::time::timeout_at(deadline, ping).await {
-                    Ok(Some(Ok(reply))) => Ok(reply),
-                    Ok(Some(Err(e))) => Err(failure(&e, probe.timeout)),
-                    Ok(None) => return forbidden(state, &probe.target),
-                    Err(_) => Err((
-                        "timeout",
-                        format!("timed out (timeout {}s)", probe.timeout.as_secs_f64()),
-                    )),
+        _ if decision == Decision::Forbidden => {
+            return Probed {
+                answer: forbidden(state, &given),
+                log,
+            }
+        }
+        Err(bad) => Err(failure(&PingError::from(bad), timeout)),
+        Ok(target) => {
+            // A free slot at once, or a wait that the gauges show as waiting, not running.
+            let permit = match state.slots.try_acquire() {
+                Ok(permit) => Ok(permit),
+                Err(_) => {
+                    let _waiting = InFlight::start(&state.own.waiting);
+                    log.push(format!(
+                        "waiting for a free probe slot ({} probes running, --max-concurrent)",
+                        state.max
+                    ));
+                    match tokio::time::timeout_at(deadline, state.slots.acquire()).await {
+                        Ok(Ok(permit)) => Ok(permit),
+                        Ok(Err(_)) => Err(("other", "the exporter is stopping".to_owned())),
+                        Err(_) => Err((
+                            "timeout",
+                            format!(
+                                "timed out waiting for a free probe slot (timeout {}s; {} \
+                                 probes were running, --max-concurrent)",
+                                timeout.as_secs_f64(),
+                                state.max
+                            ),
+                        )),
+                    }
+                }
+            };
+            match permit {
+                Err(failed) => Err(failed),
+                Ok(_permit) => {
+                    let _in_flight = InFlight::start(&state.own.in_flight);
+                    let waited = started.elapsed();
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    // After a wait the reason says so: the ping had only what was left.
+                    let after_wait = |reason: String| {
+                        if waited >= Duration::from_millis(1) {
+                            format!(
+                                "{reason}, after waiting {:.3}s for a free probe slot \
+                                 (--max-concurrent {})",
+                                waited.as_secs_f64(),
+                                state.max
+                            )
+                        } else {
+                            reason
+                        }
+                    };
+                    log.push(format!(
+                        "pinging {target} within {:.3} ms{}",
+                        ms(left),
+                        match &tls {
+                            Some(_) => " over TLS",
+                            None => "",
+                        }
+                    ));
+                    let ping = ping_allowed(state, target, decision, tls, deadline);
+                    // The ping's own timeout bounds it; this bounds everything else too.
+                    match tokio::time::timeout_at(deadline, ping).await {
+                        Ok(Some(Ok(reply))) => Ok(reply),
+                        Ok(Some(Err(e))) => {
+                            let (kind, reason) = failure(&e, left);
+                            Err((kind, after_wait(reason)))
+                        }
+                        Ok(None) => {
+                            log.push("none of its addresses is in an allowed network".into());
+                            return Probed {
+                                answer: forbidden(state, &given),
+                                log,
+                            };
+                        }
+                        Err(_) => Err((
+                            "timeout",
+                            after_wait(format!("timed out (timeout {}s)", left.as_secs_f64())),
+                        )),
+                    }
                 }
             }
-        },
+        }
     };
     let label = if result.is_ok() { "success" } else { "failure" };
     state
@@ -627,13 +777,33 @@ async fn probe(state: &State, probe: Probe) -> Answer {
             result: label.to_owned(),
         })
         .inc();
-    let shown = Shown(&probe.target);
-    if let Err((kind, reason)) = &result {
-        tracing::info!(target = %shown, kind, "probe failed: {reason}");
-    } else {
-        tracing::debug!(target = %shown, "probe succeeded");
+    let shown = Shown(&given);
+    match &result {
+        Err((kind, reason)) => {
+            tracing::info!(target = %shown, kind, "probe failed: {reason}");
+            log.push(format!(
+                "probe failed after {:.3} ms: kind {kind}: {reason}",
+                ms(started.elapsed())
+            ));
+        }
+        Ok(reply) => {
+            tracing::debug!(target = %shown, "probe succeeded");
+            let t = &reply.timings;
+            log.push(format!(
+                "probe succeeded after {:.3} ms: resolve {:.3} ms, connect {:.3} ms, tls {:.3} ms, hello {:.3} ms, ping {:.3} ms",
+                ms(started.elapsed()),
+                ms(t.resolve),
+                ms(t.connect),
+                ms(t.tls),
+                ms(t.hello),
+                ms(t.ping)
+            ));
+        }
     }
-    Answer::Metrics(probe_metrics(&result, started.elapsed()))
+    Probed {
+        answer: Answer::Metrics(probe_metrics(&result, started.elapsed())),
+        log,
+    }
 }
 
 /// The options of a probe's ping, with the reply it accepts bounded.
@@ -712,21 +882,87 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     match request.uri().path() {
-        "/probe" => match parameters(&request, state.default_timeout, state.max_timeout) {
-            Ok(p) => match probe(&state, p).await {
-                Answer::Metrics(body) => http::exposition(&request, body),
-                Answer::Forbidden(reason) => {
-                    http::text(StatusCode::FORBIDDEN, format!("{reason}\n"))
+        "/probe" => {
+            let modules = state.modules.load();
+            match parameters(&request, &modules, state.default_timeout, state.max_timeout) {
+                Ok(p) => {
+                    let debug = p.debug;
+                    let Probed { answer, log } = probe(&state, p).await;
+                    match answer {
+                        _ if debug => http::text(StatusCode::OK, debug_text(&log, &answer)),
+                        Answer::Metrics(body) => http::exposition(&request, body),
+                        Answer::Forbidden(reason) => {
+                            http::text(StatusCode::FORBIDDEN, format!("{reason}\n"))
+                        }
+                    }
                 }
-            },
-            Err(message) => http::text(StatusCode::BAD_REQUEST, format!("{message}\n")),
-        },
+                Err(message) => {
+                    // A mistake in the scrape configuration: the scraper sees it as a 400,
+                    // whoever runs the exporter in the log.
+                    tracing::warn!("bad probe request: {message}");
+                    http::text(StatusCode::BAD_REQUEST, format!("{message}\n"))
+                }
+            }
+        }
         "/metrics" => http::exposition(&request, state.own.encode()),
         "/" => http::text(
             StatusCode::OK,
-            "peng3dnet exporter: /probe?target=HOST:PORT[&tls=1][&timeout=SECONDS], /metrics\n",
+            "peng3dnet exporter: /probe?target=HOST:PORT[&module=NAME][&tls=1][&timeout=SECONDS][&debug=true], /metrics\n",
         ),
         _ => http::text(StatusCode::NOT_FOUND, "not found; try /probe or /metrics\n"),
+    }
+}
+
+/// The answer of `debug=true`, as blackbox_exporter's: the probe's log, then the metrics
+/// it would have answered (Prometheus' text format), as plain text.
+fn debug_text(log: &[String], answer: &Answer) -> String {
+    let mut out = String::from("Logs for the probe:\n");
+    for line in log {
+        out.push_str(&text::escape(line));
+        out.push('\n');
+    }
+    match answer {
+        Answer::Metrics(body) => {
+            out.push_str("\nMetrics that would have been returned:\n");
+            out.push_str(&http::to_text_format(body));
+        }
+        Answer::Forbidden(reason) => {
+            out.push_str(&format!(
+                "\nHTTP 403 that would have been returned: {reason}\n"
+            ));
+        }
+    }
+    out
+}
+
+/// Where `--listen` (or `serve --bind`, `--metrics`) points: its addresses, or why it
+/// names none (a usage error, exit status 3, unlike a failure to listen there).
+pub(crate) async fn listen_addrs(flag: &str, addr: &str) -> Result<Vec<SocketAddr>, String> {
+    match tokio::net::lookup_host(addr).await {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                Err(format!("{flag} '{}': the name has no address", Shown(addr)))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(format!(
+            "{flag} '{}' is not an address: use HOST:PORT, [v6]:PORT or a port",
+            Shown(addr)
+        )),
+        Err(e) => Err(format!(
+            "{flag} '{}': cannot resolve the name: {e}",
+            Shown(addr)
+        )),
+    }
+}
+
+/// Reads `--config`, if any: the modules, or why the file is refused (one line).
+fn load_modules(path: Option<&std::path::Path>) -> Result<Modules, String> {
+    match path {
+        Some(path) => Modules::load(path),
+        None => Ok(Modules::builtin()),
     }
 }
 
@@ -748,7 +984,32 @@ pub(crate) async fn run(args: ExporterArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen.as_str()).await {
+    let modules = match load_modules(args.config.as_deref()) {
+        Ok(modules) => modules,
+        Err(message) => {
+            error(message);
+            return Exit::Usage;
+        }
+    };
+    let addrs = match listen_addrs("--listen", &args.listen).await {
+        Ok(addrs) => addrs,
+        Err(message) => {
+            error(message);
+            return Exit::Usage;
+        }
+    };
+    // Installed before `listening on` is printed: from then on SIGHUP rereads --config
+    // (as `serve` does) instead of killing the exporter.
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP ({e}); reloading is off");
+            None
+        }
+    };
+    let mut interrupts = crate::Interrupts::install();
+    let listener = match tokio::net::TcpListener::bind(addrs.as_slice()).await {
         Ok(listener) => listener,
         Err(e) => {
             error(format!("cannot listen on {}: {e}", args.listen));
@@ -771,21 +1032,96 @@ pub(crate) async fn run(args: ExporterArgs) -> Exit {
         allow,
         config: probe_config(),
         own: Own::new(args.max_concurrent),
+        modules: ArcSwap::from_pointee(modules),
     });
-    if Out.line(&format!("listening on {addr}")).is_err() {
+    if let Err(e) = Out.line(&format!("listening on {addr}")) {
+        error(format!("write error: {e}"));
         return Exit::System;
     }
-    tracing::info!(%addr, "exporter serving /probe and /metrics");
+    tracing::info!(%addr, modules = %state.modules.load().names().join(","), "exporter serving /probe and /metrics");
     let stop = CancellationToken::new();
-    let server = tokio::spawn(http::serve(
-        listener,
-        stop.clone(),
-        move |request, _peer: SocketAddr| handle(state.clone(), request),
-    ));
-    crate::interrupted().await;
+    let server = tokio::spawn(http::serve(listener, stop.clone(), {
+        let state = state.clone();
+        move |request, _peer: SocketAddr| handle(state.clone(), request)
+    }));
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    if signal.recv().await.is_none() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupts.wait() => break,
+            _ = hup => {
+                let read = reread(args.config.clone());
+                tokio::select! {
+                    _ = interrupts.wait() => break,
+                    read = read => reload(&state, read),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
     stop.cancel();
     let _ = server.await;
     Exit::Ok
+}
+
+/// What SIGHUP reread: the file and its modules; `None` without `--config`.
+type Reread = Option<(std::path::PathBuf, Result<Modules, String>)>;
+
+/// Rereads `--config` off the loop ([`crate::serve::off_loop`]: a FIFO or a hung
+/// filesystem cannot hold up SIGTERM or the probes).
+async fn reread(config: Option<std::path::PathBuf>) -> Reread {
+    let path = config?;
+    let read = {
+        let path = path.clone();
+        crate::serve::off_loop(move || Modules::load(&path)).await
+    };
+    Some((path, read))
+}
+
+/// SIGHUP, once [`reread`] is done: swaps the modules in whole; a broken file changes
+/// nothing and the log says why, on one line. Probes running keep the module they began
+/// with.
+fn reload(state: &State, reread: Reread) {
+    let Some((path, read)) = reread else {
+        tracing::info!("SIGHUP: no --config to reread; nothing changes");
+        return;
+    };
+    match read {
+        Ok(modules) => {
+            let names = modules.names().join(", ");
+            state.modules.store(Arc::new(modules));
+            state.own.reloaded(true);
+            tracing::info!("reloaded {}: modules {names}", path.display());
+        }
+        Err(message) => {
+            state.own.reloaded(false);
+            tracing::error!(
+                "reload failed, keeping the running modules: {}",
+                one_line(&message)
+            );
+        }
+    }
+}
+
+/// `message` on one log line: line breaks (a library's multi-line error) become `; `.
+pub(crate) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -794,11 +1130,7 @@ mod tests {
 
     #[test]
     fn names_and_labels_are_safe() {
-        assert_eq!(sanitize("max-players"), "max_players");
-        assert_eq!(sanitize("1st"), "k1st");
-        assert_eq!(sanitize("__x"), "k__x");
-        assert_eq!(sanitize(""), "k");
-        assert_eq!(escape("a\"b\\c\nd\x07"), "a\\\"b\\\\c\\nd ");
+        assert_eq!(escape_label("a\"b\\c\nd\x07"), "a\\\"b\\\\c\\nd ");
     }
 
     #[test]
@@ -808,25 +1140,48 @@ mod tests {
             .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
             .body(())
             .unwrap();
-        let p = parameters(&request, Duration::from_secs(5), Duration::from_secs(30)).unwrap();
+        let p = parameters(
+            &request,
+            &Modules::builtin(),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .unwrap();
         assert_eq!(p.timeout, Duration::from_millis(1500));
         let request = Request::builder()
             .uri("/probe?target=x:1&timeout=0.3")
             .body(())
             .unwrap();
         assert_eq!(
-            parameters(&request, Duration::from_secs(5), Duration::from_secs(30))
-                .unwrap()
-                .timeout,
+            parameters(
+                &request,
+                &Modules::builtin(),
+                Duration::from_secs(5),
+                Duration::from_secs(30)
+            )
+            .unwrap()
+            .timeout,
             Duration::from_millis(300)
         );
         let request = Request::builder().uri("/probe").body(()).unwrap();
-        assert!(parameters(&request, Duration::from_secs(5), Duration::from_secs(30)).is_err());
+        assert!(parameters(
+            &request,
+            &Modules::builtin(),
+            Duration::from_secs(5),
+            Duration::from_secs(30)
+        )
+        .is_err());
         let request = Request::builder()
             .uri("/probe?target=x:1&tls=maybe")
             .body(())
             .unwrap();
-        assert!(parameters(&request, Duration::from_secs(5), Duration::from_secs(30)).is_err());
+        assert!(parameters(
+            &request,
+            &Modules::builtin(),
+            Duration::from_secs(5),
+            Duration::from_secs(30)
+        )
+        .is_err());
     }
 
     #[test]
@@ -855,6 +1210,7 @@ mod tests {
             allow: AllowList::new(&rules).unwrap(),
             config: probe_config(),
             own: Own::new(max as u64),
+            modules: ArcSwap::from_pointee(Modules::builtin()),
         }
     }
 
@@ -867,7 +1223,7 @@ mod tests {
             .unwrap();
         let max = Duration::from_secs(30);
         assert_eq!(
-            parameters(&year, Duration::from_secs(5), max)
+            parameters(&year, &Modules::builtin(), Duration::from_secs(5), max)
                 .unwrap()
                 .timeout,
             max
@@ -879,7 +1235,7 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(
-            parameters(&scraped, Duration::from_secs(5), max)
+            parameters(&scraped, &Modules::builtin(), Duration::from_secs(5), max)
                 .unwrap()
                 .timeout,
             Duration::from_millis(9500)
@@ -900,6 +1256,8 @@ mod tests {
                     target,
                     tls: None,
                     timeout: Duration::from_secs(30),
+                    debug: false,
+                    log: Vec::new(),
                 };
                 probe(&state, p).await
             }
@@ -985,8 +1343,10 @@ mod tests {
                 target: target.clone(),
                 tls: None,
                 timeout: Duration::from_secs(5),
+                debug: false,
+                log: Vec::new(),
             };
-            match probe(&state, p).await {
+            match probe(&state, p).await.answer {
                 Answer::Forbidden(reason) => {
                     assert!(
                         reason.contains("outside the exporter's --allow"),
@@ -1060,5 +1420,141 @@ mod tests {
             reason.contains("larger than a probe accepts (64 KiB"),
             "{reason}"
         );
+    }
+
+    /// The reasons gave the CLI's advice ("add --tls") where the exporter's parameter is
+    /// `tls=1` and its modules' settings `tls-ca-file`...
+    #[test]
+    fn failure_reasons_speak_the_exporters_terms() {
+        let timeout = Duration::from_secs(2);
+        let hello = PingError::Timeout {
+            phase: peng3dnet::error::Phase::WaitingForHello,
+            after: timeout,
+            target: None,
+        };
+        for (e, kind, words) in [
+            (
+                PingError::TlsRequired,
+                "tls_required",
+                "probe it with tls=1",
+            ),
+            (hello, "timeout", "(probe it with tls=1)"),
+        ] {
+            let (k, reason) = failure(&e, timeout);
+            assert_eq!(k, kind);
+            assert!(reason.contains(words), "{reason}");
+            assert!(!reason.contains("--"), "{reason}");
+        }
+        // The library's TLS sentences, as `peng3dnet ping` shows them.
+        for (cli, ours) in [
+            (
+                "server certificate rejected: it is not signed by a trusted CA; give the CA that signed it with --ca, or the server's own certificate if it is self-signed",
+                "as a module's tls-ca-file",
+            ),
+            (
+                "TLS handshake failed: the server requires a client certificate; give one (the CLI: --cert and --key)",
+                "(a module's tls-cert-file and tls-key-file)",
+            ),
+            (
+                "server certificate rejected: it is not valid for x, only for y; connect by one of those names, or use --server-name",
+                "set a module's tls-server-name",
+            ),
+            (
+                "the server does not use TLS (its answer is not a TLS record): drop --tls",
+                "probe it without tls=",
+            ),
+        ] {
+            let reason = in_exporter_terms(cli);
+            assert!(reason.contains(ours), "{reason}");
+            assert!(!reason.contains("--"), "{reason}");
+        }
+    }
+
+    /// Under 1 s the scrape-timeout header leaves half, not nothing; a garbage header is
+    /// refused, not ignored.
+    #[test]
+    fn the_scrape_timeout_header_leaves_the_documented_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(within_scrape(ms(10_000)), ms(9_500));
+        assert_eq!(within_scrape(ms(1_000)), ms(500));
+        assert_eq!(within_scrape(ms(800)), ms(400));
+        assert_eq!(within_scrape(ms(400)), ms(200));
+        for garbage in ["soon", "-1", "0", "NaN", "inf", ""] {
+            let request = Request::builder()
+                .uri("/probe?target=x:1")
+                .header(SCRAPE_TIMEOUT_HEADER, garbage)
+                .body(())
+                .unwrap();
+            let e = parameters(&request, &Modules::builtin(), ms(5000), ms(30_000)).unwrap_err();
+            assert!(
+                e.contains("is not a positive number of seconds"),
+                "{garbage}: {e}"
+            );
+        }
+    }
+
+    /// Probes waiting behind --max-concurrent counted as running, and their reasons
+    /// varied; now they are `waiting`, and a wait that uses the timeout up says so.
+    #[tokio::test]
+    async fn probes_waiting_for_a_slot_are_waiting_not_running() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = silent.local_addr().unwrap().to_string();
+        let state = Arc::new(state(&[], 1));
+        let running = tokio::spawn({
+            let state = state.clone();
+            let target = target.clone();
+            async move {
+                let p = Probe {
+                    target,
+                    tls: None,
+                    timeout: Duration::from_secs(30),
+                    debug: false,
+                    log: Vec::new(),
+                };
+                probe(&state, p).await
+            }
+        });
+        let (_held, _) = tokio::time::timeout(Duration::from_secs(10), silent.accept())
+            .await
+            .expect("the first probe connects")
+            .unwrap();
+        let waiting = tokio::spawn({
+            let state = state.clone();
+            async move {
+                let p = Probe {
+                    target,
+                    tls: None,
+                    timeout: Duration::from_millis(300),
+                    debug: false,
+                    log: Vec::new(),
+                };
+                probe(&state, p).await
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.own.waiting.get() != 1 {
+            assert!(Instant::now() < deadline, "the second probe never waited");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            state.own.in_flight.get(),
+            1,
+            "only the probe with the slot runs"
+        );
+        let Probed { answer, log } = waiting.await.unwrap();
+        let Answer::Metrics(text) = answer else {
+            panic!("{answer:?}")
+        };
+        assert!(
+            text.contains("kind=\"timeout\",reason=\"timed out waiting for a free probe slot (timeout 0.3s; 1 probes were running, --max-concurrent)\""),
+            "{text}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("waiting for a free probe slot")),
+            "{log:?}"
+        );
+        assert_eq!(state.own.waiting.get(), 0);
+        running.abort();
     }
 }

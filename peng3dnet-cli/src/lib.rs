@@ -30,10 +30,13 @@ mod batched;
 pub mod config_file;
 mod demo;
 mod exporter;
+mod exporter_config;
 mod http;
 pub mod metrics;
 pub mod output;
 mod ping;
+mod probe_data;
+mod process_metrics;
 pub mod serve;
 mod status;
 mod targets;
@@ -447,8 +450,9 @@ pub struct ServeArgs {
     /// IPv4 interfaces, as 0.0.0.0:PORT) [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Vec<String>,
-    /// Serve metrics (Prometheus text format) at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve metrics (Prometheus text format) at http://ADDR/metrics (a bare PORT: all IPv4
+    /// interfaces).
+    #[arg(long, value_name = "ADDR", value_parser = parse_bind)]
     pub metrics: Option<String>,
     /// Static data KEY=VALUE for every pong (repeatable); VALUE is parsed as JSON if it
     /// parses, else taken as a string.
@@ -549,9 +553,14 @@ pub struct ServeArgs {
 /// `exporter` arguments.
 #[derive(Debug, Args)]
 pub struct ExporterArgs {
-    /// Address to serve /probe and /metrics on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9588")]
+    /// Address to serve /probe and /metrics on: HOST:PORT, [v6]:PORT, or a bare PORT (all
+    /// IPv4 interfaces, as serve's --bind).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9588", value_parser = parse_bind)]
     pub listen: String,
+    /// Probe modules from a TOML file, picked by a scrape's module=NAME (as
+    /// blackbox_exporter's); reread on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Most probes running at once; more wait for a free slot within their timeout.
     #[arg(long = "max-concurrent", value_name = "N", default_value = "32", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_concurrent: u64,
@@ -568,7 +577,7 @@ pub struct ExporterArgs {
     /// get HTTP 403 and are never connected to. Without --allow, any target.
     #[arg(long = "allow", value_name = "RULE", value_parser = exporter::check_allow)]
     pub allow: Vec<String>,
-    /// Log line format on stderr [default: text].
+    /// Log line format on stderr.
     #[arg(long = "log-format", value_name = "FORMAT", default_value = "text")]
     pub log_format: config_file::LogFormat,
     /// Debug logging (RUST_LOG overrides).

@@ -162,6 +162,7 @@ impl Metrics {
             })
             .set(1);
         registry.register("peng3dnet_build_info", "The program's version", build);
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         let open_none = open.get_or_create(&label("none")).clone();
         let open_ping = open.get_or_create(&label("ping")).clone();
         let accepted_ping = accepted.get_or_create(&label("ping")).clone();

@@ -141,10 +141,19 @@ pub fn init_logging_as(default: &str, format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(log_colours(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
             .try_init(),
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
     };
+}
+
+/// Whether text log lines are coloured: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn log_colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Reads static data from a `.json` or `.toml` file; the top level must be a map.
@@ -162,8 +171,10 @@ pub(crate) fn read_data_file(path: &Path) -> Result<Value, String> {
             from_json(&json)
         }
         Some("toml") => {
-            let toml: toml::Value =
-                toml::from_str(&text).map_err(|e| format!("{shown}: invalid TOML: {e}"))?;
+            let toml: toml::Value = toml::from_str(&text).map_err(|e| {
+                // One line: the file, the line and the message, no quoted source.
+                format!("invalid TOML: {}", config_file::located(path, &text, &e))
+            })?;
             from_toml(&toml)
         }
         _ => {
@@ -203,6 +214,18 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
             Ok(()) => Exit::Ok,
             Err(_) => Exit::System,
         };
+    }
+    // An address that names nothing is a bad argument (3), not a failure to listen (4).
+    let flags = settings
+        .bind
+        .iter()
+        .map(|b| ("--bind", b))
+        .chain(settings.metrics.iter().map(|m| ("--metrics", m)));
+    for (flag, addr) in flags {
+        if let Err(message) = crate::exporter::listen_addrs(flag, addr).await {
+            error(message);
+            return Exit::Usage;
+        }
     }
     init_logging_as(
         if settings.verbose { "debug" } else { "info" },
@@ -371,17 +394,24 @@ fn load(args: &ServeArgs) -> Result<Loaded, String> {
     })
 }
 
-/// [`load`] on a thread of its own, within [`RELOAD_READ_LIMIT`]: never on the loop that
-/// also waits for SIGTERM. A plain thread, not tokio's blocking pool, whose threads the
-/// runtime waits for when it shuts down: a read that never returns is left behind and
-/// ends with the process.
+/// [`load`] on a thread of its own, within [`RELOAD_READ_LIMIT`] ([`off_loop`]).
 async fn load_off_loop(args: &ServeArgs) -> Result<Loaded, String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let args = args.clone();
+    off_loop(move || load(&args)).await
+}
+
+/// Runs a reload's file reads `read` on a thread of its own, within
+/// [`RELOAD_READ_LIMIT`]: never on the loop that also waits for SIGTERM. A plain thread,
+/// not tokio's blocking pool, whose threads the runtime waits for when it shuts down: a
+/// read that never returns is left behind and ends with the process.
+pub(crate) async fn off_loop<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("reload".into())
         .spawn(move || {
-            let _ = tx.send(load(&args));
+            let _ = tx.send(read());
         })
         .map_err(|e| format!("cannot start a thread to read the files: {e}"))?;
     match tokio::time::timeout(RELOAD_READ_LIMIT, rx).await {
@@ -410,7 +440,10 @@ fn reload(
     } = match loaded {
         Ok(loaded) => loaded,
         Err(message) => {
-            tracing::error!("reload failed, keeping the running settings: {message}");
+            tracing::error!(
+                "reload failed, keeping the running settings: {}",
+                crate::exporter::one_line(&message)
+            );
             return false;
         }
     };

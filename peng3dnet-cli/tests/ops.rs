@@ -146,7 +146,7 @@ fn bad_settings_files_name_file_line_and_key() {
             "bind = \"127.0.0.1:0\"\n\nmax-conections = 5\n",
             3,
             "max-conections",
-            "unknown field",
+            "unknown key; did you mean `max-connections`?",
         ),
         (
             "idle-timeout = -1\n",
@@ -158,7 +158,7 @@ fn bad_settings_files_name_file_line_and_key() {
             "bind = \"127.0.0.1:0\"\nmax-connections = \"lots\"\n",
             2,
             "max-connections",
-            "invalid type",
+            "invalid type: string \"lots\", expected a whole number (0 or more)",
         ),
     ] {
         let file = dir.write("bad.toml", text);
@@ -169,6 +169,53 @@ fn bad_settings_files_name_file_line_and_key() {
         assert!(stderr.contains(&expected), "{expected:?} not in {stderr}");
         assert!(stderr.contains(words), "{words:?} not in {stderr}");
         assert!(out.stdout.is_empty());
+    }
+    // A data file that is not TOML: one line with its file and line, no `\x0a` of the
+    // TOML parser's quoted source.
+    dir.write("data.toml", "name = \"x\"\n[broken\n");
+    let file = dir.write("serve.toml", "data-file = \"data.toml\"\n");
+    let out = check_config(&file, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("\\x0a"), "{stderr}");
+    assert!(stderr.contains("data.toml:2: "), "{stderr}");
+}
+
+/// A reload that fails on a broken TOML data file says so on one log line (it was five:
+/// the parser's message and its quoted source).
+#[test]
+fn a_failed_reload_is_one_log_line() {
+    let dir = TempDir::new("reload-line");
+    let data = dir.write("data.toml", "name = \"x\"\n");
+    let server = Proc::spawn(
+        BIN,
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-file",
+            data.to_str().unwrap(),
+        ],
+    );
+    server.line("listening on ");
+    std::fs::write(&data, "name = \"x\"\n[broken\nmore = 1\n").unwrap();
+    server.signal("-HUP");
+    let line = server.wait_for_log("reload failed", |l| l.contains("reload failed"));
+    assert!(
+        line.contains("invalid TOML: ") && line.contains("data.toml:2: "),
+        "{line}"
+    );
+    // Let a later line (the server's next) not be needed: every line so far is a log
+    // line with its level, none a continuation.
+    let stderr = server.stderr();
+    for l in stderr.lines() {
+        assert!(
+            [" INFO ", " WARN ", " ERROR ", " DEBUG "]
+                .iter()
+                .any(|level| l.contains(level)),
+            "a continuation line {l:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -310,6 +357,18 @@ fn metrics_and_exporter_pass_promtool() {
         own.contains("peng3dnet_exporter_probes_total{result=\"failure\"} 1"),
         "{own}"
     );
+    // The standard process metrics, as every official client exports them.
+    for name in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(
+            own.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{own}"
+        );
+    }
     promtool_check(&promtool, &own);
 
     let (status, served) = get(&metrics, "/metrics", &[]);
@@ -319,6 +378,16 @@ fn metrics_and_exporter_pass_promtool() {
         served.contains("peng3dnet_closes_total{reason=\"pingcomplete\",by=\"peer\"} 1"),
         "{served}"
     );
+    for name in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_max_fds ",
+    ] {
+        assert!(
+            served.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{served}"
+        );
+    }
     promtool_check(&promtool, &served);
     // What Prometheus itself asks for: OpenMetrics.
     let (_, openmetrics) = get(
@@ -645,4 +714,283 @@ async fn floods_of_http_and_refused_connections_leave_descriptors_for_other_play
     server.wait_for_log("of the refusals", |l| {
         l.contains("refused: more than 64 connections from this address")
     });
+}
+
+/// A server's own data broke the exporter's output: `info=5` made a second
+/// `probe_peng3dnet_data_info` family (promtool: "second HELP line"), and keys that
+/// sanitised alike lost all but the first.
+#[test]
+fn server_data_cannot_break_the_exporters_output() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let server = Proc::spawn(
+        BIN,
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data",
+            "info=5",
+            "--data",
+            "max-players=1",
+            "--data",
+            "max_players=2",
+            "--data",
+            "maxPlayers=3",
+            "--data",
+            "uptime_ms=4",
+            "--data",
+            "名前=a",
+            "--data",
+            "ポート=b",
+            "--data",
+            "le=c",
+        ],
+    );
+    let addr = server.line("listening on ");
+    let exporter = Proc::spawn(BIN, &["exporter", "--listen", "127.0.0.1:0"]);
+    let exporter_addr = exporter.line("listening on ");
+    let (status, live) = get(&exporter_addr, &format!("/probe?target={addr}"), &[]);
+    assert_eq!(status, 200);
+    assert!(live.contains("\nprobe_success 1\n"), "{live}");
+    for line in [
+        "probe_peng3dnet_data_kinfo 5.0",
+        "probe_peng3dnet_data_max_players 1.0",
+        "probe_peng3dnet_data_max_players_2 2.0",
+        "probe_peng3dnet_data_max_players_3 3.0",
+        "probe_peng3dnet_data_uptimems 4.0",
+    ] {
+        assert!(live.lines().any(|l| l == line), "{line:?} missing:\n{live}");
+    }
+    let info = live
+        .lines()
+        .find(|l| l.starts_with("probe_peng3dnet_data_info{"))
+        .unwrap_or_else(|| panic!("no info metric:\n{live}"));
+    for label in ["key=\"a\"", "key_2=\"b\"", "kle=\"c\""] {
+        assert!(info.contains(label), "{label} missing: {info}");
+    }
+    promtool_check(&promtool, &live);
+}
+
+/// A bad address exited 4 ("system error") where a bad argument is 3, and the exporter
+/// refused a bare port that `serve` takes.
+#[test]
+fn bad_addresses_are_bad_arguments_and_a_bare_port_is_taken() {
+    for args in [
+        &["serve", "--bind", "junk"][..],
+        &["serve", "--bind", "127.0.0.1:0", "--metrics", "junk"],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:99999",
+        ],
+        &["exporter", "--listen", "junk"],
+        &["exporter", "--listen", "127.0.0.1:99999"],
+        &["exporter", "--listen", "no-such-host.invalid:9588"],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("peng3dnet: ") || stderr.starts_with("error: "),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("\\x0a"), "{args:?}: {stderr}");
+    }
+    // A port in use is a system error (4), as for serve.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["exporter", "--listen", &taken])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exporter = Proc::spawn(BIN, &["exporter", "--listen", "0"]);
+    let addr = exporter.line("listening on ");
+    assert!(addr.starts_with("0.0.0.0:"), "{addr}");
+}
+
+/// The exporter died on SIGHUP (exit status 129); now it rereads `--config`: its modules,
+/// picked by `module=`, as blackbox_exporter's. A broken file changes nothing and the log
+/// says why on one line.
+#[test]
+fn the_exporter_reloads_its_modules_on_sighup() {
+    let dir = TempDir::new("modules");
+    let server = Proc::spawn(BIN, &["serve", "--bind", "127.0.0.1:0"]);
+    let addr = server.line("listening on ");
+    let config = dir.write("exporter.toml", "[modules.quick]\ntimeout = 2\n");
+    let exporter = Proc::spawn(
+        BIN,
+        &[
+            "exporter",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let exporter_addr = exporter.line("listening on ");
+    let probe = |module: &str| {
+        get(
+            &exporter_addr,
+            &format!("/probe?target={addr}&module={module}"),
+            &[],
+        )
+    };
+    let (status, body) = probe("quick");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nprobe_success 1\n"), "{body}");
+    let (status, body) = probe("quik");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body,
+        "unknown module 'quik' (did you mean 'quick'? modules: default, quick)\n"
+    );
+    // A module that insists on TLS fails against a plain server, in the exporter's words.
+    std::fs::write(
+        &config,
+        "[modules.quick]\ntimeout = 2\n[modules.secure]\ntls = \"insecure\"\n",
+    )
+    .unwrap();
+    exporter.signal("-HUP");
+    exporter.wait_stderr("reloaded");
+    let (status, body) = probe("secure");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nprobe_success 0\n"), "{body}");
+    assert!(body.contains("kind=\"tls_not_used\""), "{body}");
+    assert!(body.contains("without tls="), "{body}");
+    assert!(!body.contains("--tls"), "{body}");
+
+    // Broken: the modules stay, the log says why on one line, the metric says so.
+    std::fs::write(&config, "[modules.quick]\ntimeuot = 2\n").unwrap();
+    exporter.signal("-HUP");
+    let line = exporter.wait_for_log("reload failed", |l| l.contains("reload failed"));
+    assert!(
+        line.contains("key `timeuot`: unknown key; did you mean `timeout`?"),
+        "{line}"
+    );
+    assert_eq!(probe("secure").0, 200);
+    let (_, own) = get(&exporter_addr, "/metrics", &[]);
+    assert!(
+        own.contains("peng3dnet_exporter_config_last_reload_successful 0\n"),
+        "{own}"
+    );
+    let mut exporter = exporter;
+    assert!(!exporter.exited(), "SIGHUP must not stop the exporter");
+
+    // Without --config, SIGHUP changes nothing and kills nothing either.
+    let plain = Proc::spawn(BIN, &["exporter", "--listen", "127.0.0.1:0"]);
+    let plain_addr = plain.line("listening on ");
+    plain.signal("-HUP");
+    plain.wait_stderr("no --config to reread");
+    assert_eq!(
+        get(&plain_addr, &format!("/probe?target={addr}"), &[]).0,
+        200
+    );
+}
+
+/// blackbox_exporter's `debug=true`: the probe's log and the metrics it would answer;
+/// the scrape-timeout header as documented, and a garbage one refused and logged.
+#[test]
+fn debug_shows_the_probes_log_and_a_garbage_timeout_header_is_refused() {
+    let server = Proc::spawn(BIN, &["serve", "--bind", "127.0.0.1:0"]);
+    let addr = server.line("listening on ");
+    let exporter = Proc::spawn(BIN, &["exporter", "--listen", "127.0.0.1:0"]);
+    let exporter_addr = exporter.line("listening on ");
+    let (status, body) = get(
+        &exporter_addr,
+        &format!("/probe?target={addr}&debug=true&timeout=3"),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "0.8")],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("Logs for the probe:\n"), "{body}");
+    for part in [
+        "timeout 3s from timeout=, cut to 0.4s by the scrape's timeout of 0.8s",
+        "probe succeeded after ",
+        "\nMetrics that would have been returned:\n",
+        "\nprobe_success 1\n",
+    ] {
+        assert!(body.contains(part), "{part:?} missing:\n{body}");
+    }
+    let (status, body) = get(
+        &exporter_addr,
+        &format!("/probe?target={addr}"),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "soon")],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("header 'soon' is not a positive number of seconds"),
+        "{body}"
+    );
+    exporter
+        .wait_stderr("bad probe request: the X-Prometheus-Scrape-Timeout-Seconds header 'soon'");
+}
+
+/// `serve` and `exporter` logs ignored `NO_COLOR` on a terminal. Each command here logs a
+/// line and then fails to listen (the port is taken), under script(1)'s terminal.
+#[test]
+fn no_color_turns_the_colours_of_the_logs_off() {
+    let Some(script) = tool_in_base_system("script") else {
+        return;
+    };
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let commands = [
+        format!("{BIN} exporter --timeout 40 --max-timeout 30 --listen {taken}"),
+        format!("{BIN} serve --proxy-protocol --proxy-trusted 127.0.0.1 --bind {taken}"),
+    ];
+    for command in &commands {
+        let run = |env: &str| {
+            let out = Command::new(&script)
+                .args(["-qec", &format!("env {env} {command}"), "/dev/null"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let coloured = run("-u NO_COLOR");
+        assert!(
+            coloured.contains("\x1b["),
+            "no colours on a terminal at all: {coloured:?}"
+        );
+        let plain = run("NO_COLOR=1");
+        assert!(
+            plain.contains("INFO") || plain.contains("WARN"),
+            "{plain:?}"
+        );
+        assert!(
+            !plain.contains('\x1b'),
+            "colours despite NO_COLOR: {plain:?}"
+        );
+        // An empty NO_COLOR is not set (no-color.org).
+        assert!(run("NO_COLOR=").contains("\x1b["));
+    }
+}
+
+/// A program of Debian's base system (util-linux's script): its path; a missing one fails
+/// under CI=true and skips elsewhere.
+fn tool_in_base_system(name: &str) -> Option<String> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(path) => Some(path.to_string_lossy().into_owned()),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{name} not found under CI=true (Debian's util-linux/bsdutils)")
+        }
+        None => {
+            eprintln!("skipped: {name} not found (util-linux)");
+            None
+        }
+    }
 }
