@@ -112,6 +112,7 @@ impl Batched {
         let written = out.write_all(spare).and_then(|()| out.flush());
         spare.clear();
         if let Err(e) = written {
+            crate::output::write_error(&e);
             self.lock().broken = Some(e.kind());
             return Err(e);
         }

@@ -1034,8 +1034,7 @@ pub(crate) async fn run(args: ExporterArgs) -> Exit {
         own: Own::new(args.max_concurrent),
         modules: ArcSwap::from_pointee(modules),
     });
-    if let Err(e) = Out.line(&format!("listening on {addr}")) {
-        error(format!("write error: {e}"));
+    if Out.line(&format!("listening on {addr}")).is_err() {
         return Exit::System;
     }
     tracing::info!(%addr, modules = %state.modules.load().names().join(","), "exporter serving /probe and /metrics");

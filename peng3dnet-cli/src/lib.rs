@@ -75,8 +75,11 @@ JSON output (--json), schema version 1: one object per line on stdout, each with
 time_ms of a reply is the round trip of the ping message in ms; connect_ms is TCP
 connect plus the server's hello; total_ms the whole ping; server_ms the server's own
 processing time or null. kind is one of resolve, refused, connect, timeout,
-not_peng3dnet, protocol_mismatch, closed, protocol, io, tls, other. loss_percent and the
-summary's time_ms are integers as ping prints them; percentiles are nearest-rank.
+not_peng3dnet, protocol_mismatch, closed, protocol, io, tls, tls_required (the server
+requires TLS), tls_not_used (TLS to a server without it), tls_certificate (the server's
+certificate is refused), tls_client_certificate (the server refused ours, or wanted
+one), other. loss_percent and the summary's time_ms are integers as ping prints them;
+percentiles are nearest-rank.
 Server data: msgpack binary strings become lowercase hex strings, non-string map keys
 are stringified, non-finite floats become null.";
 
@@ -159,7 +162,8 @@ Example:
 #[command(name = "peng3dnet", version, about, propagate_version = true)]
 #[command(
     after_help = "Examples:\n  peng3dnet demo\n  peng3dnet serve --bind 127.0.0.1:8080 --data name=test\n  \
-                  peng3dnet ping -c 3 localhost\n  peng3dnet status localhost\n\n\
+                  peng3dnet ping -c 3 localhost\n  peng3dnet status localhost\n  \
+                  peng3dnet watch localhost\n  peng3dnet exporter --listen 127.0.0.1:9588\n\n\
                   Exit status: 0 ok, 1 some target did not answer, 2 a name did not resolve, \
                   3 bad arguments, 4 system error."
 )]
@@ -372,10 +376,10 @@ pub struct PingArgs {
     pub unreachable: bool,
     /// Ping each target N times and print, at the end, one line per target with each
     /// ping's time in ms ('-' for a lost one), as fping -C.
-    #[arg(short = 'C', long = "vcount", value_name = "N", conflicts_with_all = ["count", "json"], value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'C', long = "vcount", value_name = "N", conflicts_with_all = ["count", "json"], value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true)]
     pub vcount: Option<u64>,
     /// Stop after COUNT pings per target.
-    #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'c', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true)]
     pub count: Option<u64>,
     /// Seconds between pings of a target (fractions allowed, e.g. 0.2).
     #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds, allow_negative_numbers = true)]
@@ -595,7 +599,7 @@ pub fn parse_cidr(s: &str) -> Result<peng3dnet::proxy::Cidr, String> {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of pings.
-    #[arg(short = 'c', long = "count", default_value = "5", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'c', long = "count", default_value = "5", value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true)]
     pub count: u64,
     /// Seconds between pings.
     #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value = "0.2", value_parser = parse_seconds, allow_negative_numbers = true)]
@@ -726,7 +730,17 @@ pub fn parse() -> Cli {
             } else {
                 0
             };
-            let _ = e.print();
+            // `-V` of a subcommand: the program's name, not clap's `peng3dnet-ping`.
+            let printed = if e.kind() == clap::error::ErrorKind::DisplayVersion {
+                output::Out.line(&format!("peng3dnet {}", env!("CARGO_PKG_VERSION")))
+            } else {
+                e.print()
+            };
+            // Help that cannot be written (`--help > /dev/full`) is a system error.
+            if let Err(e) = printed {
+                output::write_error(&e);
+                std::process::exit(i32::from(Exit::System.code()));
+            }
             std::process::exit(i32::from(code));
         }
     }

@@ -92,17 +92,40 @@ impl Sink for Out {
     }
 }
 
+/// Reports a failed write to stdout on stderr, once per process, as iputils' `ping:
+/// write error` (a full disk, `> /dev/full`): the exit status alone (4) does not say
+/// why. A closed pipe (`| head`) is not reported: the reader chose to stop.
+pub fn write_error(e: &std::io::Error) {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if e.kind() == std::io::ErrorKind::BrokenPipe
+        || REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let text = e.to_string();
+    // "No space left on device (os error 28)": the words, not the number.
+    let text = match text.rfind(" (os error ") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    crate::error(format!("write error: {text}"));
+}
+
 impl Out {
     /// Writes `text` (with its newlines) to stdout and flushes.
     pub fn print(&self, text: &str) -> std::io::Result<()> {
         self.print_bytes(text.as_bytes())
     }
 
-    /// Writes `bytes` (whole lines) to stdout and flushes.
+    /// Writes `bytes` (whole lines) to stdout and flushes; a failure is reported once
+    /// ([`write_error`]).
     pub fn print_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(bytes)?;
-        stdout.flush()
+        let written = stdout.write_all(bytes).and_then(|()| stdout.flush());
+        if let Err(e) = &written {
+            write_error(e);
+        }
+        written
     }
 
     /// Writes one line.

@@ -994,3 +994,88 @@ fn tool_in_base_system(name: &str) -> Option<String> {
         }
     }
 }
+
+/// The help named four commands of six, the exporter's printed `[default: text]` twice,
+/// `ping -V` said `peng3dnet-ping`, and `-c -1` got clap's hint to write `-- -1`, which
+/// makes `-1` a target.
+#[test]
+fn help_and_version_name_every_command_and_the_program() {
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().unwrap();
+    let top = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    for command in ["ping", "status", "serve", "watch", "exporter", "demo"] {
+        assert!(
+            top.contains(&format!("peng3dnet {command}")),
+            "{command}:\n{top}"
+        );
+    }
+    assert!(top.contains("serve, watch, exporter and demo"), "{top}");
+    let exporter = String::from_utf8(run(&["exporter", "--help"]).stdout).unwrap();
+    assert_eq!(exporter.matches("[default: text]").count(), 1, "{exporter}");
+    for args in [&["ping", "-V"][..], &["-V"], &["exporter", "--version"]] {
+        let out = run(args);
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("peng3dnet {}\n", env!("CARGO_PKG_VERSION")),
+            "{args:?}"
+        );
+    }
+    for args in [
+        &["ping", "-c", "-1", "localhost"][..],
+        &["ping", "-C", "-1", "localhost"],
+        &["demo", "-c", "-1"],
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(!stderr.contains("-- -1"), "{args:?}: {stderr}");
+        assert!(stderr.contains("'-1'"), "{args:?}: {stderr}");
+    }
+    // The documented JSON kinds are all of those a ping can fail with.
+    let long = String::from_utf8(run(&["ping", "--help"]).stdout).unwrap();
+    for kind in [
+        "tls_required",
+        "tls_not_used",
+        "tls_certificate",
+        "tls_client_certificate",
+    ] {
+        assert!(long.contains(kind), "{kind} missing:\n{long}");
+    }
+}
+
+/// A write to a full disk was silent (`ping > /dev/full` exited 4 without a word) or
+/// ignored (`--help > /dev/full` exited 0); iputils says "ping: write error".
+#[test]
+fn write_errors_are_reported() {
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let server = Proc::spawn(BIN, &["serve", "--bind", "127.0.0.1:0"]);
+    let addr = server.line("listening on ");
+    for args in [
+        &["--help"][..],
+        &["ping", "--help"],
+        &["-V"],
+        &["ping", "-c", "1", &addr],
+        &["ping", "-c", "1", "--json", &addr],
+        &["status", &addr],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(full())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr
+                .matches("peng3dnet: write error: No space left on device\n")
+                .count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
