@@ -142,7 +142,7 @@ impl Modules {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut modules = Modules::builtin().modules;
         for (name, m) in file.modules {
-            let module = build(&name, m, base).map_err(|e| {
+            let module = build(m, base).map_err(|e| {
                 format!(
                     "{}: module '{}': {e}",
                     path.display(),
@@ -155,7 +155,7 @@ impl Modules {
     }
 }
 
-fn build(name: &str, m: ModuleFile, base: &Path) -> Result<Module, String> {
+fn build(m: ModuleFile, base: &Path) -> Result<Module, String> {
     let at = |p: &PathBuf| {
         if p.is_absolute() {
             p.clone()
@@ -203,27 +203,31 @@ fn build(name: &str, m: ModuleFile, base: &Path) -> Result<Module, String> {
         (Some(tls), Some(server_name)) => Some(tls.with_server_name(server_name)),
         (tls, _) => tls,
     };
-    let mut shown = format!("module {name}:");
+    let mut shown = vec!["from --config".to_owned()];
     if let Some(t) = m.timeout {
-        shown.push_str(&format!(" timeout={}s", t.0.as_secs_f64()));
+        shown.push(format!("timeout={}s", t.0.as_secs_f64()));
     }
-    shown.push_str(match mode {
-        TlsMode::Off => " no TLS",
-        TlsMode::Verify => " tls=true",
-        TlsMode::Insecure => " tls=insecure",
-    });
+    shown.push(
+        match mode {
+            TlsMode::Off => "no TLS",
+            TlsMode::Verify => "tls=true",
+            TlsMode::Insecure => "tls=insecure",
+        }
+        .to_owned(),
+    );
     for (what, path) in [
         ("tls-ca-file", &ca),
         ("tls-cert-file", &cert),
         ("tls-key-file", &key),
     ] {
         if let Some(p) = path {
-            shown.push_str(&format!(" {what}={}", p.display()));
+            shown.push(format!("{what}={}", p.display()));
         }
     }
     if let Some(n) = &m.tls_server_name {
-        shown.push_str(&format!(" tls-server-name={}", peng3dnet::text::escape(n)));
+        shown.push(format!("tls-server-name={}", peng3dnet::text::escape(n)));
     }
+    let shown = shown.join(", ");
     Ok(Module {
         timeout: m.timeout.map(|t| t.0),
         tls,
