@@ -41,7 +41,7 @@ pub mod observe;
 pub mod ping;
 mod proxy_header;
 pub mod server;
-mod server_codec;
+
 pub mod target;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -17,7 +17,7 @@ use crate::frame::{
 };
 
 /// Free space the read buffer has before every read (see [`ServerCodec::decode`]).
-const READ_ROOM: usize = 256;
+pub(crate) const READ_ROOM: usize = 256;
 
 /// Every connection may hold this much of partial frame or inflate buffer without asking
 /// the budget; only what it holds beyond is charged.
@@ -25,7 +25,7 @@ pub(crate) const UNBUDGETED: usize = 64 << 10;
 
 /// The part of a connection's `bytes` of partial frame or inflate buffer that the budget
 /// pays for: beyond the [`UNBUDGETED`] allowance every connection has.
-fn over_allowance(bytes: usize) -> usize {
+pub(crate) fn over_allowance(bytes: usize) -> usize {
     bytes.saturating_sub(UNBUDGETED)
 }
 
