@@ -44,6 +44,7 @@ Examples:
   curl 'http://127.0.0.1:9588/probe?target=game.example.org:8080&debug=true'
   peng3dnet exporter --allow 10.0.0.0/8 --allow '*.example.org' --max-timeout 10
   peng3dnet exporter --config exporter.toml  modules, picked by module=NAME
+  peng3dnet exporter --check-config exporter.toml  validate it, list its modules
 
 GET /probe?target=HOST:PORT pings the target once. Parameters: module=NAME (a module of
 --config; default: \"default\"), tls=1 (verify against the system's roots) or
@@ -968,6 +969,28 @@ fn load_modules(path: Option<&std::path::Path>) -> Result<Modules, String> {
 
 /// `peng3dnet exporter`.
 pub(crate) async fn run(args: ExporterArgs) -> Exit {
+    if let Some(path) = &args.check_config {
+        return match Modules::load(path) {
+            Ok(modules) => {
+                let lines: Vec<String> = modules
+                    .names()
+                    .into_iter()
+                    .filter_map(|name| {
+                        let module = modules.get(name).ok()?;
+                        Some(format!("module {name}: {}", module.shown))
+                    })
+                    .collect();
+                match Out.line(&lines.join("\n")) {
+                    Ok(()) => Exit::Ok,
+                    Err(_) => Exit::System,
+                }
+            }
+            Err(message) => {
+                error(message);
+                Exit::Usage
+            }
+        };
+    }
     init_logging_as(if args.verbose { "debug" } else { "info" }, args.log_format);
     if args.timeout > args.max_timeout {
         tracing::warn!(

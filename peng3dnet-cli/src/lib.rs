@@ -563,8 +563,12 @@ pub struct ExporterArgs {
     pub listen: String,
     /// Probe modules from a TOML file, picked by a scrape's module=NAME (as
     /// blackbox_exporter's); reread on SIGHUP.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
     pub config: Option<PathBuf>,
+    /// Validate this modules file (its TLS files too), print its modules and exit: 0 if
+    /// valid, 3 if not (blackbox_exporter's --config.check).
+    #[arg(long = "check-config", value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
     /// Most probes running at once; more wait for a free slot within their timeout.
     #[arg(long = "max-concurrent", value_name = "N", default_value = "32", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_concurrent: u64,

@@ -838,6 +838,26 @@ fn the_exporter_reloads_its_modules_on_sighup() {
         ],
     );
     let exporter_addr = exporter.line("listening on ");
+    // --check-config, as blackbox_exporter's --config.check: the modules, or exit 3.
+    let check = |file: &Path| {
+        Command::new(BIN)
+            .args(["exporter", "--check-config", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = check(&config);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "module default: the built-in default: --timeout, no TLS\n\
+         module quick: from --config, timeout=2s, no TLS\n"
+    );
+    let bad = dir.write("bad.toml", "[modules.x]\ntls = \"maybe\"\n");
+    let out = check(&bad);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("bad.toml:2: key `tls`: "), "{stderr}");
+    assert!(stderr.contains("is not a TLS mode"), "{stderr}");
     let probe = |module: &str| {
         get(
             &exporter_addr,
