@@ -82,3 +82,19 @@ pub(crate) fn tls_setup_error(py: Python<'_>, message: String) -> PyErr {
     };
     build().unwrap_or_else(|e| e)
 }
+
+/// An exception of the package's `errors` module by class name, with `message`, its
+/// attributes set by `attrs`.
+pub(crate) fn package_error(
+    py: Python<'_>,
+    class: &str,
+    message: String,
+    attrs: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<()>,
+) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let instance = py.import(MODULE)?.getattr(class)?.call1((message,))?;
+        attrs(&instance)?;
+        Ok(PyErr::from_value(instance))
+    };
+    build().unwrap_or_else(|e| e)
+}

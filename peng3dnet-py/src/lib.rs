@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`ping`] | `ping_server`, `ping_server_async`; reading addresses, data, timeouts, TLS |
 //! | [`many`] | `ping_many`: many targets, bounded concurrency, results as they come |
+//! | [`session`] | `PingSession`, `AsyncPingSession`: one connection, many pings |
 //! | [`server`] | `PingServer`: a pingable server on the background runtime |
 //! | [`callbacks`] | its `dynamic` callable, on threads of its own, under a deadline |
 //! | [`convert`] | msgpack values to Python objects and back |
@@ -25,6 +26,7 @@ mod many;
 mod ping;
 mod runtime;
 mod server;
+mod session;
 
 /// The native part of `peng3dnet_rs`; import `peng3dnet_rs` instead.
 #[pymodule]
@@ -35,6 +37,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<many::PingMany>()?;
     m.add_class::<many::PingResult>()?;
     m.add_class::<server::PingServer>()?;
+    m.add_class::<session::PingSession>()?;
+    m.add_class::<session::AsyncPingSession>()?;
     m.add("PROTOCOL_VERSION", peng3dnet::protocol::PROTOVERSION)?;
     m.add("REFERENCE_VERSION", peng3dnet::protocol::VERSION)?;
     Ok(())

@@ -39,3 +39,22 @@ def test_the_package_docstring_example_runs():
 
     failures, tried = doctest.testmod(peng3dnet_rs, verbose=False)
     assert tried >= 3 and failures == 0
+
+
+def test_the_sessions_stubs_name_every_method_and_property():
+    tree = ast.parse((PACKAGE / "_native.pyi").read_text())
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    for name in ("PingSession", "AsyncPingSession"):
+        stubbed = {n.name for n in classes[name].body if isinstance(n, ast.FunctionDef)}
+        public = {a for a in dir(getattr(_native, name)) if not a.startswith("_")}
+        assert public <= stubbed, (name, public - stubbed)
+        assert {"__enter__", "__exit__"} <= stubbed or {"__aenter__", "__aexit__"} <= stubbed
+
+
+def test_the_compat_modules_are_documented():
+    from peng3dnet_rs.compat import errors, net, ping
+
+    for module in (errors, net, ping):
+        assert inspect.getdoc(module)
+        for name in module.__all__:
+            assert inspect.getdoc(getattr(module, name)) or name == "WRITEBACK", (module.__name__, name)

@@ -13,10 +13,15 @@ library underneath:
 - :func:`ping_server` is the seed's ``pingServer``: one ping, the server's dict plus
   ``recvtime`` and ``delay``; :func:`ping_server_async` the same for asyncio;
   :func:`ping_many` many targets at once, results as they come (``for`` or ``async for``).
+- :class:`PingSession` is the seed's ``PingableClientMixin``: one connection, many
+  pings (``set_ping_data``, ``ping``, ``send_ping``, ``wait_for_pong``);
+  :class:`AsyncPingSession` the same for asyncio.
 - :class:`PingServer` is the seed's ``PingableServerMixin`` on a ``Server``: ``data`` is
   its ``pingdata``, ``dynamic`` its ``getPingData``; it answers on background threads and
   holds no GIL while idle.
 - Failures raise subclasses of :class:`PingError` (see :mod:`peng3dnet_rs.errors`).
+- :mod:`peng3dnet_rs.compat` holds the original's own names (``pingServer``,
+  ``PingableServerMixin``, ``FailedPingError``...) for scripts written for it.
 """
 
 from typing import TYPE_CHECKING, Any, Dict, Optional
@@ -24,9 +29,11 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from ._native import (
     PROTOCOL_VERSION,
     REFERENCE_VERSION,
+    AsyncPingSession,
     PingMany,
     PingResult,
     PingServer,
+    PingSession,
     ping_many,
     ping_server,
 )
@@ -42,6 +49,7 @@ from .errors import (
     ProtocolMismatch,
     ProtocolViolation,
     ResolveError,
+    SessionClosed,
     TlsError,
 )
 
@@ -70,6 +78,8 @@ __all__ = [
     "PingMany",
     "PingResult",
     "PingServer",
+    "PingSession",
+    "AsyncPingSession",
     "ping_many",
     "ping_server",
     "ping_server_async",
@@ -84,4 +94,5 @@ __all__ = [
     "ProtocolViolation",
     "TlsError",
     "ConnectionLost",
+    "SessionClosed",
 ]

@@ -197,3 +197,89 @@ class PingServer:
     #: Counters: ``accepted``, ``refused``, ``pings``, ``connected`` (zeros when stopped).
     @property
     def stats(self) -> Dict[str, int]: ...
+
+class PingSession:
+    """One connection, many pings: the seed's ``PingableClientMixin`` (``setPingData``,
+    ``wait_for_pong``) without its one-ping-per-connection limit.
+
+    Connects at once (resolving, TCP, TLS and the hello within ``timeout``) and raises a
+    :class:`~peng3dnet_rs.errors.PingError` subclass if it cannot. ``data`` is the dict
+    sent with every ping (``time`` and ``seq`` are set per ping); ``timeout`` is also the
+    time a ping is allowed when its call gives none. Every reply is the server's dict plus
+    this ping's ``recvtime`` and ``delay``.
+
+    The GIL is released while a call waits and Ctrl-C interrupts it (a pong it waited for
+    is kept for the next call). Several threads may share a session: their calls take
+    turns, each ``ping()`` gets its own pong, and a call that cannot get its turn within
+    its timeout raises ``PingTimeout`` (``phase`` ``"waiting for the session"``). A timeout
+    leaves the session open; an error that ends the connection (the server closing:
+    ``ClosedByServer`` with its ``reason``) closes it, and later calls raise
+    :class:`~peng3dnet_rs.errors.SessionClosed` saying why.
+    """
+
+    def __init__(
+        self,
+        addr: Address,
+        data: Optional[Data] = None,
+        timeout: float = 10.0,
+        tls: ClientTls = None,
+    ) -> None: ...
+    def set_ping_data(self, data: Optional[Data]) -> None:
+        """Sets the data of later pings (the seed's ``setPingData``)."""
+    def ping(self, data: Optional[Data] = None, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Sends a ping and waits for its pong. ``data`` replaces the session's data for
+        this ping only; ``timeout`` bounds the whole call (``None``: the session's)."""
+    def send_ping(self, data: Optional[Data] = None, timeout: Optional[float] = None) -> int:
+        """Sends a ping without waiting for its pong; returns its sequence number."""
+    def wait_for_pong(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Waits up to ``timeout`` seconds (``None``: without limit) for the pong of the
+        last ping. Returns at once if it already came, and the same pong again until the
+        next ping (as the seed's). ``PingTimeout`` if it does not come in time (the
+        session stays open); ``RuntimeError`` if no ping was sent."""
+    def close(self) -> None:
+        """Closes with ``pingcomplete``; calls waiting in other threads raise
+        ``SessionClosed``. Closing again does nothing."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> bool: ...
+    #: Whether the session is closed (by ``close()`` or an error that ended it).
+    @property
+    def closed(self) -> bool: ...
+    #: ``(ip, port)`` of the server that answered.
+    @property
+    def peer(self) -> Tuple[str, int]: ...
+    #: Seconds a ping is allowed when its call gives no timeout.
+    @property
+    def timeout(self) -> float: ...
+
+class AsyncPingSession:
+    """:class:`PingSession` for asyncio.
+
+    Does not connect in the constructor: ``await session.connect()`` (which returns the
+    session) or ``async with AsyncPingSession(addr) as session:``. The methods return
+    awaitables with the results of :class:`PingSession`'s; tasks of a loop may share a
+    session (their calls take turns). Cancelling a call gives it up; a pong it waited for
+    is kept for the next.
+    """
+
+    def __init__(
+        self,
+        addr: Address,
+        data: Optional[Data] = None,
+        timeout: float = 10.0,
+        tls: ClientTls = None,
+    ) -> None: ...
+    def connect(self) -> Awaitable[Self]:
+        """Connects; ``RuntimeError`` if already connected or connecting."""
+    def set_ping_data(self, data: Optional[Data]) -> Awaitable[None]: ...
+    def ping(self, data: Optional[Data] = None, timeout: Optional[float] = None) -> Awaitable[Dict[str, Any]]: ...
+    def send_ping(self, data: Optional[Data] = None, timeout: Optional[float] = None) -> Awaitable[int]: ...
+    def wait_for_pong(self, timeout: Optional[float] = None) -> Awaitable[Dict[str, Any]]: ...
+    def close(self) -> Awaitable[None]: ...
+    def __aenter__(self) -> Awaitable[Self]: ...
+    def __aexit__(self, *exc: object) -> Awaitable[None]: ...
+    #: Whether the session is closed (or failed to connect).
+    @property
+    def closed(self) -> bool: ...
+    #: ``(ip, port)`` of the server that answered; ``None`` before connecting.
+    @property
+    def peer(self) -> Optional[Tuple[str, int]]: ...

@@ -19,6 +19,8 @@ exception                     when                                            al
 ``ProtocolViolation``         the server broke the protocol (``.reason``)
 ``TlsError``                  the TLS handshake or TLS set-up failed
 ``ConnectionLost``            the connection broke                            ``ConnectionError``
+``SessionClosed``             a call on a ``PingSession`` that is closed
+                              (by ``close()`` or by an earlier error)
 ============================  ==============================================  =====================
 """
 
@@ -36,6 +38,7 @@ __all__ = [
     "ProtocolViolation",
     "TlsError",
     "ConnectionLost",
+    "SessionClosed",
 ]
 
 
@@ -104,3 +107,10 @@ class TlsError(PingError):
 
 class ConnectionLost(PingError, ConnectionError):
     """The connection broke during the ping."""
+
+
+class SessionClosed(PingError):
+    """A call on a :class:`~peng3dnet_rs.PingSession` (or its asyncio twin) that is
+    closed: by ``close()`` (also when another thread closes it while this call waits), by
+    an earlier error that ended the connection (the message repeats it), or by a call that
+    was interrupted while it sent a ping."""
