@@ -57,9 +57,6 @@ impl Closed {
 struct State {
     /// The library's session; `None` once closed (or while a ping is being written).
     session: Option<peng3dnet::PingSession>,
-    /// The data of later pings (the seed's `setPingData`), kept here to restore it after a
-    /// ping with data of its own.
-    data: Value,
     /// A ping was sent and its pong not yet received.
     pending: bool,
     /// The pong of the last ping, once it came: `wait_for_pong` returns it again.
@@ -110,6 +107,9 @@ pub(crate) struct Core {
     state: Mutex<State>,
     /// Set to `true` by `close()`: calls waiting for the mutex or a pong give up.
     closing: watch::Sender<bool>,
+    /// The data of later pings (the seed's `setPingData`): outside the async mutex, so
+    /// setting it never waits for a call in flight; each ping sends what it holds then.
+    data: StdMutex<Value>,
     /// The server's address.
     peer: SocketAddr,
     /// The time a ping is allowed when its call gives none.
@@ -155,9 +155,9 @@ impl Core {
             peer: session.peer_addr(),
             timeout: options.timeout,
             closing: watch::channel(false).0,
+            data: StdMutex::new(options.data),
             state: Mutex::new(State {
                 session: Some(session),
-                data: options.data,
                 pending: false,
                 last: None,
                 closed: None,
@@ -178,18 +178,14 @@ impl Core {
         }
     }
 
-    /// Sets the data of later pings.
-    async fn set_data(&self, data: Value) -> Result<(), Failure> {
-        unless_closing(&self.closing, async {
-            let mut state = self.lock(None).await?;
-            open(&state)?;
-            if let Some(session) = state.session.as_mut() {
-                session.set_data(data.clone());
-            }
-            state.data = data;
-            Ok(())
-        })
-        .await
+    /// Sets the data of later pings, at once (even while another call waits).
+    fn set_data(&self, data: Value) {
+        *self.data.lock().unwrap_or_else(|e| e.into_inner()) = data;
+    }
+
+    /// What a ping sends: its own data, else the session's.
+    fn ping_data(&self, data: Option<Value>) -> Value {
+        data.unwrap_or_else(|| self.data.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Sends a ping (with `data` instead of the session's for this one ping, if given);
@@ -199,7 +195,7 @@ impl Core {
             let allowed = timeout.unwrap_or(self.timeout);
             let deadline = peng3dnet_deadline(allowed);
             let mut state = self.lock(Some((deadline, allowed))).await?;
-            send_locked(&mut state, data).await
+            send_locked(&mut state, self.ping_data(data)).await
         })
         .await
     }
@@ -226,7 +222,7 @@ impl Core {
             let allowed = timeout.unwrap_or(self.timeout);
             let deadline = peng3dnet_deadline(allowed);
             let mut state = self.lock(Some((deadline, allowed))).await?;
-            send_locked(&mut state, data).await?;
+            send_locked(&mut state, self.ping_data(data)).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             wait_locked(&mut state, Some(remaining), Some(allowed)).await
         })
@@ -285,18 +281,12 @@ fn fail(state: &mut State, error: PingError) -> Failure {
     Failure::Ping(error)
 }
 
-async fn send_locked(state: &mut State, data: Option<Value>) -> Result<u64, Failure> {
+async fn send_locked(state: &mut State, data: Value) -> Result<u64, Failure> {
     open(state)?;
     // Out of its slot while it writes: an interrupted write leaves the slot empty.
     let mut session = state.session.take().expect("checked open");
-    let one_off = data.is_some();
-    if let Some(data) = data {
-        session.set_data(data);
-    }
+    session.set_data(data);
     let sent = session.send_ping().await;
-    if one_off {
-        session.set_data(state.data.clone());
-    }
     state.session = Some(session);
     match sent {
         Ok(seq) => {
@@ -403,11 +393,10 @@ impl PingSession {
     }
 
     /// Sets the data sent with later pings (the seed's `setPingData`); `time` and `seq`
-    /// are set by the library.
-    fn set_ping_data(&self, py: Python<'_>, data: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let data = data_map(data, "data")?;
-        let core = self.core.clone();
-        block_on(py, async move { core.set_data(data).await })?.map_err(|f| f.into_py(py))
+    /// are set by the library. Never waits, even while another thread's call does.
+    fn set_ping_data(&self, data: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.core.set_data(data_map(data, "data")?);
+        Ok(())
     }
 
     /// Sends a ping and waits for its pong: the server's dict plus `recvtime` and `delay`
@@ -626,10 +615,8 @@ impl AsyncPingSession {
         data: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let data = data_map(data, "data")?;
-        let core = self.core(py)?;
-        spawn(py, async move { core.set_data(data).await }, |py, ()| {
-            Ok(py.None())
-        })
+        self.core(py)?.set_data(data);
+        pyo3_async_runtimes::tokio::future_into_py(py, async { Ok(()) })
     }
 
     /// `ping` of `PingSession`, awaitable.

@@ -254,6 +254,22 @@ def test_a_waiter_in_another_thread_gets_the_same_pong():
     assert replies[0]["oldmsg"]["only"] == 1
 
 
+def test_set_ping_data_does_not_wait_for_a_call_in_flight():
+    held = HeldPongs()
+    with FakeServer(held) as fake:
+        with peng3dnet_rs.PingSession(fake.address, data={"v": 1}) as session:
+            session.send_ping()
+            held.pings.get(timeout=5)
+            waiter = threading.Thread(target=lambda: session.wait_for_pong(10))
+            waiter.start()
+            start = time.monotonic()
+            session.set_ping_data({"v": 2})  # the waiter holds the session: no matter
+            assert time.monotonic() - start < 1
+            held.release(2)
+            waiter.join(10)
+            assert session.ping(timeout=5)["oldmsg"]["v"] == 2
+
+
 def test_a_call_waiting_for_a_busy_session_times_out_clearly():
     held = HeldPongs()
     with FakeServer(held) as fake:
