@@ -16,6 +16,12 @@ Measures, each server in a process of its own, all on 127.0.0.1:
    peng3dnet_rs.PingServer: the reference's pingServer (100 per process: each call leaves
    two threads running, which slow a longer loop down without bound),
    peng3dnet_rs.ping_server, and peng3dnet_rs.ping_many at concurrency 16.
+3. sessions, N pings (default 1,000) one after another against a peng3dnet_rs.PingServer:
+   the reference's PingableClientMixin (setPingData, runAsync, wait_for_pong: its client
+   closes after each pong, so every ping is a new connection; 100 per process, as above),
+   peng3dnet_rs.PingSession.ping on one connection, AsyncPingSession.ping on one
+   connection, and peng3dnet_rs.compat.ping.pingServer (the drop-in's cost).
+   ``--sessions-only`` runs this part alone.
 Prints a Markdown table, the date, the machine and its load average before and after.
 """
 
@@ -63,6 +69,94 @@ def client_ref(port, count):
     total = time.perf_counter() - start
     print(json.dumps({"total": total, "threads": threading.active_count()}), flush=True)
     os._exit(0)  # the reference's threads linger (see the threads count)
+
+
+def client_ref_mixin(port, count):
+    """Pings one after another with the reference's PingableClientMixin (setPingData,
+    runAsync, process_async, wait_for_pong), a new client per ping (it closes after its
+    pong); prints the seconds taken."""
+    import threading
+
+    from peng3dnet import net
+    from peng3dnet.constants import CONNTYPE_PING
+    from peng3dnet.ext.ping import PingableClientMixin
+
+    class Client(PingableClientMixin, net.Client):
+        pass
+
+    start = time.perf_counter()
+    for _ in range(count):
+        client = Client(None, ("127.0.0.1", port), {}, CONNTYPE_PING)
+        client.setPingData({"x": 1, "time": "__AUTO__"})
+        client.runAsync()
+        client.process_async()
+        assert client.wait_for_pong(5)["name"] == "bench"
+    total = time.perf_counter() - start
+    print(json.dumps({"total": total, "threads": threading.active_count()}), flush=True)
+    os._exit(0)
+
+
+def session_rows(me, port, n, per_process):
+    """The session rows (part 3) against the server on ``port``."""
+    import asyncio
+
+    import peng3dnet_rs
+    from peng3dnet_rs.compat import ping as compat_ping
+
+    rows = []
+    ref_total, done = 0.0, 0
+    while done < n:
+        chunk = min(per_process, n - done)
+        out = subprocess.run(me + ["client-ref-mixin", str(port), str(chunk)], capture_output=True, text=True, env=ENV, timeout=900)
+        ref_total += json.loads(out.stdout.strip().splitlines()[-1])["total"]
+        done += chunk
+    rows.append((
+        "session: reference PingableClientMixin, wait_for_pong per ping (a connection each)",
+        "%d pings, %d per process" % (n, per_process),
+        "%.0f pings/s (%.2f ms each)" % (n / ref_total, ref_total / n * 1000),
+        "none",
+    ))
+
+    with peng3dnet_rs.PingSession(("127.0.0.1", port), data={"x": 1}) as session:
+        session.ping()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(n):
+            session.ping(timeout=5)
+        sync_time = time.perf_counter() - t0
+    rows.append((
+        "session: peng3dnet_rs.PingSession.ping, one connection",
+        "%d pings" % n,
+        "%.0f pings/s (%.3f ms each)" % (n / sync_time, sync_time / n * 1000),
+        "none",
+    ))
+
+    async def run_async():
+        async with peng3dnet_rs.AsyncPingSession(("127.0.0.1", port), data={"x": 1}) as session:
+            await session.ping()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await session.ping(timeout=5)
+            return time.perf_counter() - t0
+
+    async_time = asyncio.run(run_async())
+    rows.append((
+        "session: peng3dnet_rs.AsyncPingSession.ping, one connection",
+        "%d pings" % n,
+        "%.0f pings/s (%.3f ms each)" % (n / async_time, async_time / n * 1000),
+        "none",
+    ))
+
+    t0 = time.perf_counter()
+    for _ in range(n):
+        compat_ping.pingServer(addr=("127.0.0.1", port), data={"x": 1}, timeout=5.0)
+    compat_time = time.perf_counter() - t0
+    rows.append((
+        "client: peng3dnet_rs.compat.ping.pingServer, one after another",
+        "%d pings" % n,
+        "%.2f s (%.2f ms each)" % (compat_time, compat_time / n * 1000),
+        "none",
+    ))
+    return rows
 
 
 def start(cmd):
@@ -118,6 +212,7 @@ def main():
         help="reference client pings per process (default 100): each of its pingServer calls "
         "leaves two threads running, so one process cannot do 1,000 in a row fairly",
     )
+    parser.add_argument("--sessions-only", action="store_true", help="run only the session rows (part 3)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -129,6 +224,8 @@ def main():
             return serve_rs(dynamic=True)
         if kind == "client-ref":
             return client_ref(int(args.worker[1]), int(args.worker[2]))
+        if kind == "client-ref-mixin":
+            return client_ref_mixin(int(args.worker[1]), int(args.worker[2]))
         raise SystemExit("unknown worker %r" % kind)
 
     import peng3dnet_rs
@@ -143,7 +240,7 @@ def main():
         ("peng3dnet_rs.PingServer, static data", me + ["serve-rs"]),
         ("peng3dnet_rs.PingServer, Python dynamic callable", me + ["serve-rs-dynamic"]),
     ]
-    for name, cmd in servers:
+    for name, cmd in servers if not args.sessions_only else []:
         for concurrency in (1, 4, 16):
             pings = args.pings
             if cmd[1] == str(REF_SERVER) and concurrency > 4:
@@ -166,32 +263,34 @@ def main():
     proc, port = start(me + ["serve-rs"])
     try:
         n = args.client_pings
-        ref_total, threads, done = 0.0, 0, 0
-        while done < n:
-            chunk = min(args.ref_per_process, n - done)
-            out = subprocess.run(me + ["client-ref", str(port), str(chunk)], capture_output=True, text=True, env=ENV, timeout=900)
-            ref = json.loads(out.stdout.strip().splitlines()[-1])
-            ref_total += ref["total"]
-            threads = max(threads, ref["threads"])
-            done += chunk
-        rows.append((
-            "client: reference pingServer, one after another",
-            "%d pings, %d per process" % (n, args.ref_per_process),
-            "%.2f s (%.2f ms each)" % (ref_total, ref_total / n * 1000),
-            "none; up to %d threads left running in a process" % threads,
-        ))
+        if not args.sessions_only:
+            ref_total, threads, done = 0.0, 0, 0
+            while done < n:
+                chunk = min(args.ref_per_process, n - done)
+                out = subprocess.run(me + ["client-ref", str(port), str(chunk)], capture_output=True, text=True, env=ENV, timeout=900)
+                ref = json.loads(out.stdout.strip().splitlines()[-1])
+                ref_total += ref["total"]
+                threads = max(threads, ref["threads"])
+                done += chunk
+            rows.append((
+                "client: reference pingServer, one after another",
+                "%d pings, %d per process" % (n, args.ref_per_process),
+                "%.2f s (%.2f ms each)" % (ref_total, ref_total / n * 1000),
+                "none; up to %d threads left running in a process" % threads,
+            ))
 
-        t0 = time.perf_counter()
-        for _ in range(n):
-            peng3dnet_rs.ping_server(("127.0.0.1", port), data={"x": 1}, timeout=5)
-        rs_time = time.perf_counter() - t0
-        rows.append(("client: peng3dnet_rs.ping_server, one after another", "%d pings" % n, "%.2f s (%.2f ms each)" % (rs_time, rs_time / n * 1000), "none"))
+            t0 = time.perf_counter()
+            for _ in range(n):
+                peng3dnet_rs.ping_server(("127.0.0.1", port), data={"x": 1}, timeout=5)
+            rs_time = time.perf_counter() - t0
+            rows.append(("client: peng3dnet_rs.ping_server, one after another", "%d pings" % n, "%.2f s (%.2f ms each)" % (rs_time, rs_time / n * 1000), "none"))
 
-        t0 = time.perf_counter()
-        results = list(peng3dnet_rs.ping_many([("127.0.0.1", port)] * n, data={"x": 1}, timeout=5, concurrency=16))
-        many_time = time.perf_counter() - t0
-        failed = sum(not r.ok for r in results)
-        rows.append(("client: peng3dnet_rs.ping_many, concurrency 16", "%d pings" % n, "%.2f s" % many_time, "failed %d" % failed if failed else "none"))
+            t0 = time.perf_counter()
+            results = list(peng3dnet_rs.ping_many([("127.0.0.1", port)] * n, data={"x": 1}, timeout=5, concurrency=16))
+            many_time = time.perf_counter() - t0
+            failed = sum(not r.ok for r in results)
+            rows.append(("client: peng3dnet_rs.ping_many, concurrency 16", "%d pings" % n, "%.2f s" % many_time, "failed %d" % failed if failed else "none"))
+        rows.extend(session_rows(me, port, n, args.ref_per_process))
     finally:
         stop(proc)
 

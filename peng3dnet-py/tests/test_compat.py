@@ -166,6 +166,21 @@ def test_the_server_life_cycle():
         net.Server(addr=LOCAL).runAsync()  # only pings are served here
 
 
+def test_run_blocking_serves_until_shutdown_from_another_thread():
+    import threading
+
+    server = Demo(addr=LOCAL)
+    runner = threading.Thread(target=server.runBlocking)
+    runner.start()
+    while not server.running:  # bind() happens on the runner's thread
+        runner.join(0.01)
+    assert ping.pingServer(addr=server.addr, timeout=5)["name"] == "demo"
+    with pytest.warns(CompatWarning, match="reason='bye'"):
+        server.shutdown(reason="bye")
+    runner.join(10)
+    assert not runner.is_alive()
+
+
 def test_interop_our_compat_client_and_the_reference_server(ref_server):
     reply = ping.pingServer(addr=("127.0.0.1", ref_server), data={"x": 9})
     assert reply["name"] == "ref-server" and reply["echo_x"] == 9
