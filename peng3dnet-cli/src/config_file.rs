@@ -125,6 +125,9 @@ struct File {
     ping_idle_timeout: Option<Seconds>,
     proxy_protocol: Option<bool>,
     proxy_trusted: Option<Vec<TrustedCidr>>,
+    announce: Option<String>,
+    announce_tags: Option<Vec<String>>,
+    announce_host: Option<String>,
 }
 
 /// The least frame and body length `serve` accepts as a limit: a client's settype or
@@ -219,6 +222,15 @@ pub struct Settings {
     pub per_addr_ipv6_prefix: u8,
     /// Seconds an established ping connection may stay silent.
     pub ping_idle_timeout: f64,
+    /// The master server to be listed on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announce: Option<String>,
+    /// Tags to be listed with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub announce_tags: Vec<String>,
+    /// The host to be listed as (instead of the announce's source address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announce_host: Option<String>,
     /// Static data from the file's `[data]` table and the `--data` flags (the data file
     /// comes first, then these over it).
     #[serde(skip)]
@@ -266,6 +278,9 @@ impl Settings {
         self.proxy_trusted = running.proxy_trusted.clone();
         self.log_format = running.log_format;
         self.verbose = running.verbose;
+        self.announce = running.announce.clone();
+        self.announce_tags = running.announce_tags.clone();
+        self.announce_host = running.announce_host.clone();
         // New certificate files apply live; only turning TLS on or off needs a restart.
         if running.tls_cert.is_some() != self.tls_cert.is_some() {
             self.tls_cert = running.tls_cert.clone();
@@ -331,6 +346,12 @@ impl Settings {
             self.tls_cert.is_some() != new.tls_cert.is_some(),
         );
         check("log-format", self.log_format != new.log_format);
+        check(
+            "announce/announce-tags/announce-host",
+            self.announce != new.announce
+                || self.announce_tags != new.announce_tags
+                || self.announce_host != new.announce_host,
+        );
         check("verbose", self.verbose != new.verbose);
         check(
             "limits (max-*, *-timeout, close-linger)",
@@ -584,9 +605,28 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             file.ping_idle_timeout,
             limits.ping_idle_timeout,
         ),
+        announce: args.announce.announce.clone().or(file.announce),
+        announce_tags: if args.announce.announce_tags.is_empty() {
+            file.announce_tags.unwrap_or_default()
+        } else {
+            args.announce.announce_tags.clone()
+        },
+        announce_host: args.announce.announce_host.clone().or(file.announce_host),
         data,
         data_table,
     };
+    if let Some(url) = &settings.announce {
+        crate::master_args::parse_master_url(url).map_err(|e| format!("announce: {e}"))?;
+    }
+    crate::master_args::check_tags(&settings.announce_tags)
+        .map_err(|e| format!("announce-tags: {e}"))?;
+    if settings.announce.is_none()
+        && (!settings.announce_tags.is_empty() || settings.announce_host.is_some())
+    {
+        return Err(
+            "announce-tags and announce-host are used with announce (--announce URL)".into(),
+        );
+    }
     if settings.per_addr_ipv6_prefix > 128 {
         return Err(format!(
             "per-addr-ipv6-prefix is {}, but an IPv6 prefix has 0 to 128 bits",
@@ -723,7 +763,8 @@ mod tests {
              max-echo-bytes = 99\nhandshake-timeout = 3\nidle-timeout = 4\nwrite-timeout = 5\n\
              close-linger = 1\nhandshake-frame-length = 999\nping-frame-length = 9999\n\
              frame-timeout = 6\nframe-budget = 99999\nmax-connections-per-addr = 3\n\
-             per-addr-ipv6-prefix = 56\nping-idle-timeout = 7\n",
+             per-addr-ipv6-prefix = 56\nping-idle-timeout = 7\n\
+             announce = \"http://127.0.0.1:9\"\nannounce-tags = [\"eu\"]\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -733,7 +774,7 @@ mod tests {
         let mut new = settings(&args).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let changed = running.fixed_differences(&new);
-        assert_eq!(changed.len(), 7, "{changed:?}");
+        assert_eq!(changed.len(), 8, "{changed:?}");
         assert_ne!(new.limits(), running.limits());
         new.keep_fixed_of(&running);
         assert_eq!(running.fixed_differences(&new), Vec::<&str>::new());

@@ -32,6 +32,7 @@ mod demo;
 mod exporter;
 mod exporter_config;
 mod http;
+pub mod master_args;
 pub mod metrics;
 pub mod output;
 mod ping;
@@ -97,6 +98,7 @@ Examples:
   peng3dnet ping -c 1 -W 2 -q -f hosts.txt   targets from a file ('-f -': stdin)
   peng3dnet ping -c 1 -a -f hosts.txt       only the targets that answered (-u: did not)
   peng3dnet ping -C 5 -i 0.2 hostA hostB    each ping's time per target, fping -C style
+  peng3dnet ping -c 1 -q --master http://master.example.org:8090   every listed server
 
 Each reply prints `reply from ADDR: seq=N time=T ms`; T is the round trip of the ping
 message (connecting is not included). At the end, or on Ctrl-C, each target gets a
@@ -118,17 +120,24 @@ Examples:
   peng3dnet status localhost                the data of the server at localhost:8080
   peng3dnet status --json example.org:9000
   peng3dnet status -f servers.txt --sort name   several servers: one table
+  peng3dnet status --master http://master.example.org:8090 --tag eu --free
+                                            the servers a master lists, pinged from here
 
 Prints the target, the address that answered, the latency (round trip of the ping) and
 the server's data, one key per line, nested maps indented. Several servers (or -f) make
 one table sorted by latency (--sort), with name, motd, clients/max, version, latency and
-state; --json prints one record per server.";
+state; --json prints one record per server.
+With --master URL (filters: --tag, --name, --free, --up) the servers are those a master
+server lists, each pinged from this machine: the latency is yours, not the master's. A
+master that cannot be read, or lists none, gives status 1 (a bad URL 3).";
 
 const SERVE_AFTER: &str = "\
 Examples:
   peng3dnet serve                                       0.0.0.0:8080, no static data
   peng3dnet serve --bind 127.0.0.1:9000 --data name=lobby --data 'motd=\"hi\"'
   peng3dnet serve --data-file server.toml --data maxplayers=16 -v
+  peng3dnet serve --announce http://master.example.org:8090 --announce-tag eu
+                                                        listed on a master until stopped
 
 Every pong carries, besides the static data, the dynamic fields clients (connected
 clients), uptime (seconds since start, float) and pings (pings answered, this one
@@ -332,6 +341,9 @@ pub struct ListArgs {
     /// New connections per second at most, over all targets (default: no cap).
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Targets from a master server's list.
+    #[command(flatten)]
+    pub master: master_args::MasterArgs,
 }
 
 impl ListArgs {
@@ -363,7 +375,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct PingArgs {
     /// Servers: host, host:port or [v6]:port (default port 8080).
-    #[arg(value_name = "TARGET", required_unless_present = "file")]
+    #[arg(value_name = "TARGET", required_unless_present_any = ["file", "master"])]
     pub targets: Vec<String>,
     /// Targets from a file, concurrency and rate.
     #[command(flatten)]
@@ -404,8 +416,9 @@ pub struct PingArgs {
 /// `status` arguments.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Servers: host, host:port or [v6]:port (default port 8080). Several make a table.
-    #[arg(value_name = "TARGET", required_unless_present = "file")]
+    /// Servers: host, host:port or [v6]:port (default port 8080). Several (or --master)
+    /// make a table.
+    #[arg(value_name = "TARGET", required_unless_present_any = ["file", "master"])]
     pub targets: Vec<String>,
     /// Targets from a file, concurrency and rate.
     #[command(flatten)]
@@ -552,6 +565,9 @@ pub struct ServeArgs {
     /// --proxy-protocol, from the flags or the settings file).
     #[arg(long = "proxy-trusted", value_name = "CIDR", value_parser = parse_cidr)]
     pub proxy_trusted: Vec<peng3dnet::proxy::Cidr>,
+    /// Listing on a master server.
+    #[command(flatten)]
+    pub announce: master_args::AnnounceArgs,
 }
 
 /// `exporter` arguments.

@@ -133,7 +133,10 @@ fn targets_valid(targets: &[String]) -> bool {
 }
 
 /// `peng3dnet ping`.
-pub(crate) async fn run_ping(args: PingArgs) -> Exit {
+pub(crate) async fn run_ping(mut args: PingArgs) -> Exit {
+    if let Err(exit) = crate::master_args::add_listed(&mut args.targets, &args.list.master).await {
+        return exit;
+    }
     let targets = match args.list.gather(&args.targets) {
         Ok(targets) => targets,
         Err(message) => {
@@ -884,7 +887,10 @@ fn io_text(e: &std::io::Error) -> String {
 }
 
 /// `peng3dnet status`.
-pub(crate) async fn run_status(args: StatusArgs) -> Exit {
+pub(crate) async fn run_status(mut args: StatusArgs) -> Exit {
+    if let Err(exit) = crate::master_args::add_listed(&mut args.targets, &args.list.master).await {
+        return exit;
+    }
     let targets = match args.list.gather(&args.targets) {
         Ok(targets) => targets,
         Err(message) => {
@@ -920,7 +926,11 @@ pub(crate) async fn run_status(args: StatusArgs) -> Exit {
             rate: args.list.rate,
         },
     };
-    if targets.len() == 1 && args.list.file.is_none() && args.tries == 1 {
+    if targets.len() == 1
+        && args.list.file.is_none()
+        && args.list.master.master.is_none()
+        && args.tries == 1
+    {
         status(&targets[0], &settings).await
     } else {
         super::status::table(targets, &settings, args.sort, args.tries).await

@@ -329,6 +329,7 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
     for server in &servers {
         tracing::info!(addr = %server.local_addr(), writeback = !settings.no_writeback, "serving pings");
     }
+    let announcers = crate::master_args::start_announcers(&settings, &servers);
     let mut running = settings;
     loop {
         #[cfg(unix)]
@@ -360,6 +361,8 @@ pub(crate) async fn run(args: ServeArgs) -> Exit {
         }
     }
     tracing::info!("shutting down");
+    // Unlisted first, while the servers still answer: the master never sees them down.
+    crate::master_args::stop_announcers(announcers).await;
     for server in servers {
         server.shutdown().await;
     }

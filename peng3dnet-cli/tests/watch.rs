@@ -11,6 +11,9 @@
 //! (`scripts/ensure-debian-packages.sh`). Without tmux these tests fail under CI (`CI`
 //! set) and are skipped, saying so, elsewhere.
 
+#[path = "../../peng3dnet/tests/common/fake_master.rs"]
+mod fake_master;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -480,4 +483,48 @@ fn bad_targets_are_usage_errors_in_a_terminal() {
     let (status, screen) = tmux.wait_exit();
     assert_eq!(status, 3, "{screen}");
     assert!(screen.contains("peng3dnet:"), "{screen}");
+}
+
+#[test]
+fn watch_master_browses_the_servers_a_master_lists() {
+    if !have_tmux() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let master = rt.block_on(fake_master::FakeMaster::start(60));
+    let lobby = Server::start(&["name=listed-lobby", "maxplayers=8"]);
+    let arena = Server::start(&["name=listed-arena"]);
+    let unlisted = Server::start(&["name=not-listed"]);
+    for (server, tag) in [(&lobby, "eu"), (&arena, "eu"), (&unlisted, "us")] {
+        let port = server.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        let what = peng3dnet::master::Announcement {
+            port,
+            host: None,
+            tags: vec![tag.into()],
+        };
+        rt.block_on(peng3dnet::master::announce(
+            &master.url,
+            &what,
+            &Default::default(),
+        ))
+        .unwrap();
+    }
+    let dir = TempDir::new("master");
+    let tmux = Tmux::watch(&dir, &["-i", "0.2", "--master", &master.url, "--tag", "eu"]);
+    // The browser (not the graph), a row per listed server of the tag, each pinged from
+    // here: up, with a latency.
+    let screen = tmux.wait_for("both listed servers up with a latency", |s| {
+        [&lobby.addr, &arena.addr]
+            .iter()
+            .all(|addr| line_with(s, addr).is_some_and(|l| l.contains("up") && has_latency(l)))
+    });
+    assert!(
+        line_with(&screen, "listed-lobby").is_some_and(|l| l.contains("/8")),
+        "{screen}"
+    );
+    assert!(!screen.contains(&unlisted.addr), "{screen}");
+    tmux.keys(&["q"]);
+    let (status, screen) = tmux.wait_exit();
+    assert_eq!(status, 0, "{screen}");
+    assert_restored(&tmux, &screen);
 }

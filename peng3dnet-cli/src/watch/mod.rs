@@ -52,6 +52,8 @@ Examples:
   peng3dnet watch -i 0.2 hostA hostB:9000       two targets, five pings a second each
   peng3dnet watch -f servers.txt                the server browser, one row per server
   peng3dnet watch --record log.ndjson localhost the graph, and every result saved
+  peng3dnet watch --master http://master.example.org:8090 --tag eu
+                                                the browser of a master's servers
 
 The graph draws each target's round trips over the last 60 intervals (--window), in its
 own colour; timeouts (×) and other failures (!) are marked on the time axis. The row of
@@ -82,7 +84,7 @@ pub enum ViewArg {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Servers: host, host:port or [v6]:port (default port 8080).
-    #[arg(value_name = "TARGET", required_unless_present = "file")]
+    #[arg(value_name = "TARGET", required_unless_present_any = ["file", "master"])]
     pub targets: Vec<String>,
     /// Read targets from FILE too, one a line (blank lines and `#` comments skipped);
     /// starts in the browser.
@@ -116,6 +118,9 @@ pub struct WatchArgs {
     /// TLS, as for `ping`.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Servers from a master server's list (starts in the browser).
+    #[command(flatten)]
+    pub master: crate::master_args::MasterArgs,
 }
 
 impl WatchArgs {
@@ -195,7 +200,7 @@ fn gather_targets(args: &WatchArgs) -> Result<Vec<String>, String> {
 }
 
 /// `peng3dnet watch`.
-pub async fn run(args: WatchArgs) -> Exit {
+pub async fn run(mut args: WatchArgs) -> Exit {
     if !std::io::stdout().is_terminal() {
         error(
             "watch draws a live view and needs a terminal, but stdout is not one; \
@@ -203,6 +208,9 @@ pub async fn run(args: WatchArgs) -> Exit {
              (or `peng3dnet ping --json TARGET...` for JSON records)",
         );
         return Exit::Usage;
+    }
+    if let Err(exit) = crate::master_args::add_listed(&mut args.targets, &args.master).await {
+        return exit;
     }
     let targets = match gather_targets(&args) {
         Ok(targets) => targets,
@@ -239,7 +247,12 @@ pub async fn run(args: WatchArgs) -> Exit {
     let mode = match args.view {
         Some(ViewArg::Graph) => Mode::Graph,
         Some(ViewArg::Browser) => Mode::Browser,
-        None if args.file.is_some() || targets.len() > GRAPH_MAX => Mode::Browser,
+        None if args.file.is_some()
+            || args.master.master.is_some()
+            || targets.len() > GRAPH_MAX =>
+        {
+            Mode::Browser
+        }
         None => Mode::Graph,
     };
     let window = args

@@ -78,7 +78,8 @@ pub enum AnnounceState {
         /// Until the next try.
         retry_in: Duration,
     },
-    /// Stopped, and the master has unlisted the server (or did not list it).
+    /// Stopped, and the master has unlisted the server, or did not list it (it said so,
+    /// or no announce ever reached it).
     Unlisted,
     /// Stopped without unlisting: the master could not be reached (the error says why),
     /// or the announcer's runtime shut down first. The master drops the server once it
@@ -265,12 +266,19 @@ async fn run(
 ) {
     let mut attempts = 0u32;
     let mut announces = 0u64;
+    // Whether an announce may have reached the master (one that failed before a
+    // connection was made cannot have listed anything).
+    let mut reached = false;
     let interval = options.interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => break,
             result = announce_to(&master, &what, &options.http) => result,
         };
+        reached |= !matches!(
+            &result,
+            Err(MasterError::Connect { .. } | MasterError::Resolve { .. })
+        );
         let wait = match result {
             Ok(Announced {
                 address,
@@ -301,7 +309,7 @@ async fn run(
                     master = %shown,
                     kind = error.kind(),
                     attempts,
-                    retry_in_s = retry_in.as_secs_f64(),
+                    retry_in_s = (retry_in.as_secs_f64() * 1000.0).round() / 1000.0,
                     "announce failed: {error}"
                 );
                 state.send_replace(AnnounceState::Failed {
@@ -317,7 +325,12 @@ async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    // Unlisted even if no announce was answered: one may have reached the master.
+    // Unlisted even if no announce was answered, if one may have reached the master.
+    if !reached {
+        tracing::debug!(master = %shown, "no announce reached the master: nothing to unlist");
+        state.send_replace(AnnounceState::Unlisted);
+        return;
+    }
     let mut http = options.http.clone();
     http.timeout = http.timeout.min(UNLIST_TIMEOUT);
     let last = match unlist_at(&master, &what, &http).await {

@@ -345,6 +345,20 @@ pub struct Page {
     pub etag: Option<String>,
 }
 
+/// Checks a master's URL without sending anything: `http://` or (with TLS) `https://`, a
+/// host, no query string; the error says what is wrong (for a settings check before
+/// starting).
+///
+/// ```
+/// use peng3dnet::master::check_url;
+///
+/// assert!(check_url("http://127.0.0.1:8090").is_ok());
+/// assert_eq!(check_url("127.0.0.1:8090").unwrap_err().kind(), "bad_url");
+/// ```
+pub fn check_url(url: &str) -> Result<(), MasterError> {
+    MasterUrl::parse(url).map(|_| ())
+}
+
 /// Every server of the master at `url` that matches `query`, page after page (one page
 /// when `query.limit` is set), with the [default options](FetchOptions::default).
 ///

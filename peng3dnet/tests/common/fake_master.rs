@@ -106,6 +106,8 @@ struct State {
     refusals: VecDeque<Refusal>,
     /// `reannounce_after_s` of an accepted announce.
     reannounce_after_s: u64,
+    /// The latency the list reports instead of the one measured, when set.
+    latency_ms: Option<f64>,
 }
 
 /// A running fake master; stops when dropped.
@@ -193,6 +195,12 @@ impl FakeMaster {
     /// The addresses listed now.
     pub fn listed(&self) -> Vec<String> {
         self.state.lock().unwrap().listed.keys().cloned().collect()
+    }
+
+    /// Reports this latency for every server from now on (a figure no client measures on
+    /// loopback, so a test tells the master's figure from the client's own).
+    pub fn report_latency_ms(&self, ms: f64) {
+        self.state.lock().unwrap().latency_ms = Some(ms);
     }
 
     /// Marks a listed server down (as a master does after failed pings).
@@ -339,12 +347,13 @@ async fn announce(body: &Json, peer: SocketAddr, state: &Mutex<State>) -> Respon
         }
     };
     let data: Json = reply.deserialize().unwrap_or(Json::Null);
+    let reported = state.lock().unwrap().latency_ms;
     let listing = Listing {
         host: peer.ip().to_string(),
         port: port as u16,
         tags,
         data,
-        latency_ms: reply.delay.as_secs_f64() * 1000.0,
+        latency_ms: reported.unwrap_or(reply.delay.as_secs_f64() * 1000.0),
         up: true,
     };
     let address = listing.address();
