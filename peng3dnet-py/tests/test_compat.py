@@ -184,3 +184,59 @@ def test_run_blocking_serves_until_shutdown_from_another_thread():
 def test_interop_our_compat_client_and_the_reference_server(ref_server):
     reply = ping.pingServer(addr=("127.0.0.1", ref_server), data={"x": 9})
     assert reply["name"] == "ref-server" and reply["echo_x"] == 9
+
+
+class PingClient(ping.PingableClientMixin, net.Client):
+    pass
+
+
+def test_the_client_mixin_pings_once_and_closes(demo):
+    client = PingClient(None, demo.addr, {}, ping.CONNTYPE_PING)
+    data = {"x": 3, "time": "__AUTO__"}
+    client.setPingData(data)
+    client.runAsync()
+    client.wait_for_connection(5)
+    msg = client.wait_for_pong(5)
+    assert msg["name"] == "demo" and msg["x"] == 3 and msg["oldmsg"]["x"] == 3
+    assert "delay" not in msg and "recvtime" not in msg  # the pong as it came, as the original
+    assert client.wait_for_pong(0.001) is msg
+    assert data["time"] == msg["oldmsg"]["time"]
+    client.wait_for_close(5)  # closed after the pong, as the original's
+    with pytest.raises(RuntimeError, match="already ran"):
+        client.runAsync()
+
+
+def test_the_client_mixins_failures_are_failed_ping_errors():
+    client = PingClient(None, ("127.0.0.1", free_port()), {}, ping.CONNTYPE_PING)
+    client.setPingData({})
+    client.runAsync()
+    start = time.monotonic()
+    with pytest.raises(ping.errors.FailedPingError) as caught:
+        client.wait_for_pong(30)
+    assert time.monotonic() - start < 10  # at once, not after the 30 s
+    assert isinstance(caught.value, ConnectionRefusedError)
+
+    def hello_only(conn):
+        from helpers import frame
+
+        conn.sendall(frame(1, HELLO))
+        return drain(conn)
+
+    with FakeServer(hello_only) as fake:
+        client = PingClient(None, fake.address, {}, ping.CONNTYPE_PING)
+        client.setPingData({"x": 1})
+        client.runAsync()
+        with pytest.raises(ping.errors.FailedPingError, match="Timed out") as caught:
+            client.wait_for_pong(0.3)
+        assert isinstance(caught.value, peng3dnet_rs.PingTimeout)
+        with pytest.warns(CompatWarning, match="reason='bye'"):
+            client.close_connection(reason="bye")
+        client.wait_for_close(5)
+        assert fake.join() == [True]
+
+
+def test_only_ping_clients():
+    with pytest.raises(TypeError, match="ping connections only"):
+        PingClient(None, ("127.0.0.1", 1), {}).runAsync()  # the classic conntype
+    with pytest.raises(TypeError, match="ping connections only"):
+        net.Client(None, ("127.0.0.1", 1), {}, ping.CONNTYPE_PING).runAsync()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A script written for the original peng3dnet 0.1.3a0 only, against its documented API
-(peng3dnet.net.Server, peng3dnet.ext.ping: pingServer, PingableServerMixin, pingdata,
-getPingData, WRITEBACK, errors.FailedPingError). The tests run it as it is, with the
+(peng3dnet.net.Server and Client, peng3dnet.ext.ping: pingServer, PingableServerMixin,
+pingdata, getPingData, PingableClientMixin, setPingData, wait_for_pong, CONNTYPE_PING,
+WRITEBACK, errors.FailedPingError). The tests run it as it is, with the
 original, and with only its import line changed, with peng3dnet_rs.compat.
 
 Usage:
@@ -9,6 +10,8 @@ Usage:
                                 STOPPED once stdin reaches EOF and the server is shut down
   ping_script.py ping PORT      pings 127.0.0.1:PORT three times; prints one JSON line
   ping_script.py fail PORT      pings a port where nothing answers; prints one JSON line
+  ping_script.py mixin PORT     pings 127.0.0.1:PORT with PingableClientMixin (setPingData,
+                                runAsync, wait_for_pong, on_pong); prints one JSON line
 """
 
 import json
@@ -80,13 +83,38 @@ def do_fail(port):
     print(json.dumps(outcome), flush=True)
 
 
+class PingClient(ping.PingableClientMixin, net.Client):
+    pass
+
+
+def do_mixin(port):
+    seen = {}
+    client = PingClient(None, ("127.0.0.1", port), {}, ping.CONNTYPE_PING)
+    client.on_pong = lambda msg: seen.setdefault("on_pong_keys", sorted(msg))
+    data = {"x": 7, "time": "__AUTO__"}
+    client.setPingData(data)
+    client.runAsync()
+    client.process_async()
+    msg = client.wait_for_pong(5.0)
+    again = client.wait_for_pong(0.01)  # already there: at once, the same pong
+    print(json.dumps({
+        "keys": sorted(msg),
+        "name": msg["name"],
+        "echo_x": msg["echo_x"],
+        "count": msg["count"],
+        "same_again": again is msg,
+        "on_pong_keys": seen.get("on_pong_keys"),
+        "time_written_back": isinstance(data["time"], float),
+    }), flush=True)
+
+
 def main():
     mode, port = sys.argv[1], int(sys.argv[2])
     # The original's threads can outlive main(): leave without the interpreter's teardown.
     watchdog = threading.Timer(60.0, lambda: os._exit(3))
     watchdog.daemon = True
     watchdog.start()
-    {"serve": serve, "ping": do_ping, "fail": do_fail}[mode](port)
+    {"serve": serve, "ping": do_ping, "fail": do_fail, "mixin": do_mixin}[mode](port)
     sys.stdout.flush()
     os._exit(0)
 

@@ -11,7 +11,8 @@ with only its import line changed::
   ``wait_for_pong``) and ``errors`` (so ``ping.errors.FailedPingError`` works as it does
   in the original module).
 - :mod:`peng3dnet_rs.compat.net`: ``Server`` (``runAsync``, ``process_async``,
-  ``shutdown``...) and ``Client``, enough to run a pingable server or a pinging client.
+  ``shutdown``...) and ``Client`` (``runAsync``, ``close_connection``...), enough to run
+  a pingable server or a pinging client.
 - :mod:`peng3dnet_rs.compat.errors`: ``FailedPingError`` and its base ``TimedOutError``.
   Every failure of these modules is also an instance of the package's specific exception
   (``PingTimeout``, ``ConnectionRefused``, ...), so new code can be more precise.

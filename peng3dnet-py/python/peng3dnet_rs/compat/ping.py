@@ -16,6 +16,14 @@ Change the import line and keep the script::
     server = MyServer(addr=("0.0.0.0", 8080))
     server.runAsync(); server.process_async()
 
+    class MyClient(ping.PingableClientMixin, net.Client):
+        pass
+
+    client = MyClient(None, ("example.org", 8080), {}, ping.CONNTYPE_PING)
+    client.setPingData({"x": 1, "time": "__AUTO__"})
+    client.runAsync(); client.process_async()
+    print(client.wait_for_pong(5.0)["name"])
+
 What differs, on purpose:
 
 - a failure raises at once when it is known (a refused connection, a server that closes)
@@ -36,12 +44,16 @@ from .. import errors as _package_errors
 from . import errors  # noqa: F401  (ping.errors.FailedPingError, as in the original)
 from . import net  # noqa: F401  (ping.net, as in the original)
 from ._util import check_cfg, tls_from_cfg, warn_once
-from .errors import FailedPingError, TimedOutError, as_failed_ping
+from .errors import FailedPingError, TimedOutError, as_failed_ping, compat_class
+from .net import CLIENT_KEYS, CONNTYPE_CLASSIC, CONNTYPE_PING, _client_addr
 
 __all__ = [
     "WRITEBACK",
     "pingServer",
     "PingableServerMixin",
+    "PingableClientMixin",
+    "CONNTYPE_CLASSIC",
+    "CONNTYPE_PING",
     "FailedPingError",
     "TimedOutError",
 ]
@@ -51,9 +63,6 @@ WRITEBACK = True
 
 #: What ``timeout=None`` means: no limit (Ctrl-C still interrupts), as the original.
 _NO_LIMIT = 365 * 24 * 3600.0
-
-#: The client's address keys of the original's configuration, which are honoured.
-CLIENT_KEYS = ("net.client.addr", "net.client.addr.host", "net.client.addr.port")
 
 
 class PingableServerMixin(object):
@@ -74,12 +83,42 @@ class PingableServerMixin(object):
         return {}
 
 
-def _client_addr(addr: Any, cfg: Dict[str, Any]) -> Any:
-    if addr is not None:
-        return addr
-    if cfg.get("net.client.addr") is not None:
-        return cfg["net.client.addr"]
-    return (cfg.get("net.client.addr.host", "localhost"), cfg.get("net.client.addr.port", 8080))
+class PingableClientMixin(object):
+    """Makes a :class:`peng3dnet_rs.compat.net.Client` subclass ping, as the original's
+    mixin does: ``class C(PingableClientMixin, net.Client)``, made with
+    ``conntype=CONNTYPE_PING``. One ping per client, as in the original (its connection
+    closes after the pong); for many pings on one connection use
+    :class:`peng3dnet_rs.PingSession`."""
+
+    _pingdata: Any = None
+    _pongdata: Any = None
+
+    def setPingData(self, d: Dict[str, Any]) -> None:
+        """Sets the data of the ping sent when the client connects (its ``time`` key,
+        ``"__AUTO__"`` in the original's way, is set to the time sent)."""
+        self._pingdata = d
+
+    def _pong(self, data: Dict[str, Any]) -> None:
+        with self._pong_condition:  # type: ignore[attr-defined]
+            self._pongdata = data
+            self._pong_condition.notify_all()  # type: ignore[attr-defined]
+
+    def wait_for_pong(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Waits up to ``timeout`` seconds (``None``: without limit) for the pong and
+        returns it (the server's dict as it came); at once if it already came. Raises
+        ``FailedPingError`` when it does not come in time, and at once when the ping
+        failed (the connection refused, ...)."""
+        condition = self._pong_condition  # type: ignore[attr-defined]
+        with condition:
+            done = lambda: self._pongdata is not None or self._failure is not None  # type: ignore[attr-defined]  # noqa: E731
+            condition.wait_for(done, timeout)
+            if self._pongdata is not None:
+                return self._pongdata
+            if self._failure is not None:  # type: ignore[attr-defined]
+                raise self._failure  # type: ignore[attr-defined]
+        error = compat_class(_package_errors.PingTimeout)("Timed out")
+        error.phase = "waiting for pong"
+        raise error
 
 
 def pingServer(
