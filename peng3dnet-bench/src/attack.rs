@@ -24,7 +24,7 @@ use tokio::time::{timeout, Instant};
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Scenario {
     /// Connections that each send the 10-byte header of an 8,000,000-byte frame and then
-    /// its body, never completing it, never sending a hello (issue 12).
+    /// its body, never completing it, never sending a hello (the memory-exhaustion flood).
     Flood,
     /// Connections that each send one valid 8 MB ping and stay open (audit item 1).
     BigPings,

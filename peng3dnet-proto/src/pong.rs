@@ -995,7 +995,7 @@ mod tests {
         PingMessage::from_value(msg)
     }
 
-    /// Issue 19: a clone turned into a responder without write-back lost the dynamic
+    /// Regression: a clone turned into a responder without write-back lost the dynamic
     /// provider, and static data set on it no longer reached the original.
     #[test]
     fn derived_responders_keep_the_provider_and_share_the_data() {

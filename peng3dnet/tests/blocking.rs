@@ -1,4 +1,4 @@
-//! The library from synchronous code (issue 19): a server that owns its runtime, data
+//! The library from synchronous code (embedding): a server that owns its runtime, data
 //! pushed from a game loop, the blocking client, and `bind` outside a runtime.
 
 use std::future::Future;

@@ -187,7 +187,7 @@ async fn a_silent_server_times_out_with_the_likely_causes() {
         .await
         .expect_err("times out");
     assert!(err.is_timeout(), "{err}");
-    // Issue 19: the error names the target it timed out on.
+    // The error names the target it timed out on.
     assert_eq!(
         err.to_string(),
         format!(

@@ -67,7 +67,7 @@ async fn greeter(
     (server, rx)
 }
 
-/// Issue 19: per-client state used to come only from `Default`; `new_state` builds it
+/// Per-client state used to come only from `Default`; `new_state` builds it
 /// from the connection (here its address and id), before any hook runs.
 #[tokio::test]
 async fn new_state_builds_the_state_from_the_connection() {
@@ -138,7 +138,7 @@ async fn echo_server_and_client() -> (Server, Client) {
     (server, client)
 }
 
-/// Issue 19: a `Client` is `&mut` for both `send` and `recv`, so one task could not wait
+/// A `Client` is `&mut` for both `send` and `recv`, so one task could not wait
 /// for packets while another sends. Split, the reader waits in a spawned task (already
 /// blocked in `recv` before anything is sent) while the writer sends from this one.
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn recv_and_wait_for_pong_lose_nothing_when_cancelled() {
     server.shutdown().await;
 }
 
-/// Issue 19: a bind error used to say "cannot listen: Address already in use" without
+/// A bind error used to say "cannot listen: Address already in use" without
 /// the address; it names it now.
 #[tokio::test]
 async fn a_bind_error_names_the_address() {

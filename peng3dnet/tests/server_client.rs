@@ -499,7 +499,7 @@ impl Handler for Panicky {
     }
 }
 
-/// Issue 19: a panic in `on_packet` or in a ping data provider used to close the client
+/// A panic in `on_packet` or in a ping data provider used to close the client
 /// without a reason and leave it in `clients()` and the counters for good, without
 /// `on_close`. Now it costs only that connection: closed with `internalerror`, counted
 /// out, `on_close` run; the server goes on serving others.
@@ -570,7 +570,7 @@ async fn a_panic_in_application_code_closes_only_that_client_with_a_reason() {
     server.shutdown().await;
 }
 
-/// `ping_server` takes anything that names a server, as `bind` does (issue 19).
+/// `ping_server` takes anything that names a server, as `bind` does.
 #[tokio::test]
 async fn ping_server_takes_a_string_an_address_or_a_host_port_pair() {
     let (server, _closed) = echo_server(Config::default()).await;

@@ -1,4 +1,4 @@
-//! TLS: certificates generated at test time with rcgen, for every case of issue 7.
+//! TLS: certificates generated at test time with rcgen, for every TLS case the library names.
 
 mod common;
 
