@@ -1,7 +1,7 @@
 //! The ping connection type, server side: building the pong.
 //!
 //! The pong is a map merged from these sources, each later one overwriting the keys of the
-//! earlier ones (PROTOCOL.md, "Ping connection", step 3):
+//! earlier ones (docs/PROTOCOL.md, "The pong (id 65)"):
 //! 1. `{"oldmsg": <the ping as received>}` when write-back is on;
 //! 2. the dynamic data ([`PingResponder::with_dynamic`]);
 //! 3. the static data ([`PingResponder::with_static_data`]);

@@ -5,7 +5,7 @@
 //! socket and no clock, so every rule of the protocol is tested here without a network;
 //! `server.rs`, `client.rs` and `ping.rs` only move bytes and time.
 //!
-//! Rules (PROTOCOL.md "Classic connection" and "Ping connection"):
+//! Rules (docs/PROTOCOL.md, "Classic connection" and "Ping connection"):
 //! - client: hello with another `protoversion` closes with `protoversionmismatch`; a
 //!   different `version` string is fine. It then sends settype and starts its type.
 //! - server: settype with an unknown type closes with `unknownconntype`; a missing
