@@ -3,7 +3,7 @@
 //! [`ServerProtocol`] and [`ClientProtocol`] take decoded [`Frame`]s and say what to do
 //! next ([`Step`]): a frame to send and/or an [`Event`] for the layer above. They own no
 //! socket and no clock, so every rule of the protocol is tested here without a network;
-//! `server.rs`, `client.rs` and `ping.rs` only move bytes and time.
+//! `server/`, `client.rs` and `ping/` only move bytes and time.
 //!
 //! Rules (docs/PROTOCOL.md, "Classic connection" and "Ping connection"):
 //! - client: hello with another `protoversion` closes with `protoversionmismatch`; a
