@@ -274,18 +274,21 @@ def test_a_call_waiting_for_a_busy_session_times_out_clearly():
     held = HeldPongs()
     with FakeServer(held) as fake:
         with peng3dnet_rs.PingSession(fake.address) as session:
-            session.send_ping()
-            held.pings.get(timeout=5)
-            waiter = threading.Thread(target=lambda: session.wait_for_pong(10))
-            waiter.start()
-            # Whichever gets the session first, the ping cannot finish in 0.3 s: its own
-            # pong is held, or the waiter holds the session.
+            first = queue.Queue()
+            holder = threading.Thread(target=lambda: first.put(session.ping(data={"who": "holder"}, timeout=10)))
+            holder.start()
+            # Its ping reached the server: the holder has the session until its pong.
+            assert held.pings.get(timeout=5)["who"] == "holder"
+            start = time.monotonic()
             with pytest.raises(peng3dnet_rs.PingTimeout) as caught:
-                session.ping(timeout=0.3)
-            assert caught.value.phase in ("waiting for the session", "waiting for pong")
-            held.release(2)
-            waiter.join(10)
-            assert not waiter.is_alive()
+                session.ping(data={"who": "late"}, timeout=0.3)
+            assert caught.value.phase == "waiting for the session"
+            assert "another call" in str(caught.value)
+            assert 0.25 <= time.monotonic() - start < 5
+            held.release()
+            holder.join(10)
+            assert first.get_nowait()["oldmsg"]["who"] == "holder"
+            assert held.pings.empty()  # the late ping was never sent
 
 
 def test_misuse_and_connect_failures():
