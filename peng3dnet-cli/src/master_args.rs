@@ -73,32 +73,22 @@ pub(crate) async fn add_listed(targets: &mut Vec<String>, args: &MasterArgs) -> 
     let Some(url) = &args.master else {
         return Ok(());
     };
-    let options = FetchOptions {
-        timeout: Duration::from_secs(10),
-        ..FetchOptions::default()
-    };
-    let query = args.query();
     let fetched = tokio::select! {
-        fetched = master::fetch_with(url, &query, &options) => fetched,
+        fetched = listed_addresses(url, args) => fetched,
         _ = crate::interrupted() => return Err(Exit::NoAnswer),
     };
-    let listed = match fetched {
+    let (listed, bad) = match fetched {
         Ok(listed) => listed,
         Err(e) => {
             error(&e);
             return Err(exit_for(&e));
         }
     };
-    let mut added = 0usize;
-    for server in listed {
-        match Target::parse_default(&server.address) {
-            Ok(_) => {
-                targets.push(server.address);
-                added += 1;
-            }
-            Err(e) => error(format!("the master listed a bad address, skipped: {e}")),
-        }
+    for e in bad {
+        error(format!("the master listed a bad address, skipped: {e}"));
     }
+    let added = listed.len();
+    targets.extend(listed);
     if added == 0 {
         error(format!(
             "the master at {url} lists no servers{}",
@@ -111,6 +101,50 @@ pub(crate) async fn add_listed(targets: &mut Vec<String>, args: &MasterArgs) -> 
         return Err(Exit::NoAnswer);
     }
     Ok(())
+}
+
+/// The addresses the master at `url` lists under the filters of `args`, and the errors
+/// of those that are not `host:port`.
+async fn listed_addresses(
+    url: &str,
+    args: &MasterArgs,
+) -> Result<(Vec<String>, Vec<String>), MasterError> {
+    let options = FetchOptions {
+        timeout: Duration::from_secs(10),
+        ..FetchOptions::default()
+    };
+    let listed = master::fetch_with(url, &args.query(), &options).await?;
+    let mut good = Vec::with_capacity(listed.len());
+    let mut bad = Vec::new();
+    for server in listed {
+        match Target::parse_default(&server.address) {
+            Ok(_) => good.push(server.address),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// `watch --master`: reads the master's list again every `every` and sends its addresses
+/// (a failed read is skipped: the servers already shown stay). Ends when `out` closes.
+pub(crate) async fn refresh_listing(
+    args: MasterArgs,
+    every: Duration,
+    out: tokio::sync::mpsc::Sender<Vec<String>>,
+) {
+    let Some(url) = args.master.clone() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Ok((listed, _)) = listed_addresses(&url, &args).await {
+            if out.send(listed).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// `serve --announce URL` and its companions (also keys of `serve --config`).

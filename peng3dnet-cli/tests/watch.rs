@@ -495,7 +495,7 @@ fn watch_master_browses_the_servers_a_master_lists() {
     let lobby = Server::start(&["name=listed-lobby", "maxplayers=8"]);
     let arena = Server::start(&["name=listed-arena"]);
     let unlisted = Server::start(&["name=not-listed"]);
-    for (server, tag) in [(&lobby, "eu"), (&arena, "eu"), (&unlisted, "us")] {
+    let announce = |server: &Server, tag: &str| {
         let port = server.addr.rsplit_once(':').unwrap().1.parse().unwrap();
         let what = peng3dnet::master::Announcement {
             port,
@@ -508,9 +508,24 @@ fn watch_master_browses_the_servers_a_master_lists() {
             &Default::default(),
         ))
         .unwrap();
+    };
+    for (server, tag) in [(&lobby, "eu"), (&arena, "eu"), (&unlisted, "us")] {
+        announce(server, tag);
     }
     let dir = TempDir::new("master");
-    let tmux = Tmux::watch(&dir, &["-i", "0.2", "--master", &master.url, "--tag", "eu"]);
+    let tmux = Tmux::watch(
+        &dir,
+        &[
+            "-i",
+            "0.2",
+            "--master",
+            &master.url,
+            "--tag",
+            "eu",
+            "--master-refresh",
+            "0.3",
+        ],
+    );
     // The browser (not the graph), a row per listed server of the tag, each pinged from
     // here: up, with a latency.
     let screen = tmux.wait_for("both listed servers up with a latency", |s| {
@@ -523,6 +538,12 @@ fn watch_master_browses_the_servers_a_master_lists() {
         "{screen}"
     );
     assert!(!screen.contains(&unlisted.addr), "{screen}");
+    // A server listed later joins the browser at the next read of the list.
+    let late = Server::start(&["name=listed-late"]);
+    announce(&late, "eu");
+    tmux.wait_for("the server listed later, up", |s| {
+        line_with(s, &late.addr).is_some_and(|l| l.contains("listed-late") && has_latency(l))
+    });
     tmux.keys(&["q"]);
     let (status, screen) = tmux.wait_exit();
     assert_eq!(status, 0, "{screen}");

@@ -184,6 +184,19 @@ async fn fetch_reads_every_page_and_a_limit_reads_one() {
         .unwrap();
     assert_eq!((page.total, page.servers.len()), (5, 1));
 
+    // The same page again, sent with its ETag: unchanged, so no body.
+    let etag = page.etag.clone().expect("an ETag");
+    let again = master::fetch_page_if_changed(&master.url, &Query::new().limit(1), &options, &etag)
+        .await
+        .unwrap();
+    assert_eq!(again, None);
+    let other = master::fetch_page_if_changed(&master.url, &Query::new().limit(2), &options, &etag)
+        .await
+        .unwrap()
+        .expect("another page, changed");
+    assert_eq!(other.servers.len(), 2);
+    assert_ne!(other.etag, Some(etag));
+
     // More servers than allowed: refused, not truncated.
     let small = FetchOptions {
         page_size: 2,

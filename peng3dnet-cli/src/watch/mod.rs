@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use self::model::{Model, Outcome, Sample, Update};
+use self::model::{Entry, Model, Outcome, Sample, Update};
 use self::terminal::TerminalGuard;
 use self::view::{Action, Mode, View};
 use super::output::{self, ErrorRecord, ReplyRecord, SummaryRecord, Tally, SCHEMA_VERSION};
@@ -53,7 +53,8 @@ Examples:
   peng3dnet watch -f servers.txt                the server browser, one row per server
   peng3dnet watch --record log.ndjson localhost the graph, and every result saved
   peng3dnet watch --master http://master.example.org:8090 --tag eu
-                                                the browser of a master's servers
+                                                the browser of a master's servers; servers
+                                                it lists later join (--master-refresh)
 
 The graph draws each target's round trips over the last 60 intervals (--window), in its
 own colour; timeouts (×) and other failures (!) are marked on the time axis. The row of
@@ -121,6 +122,10 @@ pub struct WatchArgs {
     /// Servers from a master server's list (starts in the browser).
     #[command(flatten)]
     pub master: crate::master_args::MasterArgs,
+    /// With --master: read the master's list again every SECONDS; servers it lists anew
+    /// join the browser.
+    #[arg(long = "master-refresh", value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, requires = "master")]
+    pub master_refresh: Duration,
 }
 
 impl WatchArgs {
@@ -273,6 +278,11 @@ pub async fn run(mut args: WatchArgs) -> Exit {
         tallies: vec![Tally::default(); targets.len()],
         recorder,
         start: Instant::now(),
+        master: args
+            .master
+            .master
+            .is_some()
+            .then(|| (args.master.clone(), args.master_refresh)),
     };
     let ended = session.run(guard, Arc::new(settings)).await;
     // The guard is gone: the terminal is back to normal.
@@ -302,6 +312,8 @@ struct Session {
     recorder: Option<BufWriter<File>>,
     /// When the watch started: the time axis's zero.
     start: Instant,
+    /// `--master`: the list to read again, and how often.
+    master: Option<(crate::master_args::MasterArgs, Duration)>,
 }
 
 impl Session {
@@ -325,7 +337,17 @@ impl Session {
                 results_tx.clone(),
             ));
         }
-        drop(results_tx);
+        // With --master, servers it lists later get pingers too.
+        let (listed_tx, mut listed) = mpsc::channel(1);
+        let results_tx = match self.master.clone() {
+            Some((master, every)) => {
+                pingers.spawn(crate::master_args::refresh_listing(
+                    master, every, listed_tx,
+                ));
+                Some(results_tx)
+            }
+            None => None,
+        };
         let mut events = EventStream::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -354,6 +376,26 @@ impl Session {
                 Some(result) = results.recv() => {
                     if let Err(e) = self.take(result) {
                         break Err(e);
+                    }
+                    stale = true;
+                }
+                Some(names) = listed.recv() => {
+                    let Some(results_tx) = &results_tx else { continue };
+                    for name in names {
+                        if self.model.entries.iter().any(|e| e.name == name) {
+                            continue;
+                        }
+                        let index = self.model.entries.len();
+                        self.model.entries.push(Entry::new(name.clone()));
+                        self.tallies.push(Tally::default());
+                        pingers.spawn(pinger(
+                            index,
+                            name,
+                            settings.clone(),
+                            self.start,
+                            pause_rx.clone(),
+                            results_tx.clone(),
+                        ));
                     }
                     stale = true;
                 }

@@ -252,12 +252,32 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
+    let if_none_match = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
     let json_body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
-    let response = route(&method, &path, &query, &json_body, peer, state).await;
+    let mut response = route(&method, &path, &query, &json_body, peer, state).await;
+    if method == Method::GET && response.status() == 200 {
+        // The list's ETag: a hash of the answer; the same tag again gets a 304.
+        use std::hash::{Hash, Hasher};
+        let body = response.body().clone().collect().await.unwrap().to_bytes();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut h);
+        let etag = format!("\"{:016x}\"", h.finish());
+        if if_none_match.as_deref() == Some(etag.as_str()) {
+            response = Response::builder()
+                .status(304)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+        }
+        response.headers_mut().insert("etag", etag.parse().unwrap());
+    }
     let _ = events.send(Event {
         method: method.to_string(),
         path,
