@@ -32,6 +32,7 @@ mod demo;
 mod exporter;
 mod exporter_config;
 mod http;
+mod master;
 pub mod master_args;
 pub mod metrics;
 pub mod output;
@@ -208,6 +209,10 @@ pub enum Command {
     /// GET /probe?target=HOST:PORT.
     #[command(after_help = exporter::EXPORTER_AFTER)]
     Exporter(ExporterArgs),
+    /// A master server: servers announce themselves (verified by a ping back), clients
+    /// get the list over HTTP (JSON, text, a web page).
+    #[command(after_help = master::MASTER_AFTER)]
+    Master(master::MasterArgs),
 }
 
 /// Options shared by `ping` and `status`.
@@ -775,6 +780,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Demo(args) => demo::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Exporter(args) => exporter::run(args).await,
+        Command::Master(args) => master::run(args).await,
     }
 }
 
