@@ -188,7 +188,7 @@ pub struct Observation {
 /// ]);
 /// assert_eq!(
 ///     peng3dnet_master::model::pong_json(&v).to_string(),
-///     r#"{"b":"AAEC","7":null}"#
+///     r#"{"7":null,"b":"AAEC"}"#
 /// );
 /// ```
 pub fn pong_json(v: &Value) -> serde_json::Value {
