@@ -212,7 +212,7 @@ pub enum Command {
     /// A master server: servers announce themselves (verified by a ping back), clients
     /// get the list over HTTP (JSON, text, a web page).
     #[command(after_help = master::MASTER_AFTER)]
-    Master(master::MasterArgs),
+    Master(master::MasterServerArgs),
 }
 
 /// Options shared by `ping` and `status`.

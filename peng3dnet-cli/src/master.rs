@@ -15,8 +15,8 @@ use super::{error, parse_cidr, parse_seconds, Exit};
 
 pub(crate) const MASTER_AFTER: &str = "\
 Examples:
-  peng3dnet master                                   127.0.0.1:8095, sqlite:peng3dnet-master.db
-  peng3dnet master --listen 0.0.0.0:8095 --refresh 30 --drop-after 300
+  peng3dnet master                                   0.0.0.0:8090, sqlite:peng3dnet-master.db
+  peng3dnet master --listen 127.0.0.1:8090 --refresh 30 --drop-after 300
   peng3dnet master --db postgres://master@db.example/peng3dnet   several masters, one database
   peng3dnet master --config master.toml --log-format json
 
@@ -30,12 +30,12 @@ shutdown (announces under way are answered); SIGHUP rereads --config.";
 
 /// `master` arguments. Every setting can also come from `--config FILE`; flags override it.
 #[derive(Debug, Clone, Args, Default)]
-pub struct MasterArgs {
+pub struct MasterServerArgs {
     /// Settings from a TOML file: keys named as the long flags (listen, db, refresh,
     /// drop-after, trusted...). Flags override it; SIGHUP rereads it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// HTTP address to listen on [default: 127.0.0.1:8095].
+    /// HTTP address to listen on [default: 0.0.0.0:8090].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Storage: sqlite:PATH or postgres://USER@HOST/DB [default: sqlite:peng3dnet-master.db].
@@ -67,10 +67,11 @@ pub struct MasterArgs {
     /// A balancer allowed to send PROXY headers (repeatable).
     #[arg(long = "proxy-trusted", value_name = "CIDR", value_parser = parse_cidr)]
     pub proxy_trusted: Vec<Cidr>,
-    /// Announces per minute from one source, after the burst [default: 12].
+    /// Announces per minute from one source, after the burst, plus one per --refresh for
+    /// each server it lists [default: 12].
     #[arg(long = "announce-rate", value_name = "PER_MINUTE")]
     pub announce_rate: Option<f64>,
-    /// Announces one source may make at once [default: 10].
+    /// Announces one source may make at once, plus one per server it lists [default: 10].
     #[arg(long = "announce-burst", value_name = "N")]
     pub announce_burst: Option<u32>,
     /// Most servers listed [default: 100000].
@@ -95,7 +96,7 @@ fn parse_db(s: &str) -> Result<Database, String> {
 }
 
 /// The settings: defaults, then the file, then the flags; and the log format.
-fn gather(args: &MasterArgs) -> Result<(Settings, LogFormat), String> {
+fn gather(args: &MasterServerArgs) -> Result<(Settings, LogFormat), String> {
     let mut settings = Settings::default();
     let mut log_format = LogFormat::Text;
     if let Some(path) = &args.config {
@@ -168,7 +169,7 @@ fn gather(args: &MasterArgs) -> Result<(Settings, LogFormat), String> {
     Ok((settings, log_format))
 }
 
-pub(crate) async fn run(args: MasterArgs) -> Exit {
+pub(crate) async fn run(args: MasterServerArgs) -> Exit {
     let (settings, log_format) = match gather(&args) {
         Ok(s) => s,
         Err(message) => {

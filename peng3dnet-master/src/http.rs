@@ -429,18 +429,26 @@ async fn announce_inner(
         Err(refusal) => return refusal.answer(),
     };
     if !trusted {
-        if let Err(wait) =
-            master
-                .limiter
-                .take(&source, settings.announce_rate, settings.announce_burst)
-        {
+        // Each server a source has listed adds its re-announces (one per refresh) to the
+        // source's allowance, so that many servers behind one address keep their listing.
+        let listed = master
+            .snapshot()
+            .per_source
+            .get(&source)
+            .copied()
+            .unwrap_or(0);
+        let per_minute =
+            settings.announce_rate + listed as f64 * 60.0 / settings.refresh.as_secs_f64();
+        let burst = settings
+            .announce_burst
+            .saturating_add(u32::try_from(listed).unwrap_or(u32::MAX));
+        if let Err(wait) = master.limiter.take(&source, per_minute, burst) {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             let mut a = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!(
-                    "too many announces from {source}: at most {} a minute after a burst of {}; retry in {secs} s",
-                    settings.announce_rate, settings.announce_burst
+                    "too many announces from {source}: at most {per_minute:.1} a minute after a burst of {burst}; retry in {secs} s"
                 ),
             );
             a.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));

@@ -10,7 +10,7 @@
 //! use peng3dnet_master::{settings::Settings, start};
 //!
 //! let settings = Settings {
-//!     listen: "127.0.0.1:8095".into(),
+//!     listen: "127.0.0.1:8090".into(),
 //!     db: "sqlite:master.db".parse().unwrap(),
 //!     ..Settings::default()
 //! };

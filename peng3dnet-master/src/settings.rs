@@ -99,9 +99,11 @@ pub struct Settings {
     pub proxy_protocol: bool,
     /// Balancers that may send a PROXY header.
     pub proxy_trusted: Vec<Cidr>,
-    /// Announces (POST and DELETE) per minute from one source, on average.
+    /// Announces (POST and DELETE) per minute from one source, on average, plus one per
+    /// refresh interval for each server the source has listed (its re-announces).
     pub announce_rate: f64,
-    /// Announces one source may make at once before the rate applies.
+    /// Announces one source may make at once before the rate applies, plus one for each
+    /// server it has listed.
     pub announce_burst: u32,
     /// Most servers listed in all; announces of new ones beyond are refused.
     pub max_servers: usize,
@@ -122,7 +124,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            listen: "127.0.0.1:8095".into(),
+            listen: "0.0.0.0:8090".into(),
             db: Database::default_sqlite(),
             refresh: Duration::from_secs(60),
             drop_after: Duration::from_secs(600),

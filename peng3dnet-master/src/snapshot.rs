@@ -28,12 +28,15 @@ pub struct Snapshot {
     pub generation: u64,
     /// Servers up.
     pub up: usize,
+    /// Servers listed per announcer's source key.
+    pub per_source: HashMap<String, usize>,
 }
 
 #[derive(Default)]
 struct SyncState {
     seq: i64,
-    servers: BTreeMap<String, Arc<Server>>,
+    /// Each server with its announcer's source key.
+    servers: BTreeMap<String, (Arc<Server>, String)>,
     generation: u64,
 }
 
@@ -69,9 +72,10 @@ impl List {
         let changes = store.changes_since(state.seq).await?;
         let mut changed = !changes.rows.is_empty();
         for record in &changes.rows {
-            state
-                .servers
-                .insert(record.address.clone(), Arc::new(record.to_server()));
+            state.servers.insert(
+                record.address.clone(),
+                (Arc::new(record.to_server()), record.source.clone()),
+            );
         }
         state.seq = changes.seq;
         if state.servers.len() as u64 != changes.count {
@@ -84,12 +88,17 @@ impl List {
         }
         if changed {
             state.generation += 1;
-            let servers: Vec<Arc<Server>> = state.servers.values().cloned().collect();
+            let servers: Vec<Arc<Server>> = state.servers.values().map(|v| v.0.clone()).collect();
             let up = servers.iter().filter(|s| s.up).count();
+            let mut per_source = HashMap::new();
+            for (_, source) in state.servers.values() {
+                *per_source.entry(source.clone()).or_insert(0) += 1;
+            }
             self.current.store(Arc::new(Snapshot {
                 servers,
                 generation: state.generation,
                 up,
+                per_source,
             }));
         }
         Ok(changed)
@@ -364,6 +373,7 @@ mod tests {
             ],
             generation: 1,
             up: 2,
+            per_source: HashMap::new(),
         };
         let names = |q: &str| {
             let r = render(&snapshot, &Query::parse(q).unwrap(), false);

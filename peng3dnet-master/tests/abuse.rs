@@ -387,3 +387,61 @@ async fn slow_clients_are_cut_off_and_others_served_meanwhile() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_servers_behind_one_address_keep_reannouncing() {
+    let dir = TempDir::new("reannounce");
+    let s = peng3dnet_master::settings::Settings {
+        refresh: Duration::from_secs(1),
+        drop_after: Duration::from_secs(30),
+        ping_spacing: Duration::from_millis(100),
+        announce_burst: 10,
+        announce_rate: 6.0,
+        ..settings(&dir)
+    };
+    let running = peng3dnet_master::start(s).await.unwrap();
+    let master = running.local_addr();
+    let ip = ip("127.0.3.9");
+    let fleet =
+        join_all((0..20).map(|i| async move { server(ip, &format!("fleet-{i}")).await })).await;
+    let ports: Vec<u16> = fleet.iter().map(|s| s.local_addr().port()).collect();
+
+    // New listings from one address are limited: the burst lists 10 at once...
+    let mut statuses = Vec::new();
+    for port in &ports {
+        statuses.push(announce(ip, master, json!({ "port": port })).await.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    // ... and each listed server widens the allowance by its re-announces, so the rest
+    // come in as the client retries.
+    until(Duration::from_secs(15), "all 20 listed", || async {
+        let listed: Vec<serde_json::Value> = servers(master).await;
+        let missing = ports
+            .iter()
+            .filter(|p| !listed.iter().any(|e| e["port"] == **p))
+            .collect::<Vec<_>>();
+        for port in &missing {
+            announce(ip, master, json!({ "port": port })).await;
+        }
+        missing.is_empty().then_some(())
+    })
+    .await;
+    // Re-announcing every server once per refresh interval is never refused.
+    for _ in 0..3 {
+        // The announcers' own schedule: each re-announces `reannounce_after_s` (1 s)
+        // after its last announce.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for port in &ports {
+            let a = announce(ip, master, json!({ "port": port })).await;
+            assert_eq!(a.status, 200, "{}", a.text());
+        }
+    }
+    running.shutdown().await;
+    for s in fleet {
+        s.shutdown().await;
+    }
+}
