@@ -926,3 +926,18 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod kind_docs {
+    /// `--help` lists every kind the library reports: the words are made in the library
+    /// ([`peng3dnet::ErrorKind`]) and documented here.
+    #[test]
+    fn the_json_help_lists_every_error_kind() {
+        for kind in peng3dnet::ErrorKind::ALL {
+            assert!(
+                super::JSON_HELP.contains(kind.as_str()),
+                "{kind} is not in the JSON help"
+            );
+        }
+    }
+}

@@ -786,85 +786,64 @@ fn report(
     }
 }
 
-/// The kind (for JSON) and a one-line message of a ping error.
+/// The kind (for JSON, the library's [`ErrorKind`](peng3dnet::ErrorKind) word) and a
+/// one-line message of a ping error, with the CLI's advice.
 pub(crate) fn describe(e: &PingError, allowed: Duration) -> (&'static str, String) {
+    (e.kind().as_str(), message(e, allowed))
+}
+
+/// The one-line message of [`describe`].
+fn message(e: &PingError, allowed: Duration) -> String {
     match e {
-        PingError::Resolve { .. } => ("resolve", e.to_string()),
+        PingError::Resolve { .. } => e.to_string(),
         PingError::Connect { addr, source } => {
-            let kind = if source.kind() == std::io::ErrorKind::ConnectionRefused {
-                "refused"
-            } else {
-                "connect"
-            };
-            (
-                kind,
-                format!("cannot connect to {addr}: {}", io_text(source)),
-            )
+            format!("cannot connect to {addr}: {}", io_text(source))
         }
         PingError::ConnectEach(failures) => {
-            let kind = if e.is_refused() { "refused" } else { "connect" };
             let each: Vec<String> = failures
                 .iter()
                 .map(|(addr, source)| format!("{addr}: {}", io_text(source)))
                 .collect();
-            (
-                kind,
-                format!("cannot connect to any address: {}", each.join("; ")),
-            )
+            format!("cannot connect to any address: {}", each.join("; "))
         }
         PingError::Timeout {
             phase: Phase::WaitingForHello,
             ..
-        } => (
-            "timeout",
-            format!(
-                "timed out waiting for hello (timeout {}s): the server accepted the connection \
+        } => format!(
+            "timed out waiting for hello (timeout {}s): the server accepted the connection \
                  but sent nothing; it may use TLS (try --tls), not be a peng3dnet server, or be \
                  overloaded",
-                allowed.as_secs_f64()
-            ),
+            allowed.as_secs_f64()
         ),
-        PingError::Timeout { phase, .. } => (
-            "timeout",
-            format!("timed out {phase} (timeout {}s)", allowed.as_secs_f64()),
-        ),
-        PingError::TlsRequired => ("tls_required", "the server requires TLS: add --tls".into()),
-        PingError::NotPeng3dnet(m) => ("not_peng3dnet", format!("not a peng3dnet server: {m}")),
-        PingError::ProtocolMismatch => (
-            "protocol_mismatch",
-            "protocol version mismatch: the server speaks another peng3dnet protocol version"
-                .into(),
-        ),
-        PingError::ClosedByPeer(Some(CloseReason::UnknownConnType)) => (
-            "closed",
-            "the server is not pingable (it closed the connection with unknownconntype)".into(),
-        ),
-        PingError::ClosedByPeer(Some(reason)) => (
-            "closed",
-            format!("the server closed the connection: {reason}"),
-        ),
-        PingError::ClosedByPeer(None) => (
-            "closed",
-            "the server closed the connection without an answer".into(),
-        ),
-        PingError::Protocol(CloseReason::PacketTooLarge) => (
-            "protocol",
-            "the server's reply is larger than this client accepts (raise --max-pong-bytes)".into(),
-        ),
-        PingError::Protocol(reason) => (
-            "protocol",
-            format!("protocol violation by the server ({reason})"),
-        ),
-        PingError::Io(e) => ("io", format!("connection lost: {}", io_text(e))),
-        PingError::Frame(peng3dnet::FrameError::Io(e)) => {
-            ("io", format!("connection lost: {}", io_text(e)))
+        PingError::Timeout { phase, .. } => {
+            format!("timed out {phase} (timeout {}s)", allowed.as_secs_f64())
         }
-        PingError::Tls(io) if peng3dnet::tls::peer_is_not_tls(io) => (
-            "tls_not_used",
-            "the server does not use TLS (its answer is not a TLS record): drop --tls".into(),
-        ),
-        PingError::Tls(io) => (peng3dnet::tls::handshake_error_kind(io), e.to_string()),
-        other => ("other", other.to_string()),
+        PingError::TlsRequired => "the server requires TLS: add --tls".into(),
+        PingError::NotPeng3dnet(m) => format!("not a peng3dnet server: {m}"),
+        PingError::ProtocolMismatch => {
+            "protocol version mismatch: the server speaks another peng3dnet protocol version".into()
+        }
+        PingError::ClosedByPeer(Some(CloseReason::UnknownConnType)) => {
+            "the server is not pingable (it closed the connection with unknownconntype)".into()
+        }
+        PingError::ClosedByPeer(Some(reason)) => {
+            format!("the server closed the connection: {reason}")
+        }
+        PingError::ClosedByPeer(None) => {
+            "the server closed the connection without an answer".into()
+        }
+        PingError::Protocol(CloseReason::PacketTooLarge) => {
+            "the server's reply is larger than this client accepts (raise --max-pong-bytes)".into()
+        }
+        PingError::Protocol(reason) => format!("protocol violation by the server ({reason})"),
+        PingError::Io(e) => format!("connection lost: {}", io_text(e)),
+        PingError::Frame(peng3dnet::FrameError::Io(e)) => {
+            format!("connection lost: {}", io_text(e))
+        }
+        PingError::Tls(io) if peng3dnet::tls::peer_is_not_tls(io) => {
+            "the server does not use TLS (its answer is not a TLS record): drop --tls".into()
+        }
+        other => other.to_string(),
     }
 }
 

@@ -30,6 +30,8 @@ pub(crate) fn ping_error_value(py: Python<'_>, error: &PingError) -> Py<PyAny> {
 
 fn build(py: Python<'_>, error: &PingError) -> PyResult<PyErr> {
     let attrs = PyDict::new(py);
+    // The library's word for the failure, as the CLI's JSON and the exporter say it.
+    attrs.set_item("kind", error.kind().as_str())?;
     let class = match error {
         PingError::Resolve { target, .. } => {
             attrs.set_item("target", target)?;

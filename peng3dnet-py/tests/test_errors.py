@@ -37,6 +37,8 @@ def test_refused():
     assert e.address == "127.0.0.1:%d" % port
     assert e.errno == 111
     assert "refused" in str(e).lower()
+    # The library's word for it, as the CLI's JSON says it.
+    assert e.kind == "refused"
 
 
 def test_timeout_waiting_for_hello():
@@ -46,6 +48,7 @@ def test_timeout_waiting_for_hello():
             peng3dnet_rs.ping_server(fake.address, timeout=0.5)
         elapsed = time.monotonic() - start
         assert caught.value.phase == "waiting for hello"
+        assert caught.value.kind == "timeout"
         assert isinstance(caught.value, TimeoutError)
         assert 0.45 <= elapsed < 5
         # We closed the connection behind us.

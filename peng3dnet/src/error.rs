@@ -404,6 +404,150 @@ impl ConnectionError {
     }
 }
 
+/// What kind of failure a [`ConnectionError`] is, in one stable word ([`as_str`]): the
+/// `kind` of the CLI's JSON records, the exporter's `probe_peng3dnet_failure_info{kind}`,
+/// the state `watch` shows and the `kind` attribute of the Python package's exceptions.
+/// Made here, once, so that every surface says the same thing; the words never change
+/// meaning (a new kind may be added).
+///
+/// ```
+/// use std::time::Duration;
+/// use peng3dnet::error::{ConnectionError, ErrorKind, Phase};
+///
+/// let e = ConnectionError::Timeout { phase: Phase::WaitingForPong, after: Duration::from_secs(1), target: None };
+/// assert_eq!(e.kind(), ErrorKind::Timeout);
+/// assert_eq!(e.kind().as_str(), "timeout");
+/// ```
+///
+/// [`as_str`]: ErrorKind::as_str
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The target could not be parsed or resolved.
+    Resolve,
+    /// Nothing listens: every address answered the connection attempt with a reset.
+    Refused,
+    /// The connection could not be made otherwise (unreachable, no route, local limits).
+    Connect,
+    /// The target did not answer in time (in any phase).
+    Timeout,
+    /// The server uses TLS and the connection does not.
+    TlsRequired,
+    /// The connection uses TLS and the server does not.
+    TlsNotUsed,
+    /// The server's certificate was not accepted.
+    TlsCertificate,
+    /// The server refused our client certificate, or wants one.
+    TlsClientCertificate,
+    /// Another TLS handshake failure.
+    Tls,
+    /// The peer does not speak peng3dnet.
+    NotPeng3dnet,
+    /// The server speaks another protocol version.
+    ProtocolMismatch,
+    /// The server closed the connection (with its reason, if it gave one).
+    Closed,
+    /// The server broke the protocol (we closed with the reason).
+    Protocol,
+    /// The connection broke (reset, broken pipe).
+    Io,
+    /// Anything else: misuse of the API, an encoding error.
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order they are documented.
+    pub const ALL: [ErrorKind; 15] = [
+        ErrorKind::Resolve,
+        ErrorKind::Refused,
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::TlsRequired,
+        ErrorKind::TlsNotUsed,
+        ErrorKind::TlsCertificate,
+        ErrorKind::TlsClientCertificate,
+        ErrorKind::Tls,
+        ErrorKind::NotPeng3dnet,
+        ErrorKind::ProtocolMismatch,
+        ErrorKind::Closed,
+        ErrorKind::Protocol,
+        ErrorKind::Io,
+        ErrorKind::Other,
+    ];
+
+    /// The kind's word (snake case), as every surface shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Resolve => "resolve",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::TlsRequired => "tls_required",
+            ErrorKind::TlsNotUsed => "tls_not_used",
+            ErrorKind::TlsCertificate => "tls_certificate",
+            ErrorKind::TlsClientCertificate => "tls_client_certificate",
+            ErrorKind::Tls => "tls",
+            ErrorKind::NotPeng3dnet => "not_peng3dnet",
+            ErrorKind::ProtocolMismatch => "protocol_mismatch",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Io => "io",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind named by its word ([`as_str`](Self::as_str)), if there is one.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ConnectionError {
+    /// The kind of failure, for code that reports or counts failures (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        use ConnectionError::*;
+        match self {
+            Resolve { .. } => ErrorKind::Resolve,
+            Connect { .. } | ConnectEach(_) if self.is_refused() => ErrorKind::Refused,
+            Connect { .. } | ConnectEach(_) => ErrorKind::Connect,
+            Timeout { .. } => ErrorKind::Timeout,
+            TlsRequired => ErrorKind::TlsRequired,
+            Tls(e) => tls_kind(e),
+            NotPeng3dnet(_) => ErrorKind::NotPeng3dnet,
+            ProtocolMismatch => ErrorKind::ProtocolMismatch,
+            ClosedByPeer(_) => ErrorKind::Closed,
+            Protocol(_) => ErrorKind::Protocol,
+            Io(_) | Frame(FrameError::Io(_)) => ErrorKind::Io,
+            Frame(_)
+            | Value(_)
+            | Registry(_)
+            | InsufficientSecurity(_)
+            | State(_)
+            | BlockingOnCurrentThreadRuntime
+            | NoRuntime => ErrorKind::Other,
+        }
+    }
+}
+
+/// The kind of a TLS handshake failure.
+#[cfg(feature = "tls")]
+fn tls_kind(e: &io::Error) -> ErrorKind {
+    let name = crate::tls::handshake_error_kind(e);
+    ErrorKind::from_name(name).unwrap_or(ErrorKind::Tls)
+}
+
+/// Without TLS support there is no handshake to fail in detail.
+#[cfg(not(feature = "tls"))]
+fn tls_kind(_: &io::Error) -> ErrorKind {
+    ErrorKind::Tls
+}
+
 /// Why a ping failed: the connection's error. Connection problems (refused, unreachable,
 /// not peng3dnet) are kept apart from a server that was reached but did not answer in
 /// time ([`ConnectionError::Timeout`]).

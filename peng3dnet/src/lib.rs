@@ -141,7 +141,7 @@ mod wall_clock;
 struct ReadmeDoctests;
 
 pub use config::{Config, Limits};
-pub use error::{ConnectionError, FrameError, RegistryError, ValueError};
+pub use error::{ConnectionError, ErrorKind, FrameError, RegistryError, ValueError};
 pub use peng3dnet_proto::CloseReason;
 pub use ping::{ping_addrs, ping_server, PingError, PingOptions, PingReply, PingSession};
 pub use pong::{MapWriter, PingMessage, PingRequest, PingResponder};

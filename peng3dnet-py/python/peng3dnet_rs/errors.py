@@ -48,6 +48,13 @@ class PingError(RuntimeError):
     A ``RuntimeError``, as the original's ``FailedPingError`` is: handlers written for it
     (``except RuntimeError``) keep catching."""
 
+    #: The failure in one stable word, the same the CLI's ``--json`` ``kind`` and the
+    #: exporter's ``probe_peng3dnet_failure_info{kind}`` use: ``"resolve"``,
+    #: ``"refused"``, ``"connect"``, ``"timeout"``, ``"tls_required"``, ``"tls_not_used"``,
+    #: ``"tls_certificate"``, ``"tls_client_certificate"``, ``"tls"``, ``"not_peng3dnet"``,
+    #: ``"protocol_mismatch"``, ``"closed"``, ``"protocol"``, ``"io"`` or ``"other"``.
+    kind: str = "other"
+
 
 class ResolveError(PingError):
     """The address is malformed (a bad port, in a string or a ``(host, port)`` tuple
