@@ -21,6 +21,7 @@
 //! | [`proxy`] | the PROXY protocol (v1, v2) a load balancer starts connections with |
 //! | [`stats`] | client ids and server counters that ping data providers see |
 //! | [`security`] | security levels (the reference's `SSLSEC_*`) |
+//! | [`deadlines`] | a server connection's handshake, idle, frame and write deadlines, on the caller's clock |
 //! | [`config`] | every option and limit with its default |
 //! | [`error`] | one error enum per layer |
 //! | [`wire`] | the protocol's versions and fixed packet ids |
@@ -98,6 +99,7 @@
 
 pub mod close;
 pub mod config;
+pub mod deadlines;
 pub mod error;
 pub mod frame;
 pub mod ping_client;

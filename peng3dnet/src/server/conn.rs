@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +20,6 @@ use super::mailbox::{Inbox, Mailbox};
 use super::pong_path::{send_pong, with_pong_buffer, Sent};
 use super::read::{Phase, ServerCodec};
 use super::Shared;
-use crate::deadline::after;
 use crate::error::FrameError;
 use crate::frame::Frame;
 use crate::observe::{ObservedCodec, ServerObserver};
@@ -30,6 +28,7 @@ use crate::protocol::{closeconn_frame, hello_frame, CloseReason, ConnType, Event
 use crate::stats::ClientId;
 use crate::transport::Stream;
 use crate::wall_clock::wall_times;
+use peng3dnet_proto::deadlines::{Deadlines, Expired};
 
 /// What wakes a connection's loop.
 pub(super) enum Woken {
@@ -46,9 +45,9 @@ pub(super) struct Conn<H: Handler> {
     state: H::State,
     shared: Arc<Shared>,
     handler: Arc<H>,
-    /// Handshake (or first ping) done: the idle timeout applies instead of the handshake
-    /// deadline.
-    settled: bool,
+    /// The handshake, idle, frame and write deadlines (the proto crate's rules; this loop
+    /// only arms the timer where they say).
+    deadlines: Deadlines,
     /// Why we are refusing the peer (a limit or a protocol violation), logged once with
     /// its address when the connection closes.
     refusal: Option<String>,
@@ -70,7 +69,9 @@ pub(super) async fn connection<H: Handler>(
 ) {
     // The handshake deadline counts from the accept, PROXY header and TLS handshake
     // included.
-    let handshake_deadline = after(shared.limits.handshake_timeout);
+    let accepted = Instant::now();
+    let deadlines = Deadlines::new(&shared.timeouts, accepted.into_std());
+    let handshake_deadline = crate::deadline::at(accepted, shared.limits.handshake_timeout);
     // The plain path in place; the PROXY header and the TLS handshake in a task of
     // their own on the heap, so that their futures do not make every connection's
     // larger (they are not kept once the connection is established).
@@ -120,7 +121,7 @@ pub(super) async fn connection<H: Handler>(
         state,
         shared: shared.clone(),
         handler,
-        settled: false,
+        deadlines,
         refusal: None,
         unwritable: false,
         conntype: None,
@@ -131,7 +132,7 @@ pub(super) async fn connection<H: Handler>(
         guarded(addr, "on_connect", || handler.on_connect(handle, state))
     });
     let closed = match connected {
-        Ok(()) => conn.run(handshake_deadline).await,
+        Ok(()) => conn.run().await,
         Err(closed) => closed,
     };
     match &closed {
@@ -232,29 +233,23 @@ pub(super) fn small_framed(
 }
 
 impl<H: Handler> Conn<H> {
-    async fn run(&mut self, handshake_deadline: Instant) -> Closed {
+    async fn run(&mut self) -> Closed {
         // Read from the server's settings where used, not copied: a copy here was 184
         // bytes of every connection's task, and a cold cache line per ping.
         if let Err(closed) = self.write(hello_frame()).await {
             return closed;
         }
-        let mut idle_deadline = after(self.idle_timeout());
         // One timer for the whole connection, not one per frame (the profile showed it on
-        // every packet): moved only when it would fire late (the idle deadline moves with
-        // every frame; the timer lags behind and catches up when it fires early). The
-        // shutdown comes as a command.
+        // every packet), set where the deadlines say: moved only when it would fire late
+        // (the idle deadline moves with every frame; the timer lags behind and catches up
+        // when it fires early). The shutdown comes as a command.
         loop {
-            let deadline = if self.settled {
-                idle_deadline
-            } else {
-                handshake_deadline
-            };
-            let deadline = match self.framed.codec().codec.frame_deadline() {
-                Some(frame_deadline) => deadline.min(frame_deadline),
-                None => deadline,
-            };
-            if self.inbox.deadline() > deadline {
-                self.inbox.reset(deadline);
+            let next = Instant::from_std(
+                self.deadlines
+                    .poll_timeout(&self.shared.timeouts, self.frame_started()),
+            );
+            if self.inbox.deadline() > next {
+                self.inbox.reset(next);
             }
             match self.next_wake().await {
                 Woken::Command(command) => match command {
@@ -290,7 +285,8 @@ impl<H: Handler> Conn<H> {
                         Some(Ok(frame)) => {
                             // The decoder's clock reading, not a second one.
                             let read_at = self.framed.codec().codec.read_at();
-                            idle_deadline = crate::deadline::at(read_at, self.idle_timeout());
+                            self.deadlines
+                                .on_frame(&self.shared.timeouts, read_at.into_std());
                             let closed = self.on_frame(frame).await;
                             shrink_read_buffer(self.framed.read_buffer_mut());
                             if let Some(closed) = closed {
@@ -300,50 +296,27 @@ impl<H: Handler> Conn<H> {
                     }
                 }
                 Woken::Timer => {
-                    let now = Instant::now();
-                    let codec = &self.framed.codec().codec;
-                    if codec.frame_deadline().is_some_and(|d| now >= d) {
-                        self.refusal = Some(format!(
-                            "frame not completed within {:?}",
-                            codec.frame_timeout()
-                        ));
+                    let now = Instant::now().into_std();
+                    let started = self.frame_started();
+                    let timeouts = &self.shared.timeouts;
+                    if let Some(expired) = self.deadlines.handle_timeout(timeouts, now, started) {
+                        self.refusal = Some(expired.to_string());
                         return Closed::ByUs(CloseReason::Timeout);
                     }
-                    // A frame that starts arriving while we wait is only seen here: wake
-                    // at least every frame timeout to check it.
-                    let check = codec
-                        .frame_deadline()
-                        .unwrap_or_else(|| crate::deadline::at(now, codec.frame_timeout()));
-                    let deadline = if self.settled {
-                        idle_deadline
-                    } else {
-                        handshake_deadline
-                    };
-                    if now < deadline {
-                        self.inbox.reset(deadline.min(check));
-                        continue;
-                    }
-                    self.refusal = Some(if self.settled {
-                        format!("idle for {:?}", self.idle_timeout())
-                    } else {
-                        format!(
-                            "handshake not done within {:?}",
-                            self.shared.limits.handshake_timeout
-                        )
-                    });
-                    return Closed::ByUs(CloseReason::Timeout);
+                    let next = self.deadlines.poll_timeout(timeouts, started);
+                    self.inbox.reset(Instant::from_std(next));
                 }
             }
         }
     }
 
-    /// How long this connection may stay silent once established: ping connections
-    /// have their own, shorter, limit.
-    fn idle_timeout(&self) -> Duration {
-        match self.conntype {
-            Some(ConnType::Ping) => self.shared.limits.ping_idle_timeout,
-            _ => self.shared.limits.idle_timeout,
-        }
+    /// When the partial frame now buffered started arriving, on the standard clock.
+    fn frame_started(&self) -> Option<std::time::Instant> {
+        self.framed
+            .codec()
+            .codec
+            .frame_started()
+            .map(Instant::into_std)
     }
 
     /// What wakes the loop of [`Conn::run`], in this order: a command, a frame (or the
@@ -433,10 +406,12 @@ impl<H: Handler> Conn<H> {
         };
         match event {
             Event::Established(conntype) => {
+                let read_at = self.framed.codec().codec.read_at().into_std();
                 if conntype != ConnType::Ping {
-                    self.settled = true;
+                    self.deadlines.settle(&self.shared.timeouts, read_at);
                     self.framed.codec_mut().codec.set_phase(Phase::Established);
                 } else {
+                    self.deadlines.on_ping_connection();
                     self.framed.codec_mut().codec.set_phase(Phase::Ping);
                 }
                 if let Some(observer) = &self.shared.observer {
@@ -456,7 +431,10 @@ impl<H: Handler> Conn<H> {
                 })?;
             }
             Event::Ping(message) => {
-                self.settled = true;
+                if !self.deadlines.is_settled() {
+                    let read_at = self.framed.codec().codec.read_at().into_std();
+                    self.deadlines.settle(&self.shared.timeouts, read_at);
+                }
                 let Some(responder) = self.shared.ping.as_ref() else {
                     return Ok(buffered);
                 };
@@ -541,7 +519,6 @@ impl<H: Handler> Conn<H> {
     /// timer entry built and dropped) was a tenth of a ping's cost (BENCHMARKS.md). It
     /// moves the connection's one timer, which the loop in [`Conn::run`] moves back.
     async fn flush(&mut self) -> Result<(), Closed> {
-        let write_timeout = self.shared.limits.write_timeout;
         let mut flush = SinkExt::<Frame>::flush(&mut self.framed);
         let first = std::future::poll_fn(|cx| {
             std::task::Poll::Ready(std::future::Future::poll(Pin::new(&mut flush), cx))
@@ -550,7 +527,9 @@ impl<H: Handler> Conn<H> {
         let result = match first {
             std::task::Poll::Ready(done) => Ok(done),
             std::task::Poll::Pending => {
-                self.inbox.reset(after(write_timeout));
+                let now = Instant::now().into_std();
+                let until = self.deadlines.write_blocked(&self.shared.timeouts, now);
+                self.inbox.reset(Instant::from_std(until));
                 tokio::select! {
                     biased;
                     done = &mut flush => Ok(done),
@@ -558,13 +537,15 @@ impl<H: Handler> Conn<H> {
                 }
             }
         };
+        self.deadlines.write_done();
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(FrameError::Io(_))) => Err(Closed::SocketClosed),
             Ok(Err(e)) => Err(self.cannot_send(e)),
             Err(_) => {
                 self.unwritable = true;
-                self.refusal = Some(format!("peer did not read for {write_timeout:?}"));
+                let expired = Expired::Write(self.shared.timeouts.write);
+                self.refusal = Some(expired.to_string());
                 Err(Closed::ByUs(CloseReason::Timeout))
             }
         }

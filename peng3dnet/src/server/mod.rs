@@ -43,6 +43,7 @@ use crate::stats::{ClientId, Stats};
 use crate::tls::ServerTls;
 use crate::value::Value;
 
+use peng3dnet_proto::deadlines::Timeouts;
 mod accept;
 #[cfg(feature = "master")]
 mod announce;
@@ -262,6 +263,7 @@ impl<H: Handler> ServerBuilder<H> {
             ),
             registry,
             limits: self.config.limits,
+            timeouts: Timeouts::from(&self.config.limits),
             compression: self.config.compression,
             encoder: FrameCodec::new(self.config.limits.frame, self.config.compression),
             budget: Arc::new(Budget::new(self.config.limits.frame_budget)),
@@ -303,6 +305,8 @@ struct Shared {
     registry: Arc<Registry>,
     /// The limits every connection is held to.
     limits: Limits,
+    /// The time limits of [`Limits`], as the proto crate's deadlines take them.
+    timeouts: Timeouts,
     /// How outgoing bodies are compressed.
     compression: crate::config::Compression,
     /// Frames are written with it straight into a connection's write buffer.

@@ -154,21 +154,15 @@ impl ServerCodec {
         self.inner.set_limits(self.limits.of(phase));
     }
 
-    /// When the partial frame now buffered must be complete, if there is one.
-    pub(crate) fn frame_deadline(&self) -> Option<Instant> {
+    /// When the partial frame now buffered started arriving, if there is one.
+    pub(crate) fn frame_started(&self) -> Option<Instant> {
         self.started
-            .map(|s| crate::deadline::at(s, self.limits.frame_timeout))
     }
 
     /// When the last frame that came out of the decoder was read (the clock as the
     /// decoder read it: no second reading per frame).
     pub(crate) fn read_at(&self) -> Instant {
         self.read_at
-    }
-
-    /// The frame timeout in force.
-    pub(crate) fn frame_timeout(&self) -> Duration {
-        self.limits.frame_timeout
     }
 
     fn release(&mut self) {
