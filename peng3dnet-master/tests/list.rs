@@ -154,3 +154,65 @@ async fn two_hundred_announce_twenty_stop_are_marked_down_then_dropped() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_is_one_self_contained_file_and_304s_follow_the_etag() {
+    let dir = TempDir::new("page");
+    let running = peng3dnet_master::start(settings(&dir)).await.unwrap();
+    let master = running.local_addr();
+    let page = get(master, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text();
+    // No external resource: no URL, no src/href to another file.
+    for needle in ["http://", "https://", "src=", "href=", "@import", "url("] {
+        assert!(
+            !html.contains(needle),
+            "the page refers to something outside: {needle}"
+        );
+    }
+    assert!(html.contains("<meta name=\"viewport\""));
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains("default-src 'none'"));
+
+    // The list's ETag: the same list gives 304, a change gives a new tag.
+    let first = get(master, "/servers").await;
+    let tag = first.header("etag").unwrap().to_owned();
+    let again = request(
+        ip("127.0.0.1"),
+        master,
+        "GET",
+        "/servers",
+        &[("If-None-Match", &tag)],
+        b"",
+    )
+    .await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    let s = server(ip("127.0.8.1"), "tagged").await;
+    let a = announce(
+        s.local_addr().ip(),
+        master,
+        json!({ "port": s.local_addr().port() }),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let changed = request(
+        ip("127.0.0.1"),
+        master,
+        "GET",
+        "/servers",
+        &[("If-None-Match", &tag)],
+        b"",
+    )
+    .await;
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.header("etag").unwrap(), tag);
+    running.shutdown().await;
+    s.shutdown().await;
+}
