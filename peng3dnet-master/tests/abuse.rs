@@ -445,3 +445,72 @@ async fn many_servers_behind_one_address_keep_reannouncing() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_header_names_the_announcer_and_only_trusted_peers_may_send_one() {
+    let dir = TempDir::new("proxy");
+    let s = peng3dnet_master::settings::Settings {
+        proxy_protocol: true,
+        proxy_trusted: vec!["127.0.9.100".parse().unwrap()],
+        ..settings(&dir)
+    };
+    let running = peng3dnet_master::start(s).await.unwrap();
+    let master = running.local_addr();
+    let game = server(ip("127.0.9.1"), "behind").await;
+    let port = game.local_addr().port();
+    let body = json!({ "port": port }).to_string();
+    let raw = |from: &'static str, header: String| {
+        let body = body.clone();
+        async move {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            let mut s = socket.connect(master).await.unwrap();
+            let request = format!(
+                "{header}POST /announce HTTP/1.1\r\nHost: m\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(request.as_bytes()).await;
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+            out
+        }
+    };
+    // The balancer relays an announce from 127.0.9.1: that address is listed.
+    let header = format!(
+        "PROXY TCP4 127.0.9.1 {} 40000 {}\r\n",
+        master.ip(),
+        master.port()
+    );
+    let a = parse_answer(&raw("127.0.9.100", header.clone()).await);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["address"], game.local_addr().to_string());
+    // The same header from a peer that is not a trusted balancer: closed unanswered.
+    assert!(raw("127.0.9.2", header).await.is_empty());
+    // The balancer without a header: closed unanswered.
+    assert!(raw("127.0.9.100", String::new()).await.is_empty());
+    let metrics = get_via_proxy(master).await;
+    assert!(
+        metrics.contains(r#"reason="untrusted_proxy"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"reason="proxy_header"} 1"#), "{metrics}");
+    running.shutdown().await;
+    game.shutdown().await;
+}
+
+/// GET /metrics through a v2 LOCAL header (the balancer's own request, as health checks).
+async fn get_via_proxy(master: std::net::SocketAddr) -> String {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.9.100:0".parse().unwrap()).unwrap();
+    let mut s = socket.connect(master).await.unwrap();
+    let mut request = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    request.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]); // v2, LOCAL, no addresses
+    request.extend_from_slice(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n");
+    s.write_all(&request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    parse_answer(&out).text()
+}
