@@ -457,28 +457,6 @@ fn connect_any(
     crate::happy_eyeballs::connect_blocking(addrs, local, deadline, allowance)
 }
 
-/// Connects to `addr` within `left`, from `local` if given (bound before connecting).
-pub(crate) fn connect_from(
-    addr: SocketAddr,
-    local: Option<std::net::IpAddr>,
-    left: Duration,
-) -> io::Result<TcpStream> {
-    let Some(ip) = local else {
-        return TcpStream::connect_timeout(&addr, left);
-    };
-    crate::client::check_source_family(ip, addr)?;
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket
-        .bind(&SocketAddr::new(ip, 0).into())
-        .map_err(|e| crate::client::source_error(ip, e))?;
-    socket.connect_timeout(&addr.into(), left)?;
-    Ok(socket.into())
-}
-
 /// Without the `tls` feature there is no [`ClientTls`] value to call this with.
 #[cfg(not(feature = "tls"))]
 fn tls_handshake(

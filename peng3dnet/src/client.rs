@@ -302,48 +302,6 @@ pub(crate) async fn connect_any(
     crate::happy_eyeballs::connect_by(addrs, local, deadline).await
 }
 
-/// Connects to `addr`, from `local` if given (bound before connecting, port chosen by
-/// the system).
-pub(crate) async fn connect_from(
-    addr: SocketAddr,
-    local: Option<IpAddr>,
-) -> std::io::Result<TcpStream> {
-    let Some(ip) = local else {
-        return TcpStream::connect(addr).await;
-    };
-    check_source_family(ip, addr)?;
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket
-        .bind(SocketAddr::new(ip, 0))
-        .map_err(|e| source_error(ip, e))?;
-    socket.connect(addr).await
-}
-
-/// A source address of the other family than the target's cannot reach it.
-pub(crate) fn check_source_family(ip: IpAddr, addr: SocketAddr) -> std::io::Result<()> {
-    if ip.is_ipv4() == addr.is_ipv4() {
-        return Ok(());
-    }
-    let family = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
-    Err(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!(
-            "the source address {ip} is {} but the server address is {}",
-            family(ip.is_ipv4()),
-            family(addr.is_ipv4())
-        ),
-    ))
-}
-
-/// The error binding to a source address: says which.
-pub(crate) fn source_error(ip: IpAddr, e: std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("cannot use source address {ip}: {e}"))
-}
-
 /// A connected client (classic or custom connection type).
 ///
 /// ```no_run

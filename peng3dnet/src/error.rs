@@ -345,11 +345,11 @@ impl ConnectionError {
     pub fn is_local_exhaustion(&self) -> bool {
         match self {
             ConnectionError::Connect { source, .. } | ConnectionError::Io(source) => {
-                crate::happy_eyeballs::is_local_exhaustion(source)
+                crate::connect::is_local_exhaustion(source)
             }
             ConnectionError::ConnectEach(failures) => failures
                 .iter()
-                .any(|(_, e)| crate::happy_eyeballs::is_local_exhaustion(e)),
+                .any(|(_, e)| crate::connect::is_local_exhaustion(e)),
             _ => false,
         }
     }

@@ -114,25 +114,16 @@ pub use peng3dnet_proto::{
 pub mod blocking;
 pub mod client;
 pub mod codec;
-mod deadline;
 pub mod error;
-mod fdlimit;
-pub mod happy_eyeballs;
 pub mod many;
 #[cfg(feature = "master")]
 pub mod master;
+mod net;
 pub mod observe;
 pub mod ping;
 mod proxy_header;
 pub mod server;
 
-pub mod target;
-#[cfg(feature = "tls")]
-pub mod tls;
-#[cfg(not(feature = "tls"))]
-#[path = "tls_off.rs"]
-pub mod tls;
-pub mod transport;
 mod wall_clock;
 
 /// The README's examples, compiled and run as doc-tests; not part of the API.
@@ -142,6 +133,8 @@ struct ReadmeDoctests;
 
 pub use config::{Config, Limits};
 pub use error::{ConnectionError, ErrorKind, FrameError, RegistryError, ValueError};
+pub(crate) use net::{connect, deadline, fdlimit};
+pub use net::{happy_eyeballs, target, tls, transport};
 pub use peng3dnet_proto::CloseReason;
 pub use ping::{ping_addrs, ping_server, PingError, PingOptions, PingReply, PingSession};
 pub use pong::{MapWriter, PingMessage, PingRequest, PingResponder};

@@ -34,6 +34,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
+use super::connect::is_local_exhaustion;
 use crate::error::{ConnectionError, Phase};
 
 /// RFC 8305's recommended connection attempt delay: how long an attempt runs alone before
@@ -77,22 +78,6 @@ pub fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
             (None, None) => return out,
             (p, o) => out.extend(p.into_iter().chain(o)),
         }
-    }
-}
-
-/// True for an error that means this machine ran short (file descriptors, buffers,
-/// memory), not that the peer failed.
-pub(crate) fn is_local_exhaustion(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    {
-        matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-        )
-    }
-    #[cfg(not(unix))]
-    {
-        e.kind() == io::ErrorKind::OutOfMemory
     }
 }
 
@@ -205,7 +190,7 @@ pub(crate) async fn attempt(
 ) -> (SocketAddr, io::Result<TcpStream>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        match crate::client::connect_from(addr, local).await {
+        match super::connect::connect_from(addr, local).await {
             Err(e) if is_local_exhaustion(&e) && Instant::now() + backoff < deadline => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -252,7 +237,7 @@ pub(crate) fn connect_blocking(
             std::thread::spawn(move || {
                 let mut backoff = Duration::from_millis(5);
                 let result = loop {
-                    match crate::blocking::connect_from(addr, local, left) {
+                    match super::connect::connect_from_blocking(addr, local, left) {
                         Err(e)
                             if is_local_exhaustion(&e)
                                 && std::time::Instant::now() + backoff < deadline =>
@@ -309,7 +294,7 @@ fn connect_one_blocking(
                 target: None,
             });
         }
-        match crate::blocking::connect_from(addr, local, left) {
+        match super::connect::connect_from_blocking(addr, local, left) {
             Ok(stream) => return Ok(stream),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 return Err(ConnectionError::Timeout {
