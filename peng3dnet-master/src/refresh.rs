@@ -82,8 +82,25 @@ pub(crate) async fn run(master: Arc<Master>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(tick) => {}
         }
-        let room = room_total.saturating_sub(inflight.load(Ordering::Relaxed));
+        let mut room = room_total.saturating_sub(inflight.load(Ordering::Relaxed));
         let now = now_ms();
+        // This master's share of what is due: masters alive are those seen within the
+        // four of the longest (jittered) ticks.
+        let since = now - (tick_of(settings.refresh).as_millis() as i64) * 6;
+        match master
+            .store
+            .heartbeat(&settings.master_id, now, since)
+            .await
+        {
+            Ok((alive, due)) => {
+                let share = due.div_ceil(alive) as usize;
+                room = room.min(share.max(1));
+            }
+            Err(e) => {
+                master.metrics.store_errors.inc();
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
         if room > 0 {
             let until = now + settings.refresh.as_millis() as i64;
             match master

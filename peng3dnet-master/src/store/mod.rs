@@ -13,7 +13,9 @@
 //!   `next_due` has come by moving it one interval on ([`Store::claim_due`]; PostgreSQL:
 //!   `FOR UPDATE SKIP LOCKED`, so two masters never claim one row). The claim is the
 //!   lease: a master that dies after claiming leaves the servers due again one interval
-//!   later, for the others.
+//!   later, for the others. Each master claims at most its share of what is due (the
+//!   servers due divided by the masters alive, from the `masters` heartbeat table), so
+//!   that masters ticking at different moments split the work.
 
 pub mod postgres;
 pub mod sqlite;
@@ -23,9 +25,10 @@ use crate::settings::Database;
 
 /// The migrations, in order: (version, SQL). The SQL is valid in both SQLite and
 /// PostgreSQL. A migration once released is never edited; changes are new versions.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE servers (
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE servers (
         address TEXT PRIMARY KEY,
         host TEXT NOT NULL,
         port INTEGER NOT NULL,
@@ -53,7 +56,12 @@ pub const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE INDEX servers_source ON servers (source);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
     INSERT INTO meta (key, value) VALUES ('seq', 0);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE masters (id TEXT PRIMARY KEY, seen BIGINT NOT NULL);",
+    ),
+];
 
 /// The columns of a [`Record`], in the order the row readers expect.
 pub(crate) const COLUMNS: &str = "address, host, port, up, name, motd, clients, max_clients, \
@@ -184,6 +192,20 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.get(address).await,
             Store::Postgres(s) => s.get(address).await,
+        }
+    }
+
+    /// Records that `master` is alive at `now`; the masters seen since `since` (this one
+    /// included) and the servers due at `now`, for the fair share of a claim.
+    pub async fn heartbeat(
+        &self,
+        master: &str,
+        now: i64,
+        since: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.heartbeat(master, now, since).await,
+            Store::Postgres(s) => s.heartbeat(master, now, since).await,
         }
     }
 

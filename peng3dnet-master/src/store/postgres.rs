@@ -271,6 +271,34 @@ impl PgStore {
         Ok(row.as_ref().map(record_of))
     }
 
+    pub(crate) async fn heartbeat(
+        &self,
+        master: &str,
+        now: i64,
+        since: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let db = |e| StoreError::doing("heartbeat", e);
+        let mut guard = self.write.get().await?;
+        let c = client(&mut guard)?;
+        c.execute(
+            "INSERT INTO masters (id, seen) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET seen = excluded.seen",
+            &[&master, &now],
+        )
+        .await
+        .map_err(db)?;
+        let row = c
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM masters WHERE seen >= $1),
+                        (SELECT COUNT(*) FROM servers WHERE next_due <= $2)",
+                &[&since, &now],
+            )
+            .await
+            .map_err(db)?;
+        let (alive, due): (i64, i64) = (row.get(0), row.get(1));
+        Ok((alive.max(1) as u64, due.max(0) as u64))
+    }
+
     pub(crate) async fn claim_due(
         &self,
         now: i64,

@@ -266,6 +266,40 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn heartbeat(
+        &self,
+        master: &str,
+        now: i64,
+        since: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let master = master.to_owned();
+        Self::with(&self.write, "heartbeat", move |c| {
+            let db = |e| StoreError::doing("heartbeat", e);
+            c.execute(
+                "INSERT INTO masters (id, seen) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET seen = excluded.seen",
+                params![master, now],
+            )
+            .map_err(db)?;
+            let alive: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM masters WHERE seen >= ?1",
+                    [since],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            let due: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM servers WHERE next_due <= ?1",
+                    [now],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            Ok((alive.max(1) as u64, due.max(0) as u64))
+        })
+        .await
+    }
+
     pub(crate) async fn claim_due(
         &self,
         now: i64,
